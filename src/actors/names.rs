@@ -1,0 +1,16 @@
+//! Registered actor names, in one place. The ractor registry is process-wide, so every name carries the
+//! node name: two nodes in one process (as in the integration tests) never collide.
+
+/// The name of a node's root supervisor.
+pub fn root(node: &str) -> String {
+    format!("{node}/root")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn names_are_scoped_by_node() {
+        assert_ne!(super::root("a"), super::root("b"));
+        assert_eq!(super::root("n1"), "n1/root");
+    }
+}

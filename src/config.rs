@@ -1,0 +1,536 @@
+//! Layered configuration: built-in defaults < `insights.toml` < environment.
+//!
+//! Every key of the file can also be set as `INSIGHTS_<KEY>` in the environment (`DATABASE_URL` and
+//! `REDIS_URL` keep their conventional names). Secrets (`INSIGHTS_JWT_SECRET`, `INSIGHTS_DATA_KEY`) are read
+//! from the environment only: a config file that names them is refused, so they never end up in a repo.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde::Deserialize;
+
+/// Minimum length of the JWT signing secret, in bytes (HS256 wants at least its output size).
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
+
+/// Errors found while loading or checking configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is invalid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{key} must not be set in {path}: secrets are read from the environment only")]
+    SecretInFile { key: &'static str, path: PathBuf },
+    #[error("{key} is invalid: {message}")]
+    Invalid { key: &'static str, message: String },
+    #[error(
+        "INSIGHTS_JWT_SECRET is not set: `serve` needs a secret of at least {MIN_JWT_SECRET_BYTES} bytes to sign tokens (for example: export INSIGHTS_JWT_SECRET=$(openssl rand -base64 48))"
+    )]
+    MissingJwtSecret,
+    #[error(
+        "INSIGHTS_JWT_SECRET is too short: it has {0} bytes and needs at least {MIN_JWT_SECRET_BYTES} (for example: export INSIGHTS_JWT_SECRET=$(openssl rand -base64 48))"
+    )]
+    ShortJwtSecret(usize),
+}
+
+/// A secret string that never prints itself.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// Returns the secret bytes; callers must not log them.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// The whole configuration of a node.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// PostgreSQL connection string (`DATABASE_URL`).
+    pub database_url: String,
+    /// Redis connection string (`REDIS_URL`); `None` selects the in-process cache and limiter.
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key this node writes, so several deployments can share one Redis.
+    pub redis_prefix: String,
+    /// Address the HTTPS server binds (`INSIGHTS_LISTEN`).
+    pub listen: SocketAddr,
+    /// PEM certificate chain; with the key, replaces the generated self-signed certificate.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key matching `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Directory for node-local files (the generated certificate).
+    pub data_dir: PathBuf,
+    /// Directory of the sentiment model.
+    pub model_dir: PathBuf,
+    /// Origins allowed by CORS; empty means no cross-origin access.
+    pub cors_origins: Vec<String>,
+    /// HS256 signing secret, from the environment only.
+    pub jwt_secret: Option<Secret>,
+    /// AES-256 key for sensitive fields, from the environment only.
+    pub data_key: Option<[u8; 32]>,
+    /// Whether `serve` applies migrations at start.
+    pub migrate_on_start: bool,
+    /// This node's name: scopes its registered actors and names it in a cluster.
+    pub node_name: String,
+    pub db: DbConfig,
+    pub auth: AuthConfig,
+    pub http: HttpConfig,
+}
+
+/// Connection pool settings (R8.9: 10–50 connections).
+#[derive(Debug, Clone)]
+pub struct DbConfig {
+    pub max_connections: u32,
+    pub min_connections: u32,
+    /// How long a request waits for a connection before it is answered 503.
+    pub acquire_timeout: Duration,
+    /// Statements slower than this are logged (R11.5).
+    pub slow_statement: Duration,
+}
+
+/// Token lifetimes, hashing cost and login throttling (R1, R9, R14).
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub bcrypt_cost: u32,
+    /// Upper bound on how long a verified token stays cached (R14.1).
+    pub token_cache_ttl: Duration,
+    /// Failed logins allowed per email and per IP within `login_failure_window` (R1.5).
+    pub login_max_failures: u32,
+    pub login_failure_window: Duration,
+    /// How long a verified API key stays cached.
+    pub api_key_cache_ttl: Duration,
+}
+
+/// Request handling limits.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Largest accepted request body; larger ones get 413.
+    pub body_limit_bytes: u64,
+    /// How long a graceful shutdown waits for open connections.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            database_url: "postgres://postgres@127.0.0.1:5432/insights".to_owned(),
+            redis_url: None,
+            redis_prefix: "insights".to_owned(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            tls_cert: None,
+            tls_key: None,
+            data_dir: PathBuf::from("data"),
+            model_dir: PathBuf::from("models"),
+            cors_origins: Vec::new(),
+            jwt_secret: None,
+            data_key: None,
+            migrate_on_start: true,
+            node_name: "insights-1".to_owned(),
+            db: DbConfig {
+                max_connections: 20,
+                min_connections: 10,
+                acquire_timeout: Duration::from_secs(3),
+                slow_statement: Duration::from_secs(1),
+            },
+            auth: AuthConfig {
+                access_ttl: Duration::from_secs(3600),
+                refresh_ttl: Duration::from_secs(7 * 24 * 3600),
+                bcrypt_cost: 10,
+                token_cache_ttl: Duration::from_secs(3600),
+                login_max_failures: 5,
+                login_failure_window: Duration::from_secs(15 * 60),
+                api_key_cache_ttl: Duration::from_secs(300),
+            },
+            http: HttpConfig {
+                body_limit_bytes: 1024 * 1024,
+                shutdown_grace: Duration::from_secs(10),
+            },
+        }
+    }
+}
+
+/// The optional config file; every field may be omitted.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    database_url: Option<String>,
+    redis_url: Option<String>,
+    redis_prefix: Option<String>,
+    listen: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    model_dir: Option<PathBuf>,
+    cors_origins: Option<Vec<String>>,
+    migrate_on_start: Option<bool>,
+    node_name: Option<String>,
+    db_max_connections: Option<u32>,
+    db_min_connections: Option<u32>,
+    db_acquire_timeout_ms: Option<u64>,
+    db_slow_statement_ms: Option<u64>,
+    access_token_ttl_secs: Option<u64>,
+    refresh_token_ttl_secs: Option<u64>,
+    bcrypt_cost: Option<u32>,
+    token_cache_ttl_secs: Option<u64>,
+    login_max_failures: Option<u32>,
+    login_failure_window_secs: Option<u64>,
+    api_key_cache_ttl_secs: Option<u64>,
+    body_limit_bytes: Option<u64>,
+    shutdown_grace_secs: Option<u64>,
+    // Named only so that their presence can be refused with a clear message.
+    jwt_secret: Option<toml::Value>,
+    data_key: Option<toml::Value>,
+}
+
+/// A source of environment variables; a map in tests, the process environment in the binary.
+pub trait Env {
+    fn var(&self, key: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, key: &str) -> Option<String> {
+        std::env::var(key).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl Env for HashMap<String, String> {
+    fn var(&self, key: &str) -> Option<String> {
+        self.get(key).cloned().filter(|v| !v.is_empty())
+    }
+}
+
+impl Config {
+    /// Loads defaults, then the file at `INSIGHTS_CONFIG` (or `./insights.toml` if it exists), then `env`.
+    pub fn load(env: &impl Env) -> Result<Self, ConfigError> {
+        let explicit = env.var("INSIGHTS_CONFIG").map(PathBuf::from);
+        let path = explicit.clone().unwrap_or_else(|| PathBuf::from("insights.toml"));
+        let file = if explicit.is_some() || path.exists() {
+            Some(read_file(&path)?)
+        } else {
+            None
+        };
+        Self::from_parts(file.as_ref().map(|(p, f)| (p.as_path(), f)), env)
+    }
+
+    /// Loads defaults, then the given TOML text (as if read from `path`), then `env`.
+    pub fn from_toml_and_env(path: &Path, toml_text: &str, env: &impl Env) -> Result<Self, ConfigError> {
+        let file = parse_file(path, toml_text)?;
+        Self::from_parts(Some((path, &file)), env)
+    }
+
+    fn from_parts(file: Option<(&Path, &FileConfig)>, env: &impl Env) -> Result<Self, ConfigError> {
+        let mut config = Config::default();
+        if let Some((path, file)) = file {
+            config.apply_file(path, file)?;
+        }
+        config.apply_env(env)?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn apply_file(&mut self, path: &Path, f: &FileConfig) -> Result<(), ConfigError> {
+        if f.jwt_secret.is_some() {
+            return Err(ConfigError::SecretInFile { key: "jwt_secret", path: path.to_owned() });
+        }
+        if f.data_key.is_some() {
+            return Err(ConfigError::SecretInFile { key: "data_key", path: path.to_owned() });
+        }
+        set(&mut self.database_url, f.database_url.clone());
+        if f.redis_url.is_some() {
+            self.redis_url = f.redis_url.clone().filter(|u| !u.is_empty());
+        }
+        set(&mut self.redis_prefix, f.redis_prefix.clone());
+        if let Some(listen) = &f.listen {
+            self.listen = parse_listen(listen)?;
+        }
+        set_opt(&mut self.tls_cert, f.tls_cert.clone());
+        set_opt(&mut self.tls_key, f.tls_key.clone());
+        set(&mut self.data_dir, f.data_dir.clone());
+        set(&mut self.model_dir, f.model_dir.clone());
+        set(&mut self.cors_origins, f.cors_origins.clone());
+        set(&mut self.migrate_on_start, f.migrate_on_start);
+        set(&mut self.node_name, f.node_name.clone());
+        set(&mut self.db.max_connections, f.db_max_connections);
+        set(&mut self.db.min_connections, f.db_min_connections);
+        set(&mut self.db.acquire_timeout, f.db_acquire_timeout_ms.map(Duration::from_millis));
+        set(&mut self.db.slow_statement, f.db_slow_statement_ms.map(Duration::from_millis));
+        set(&mut self.auth.access_ttl, f.access_token_ttl_secs.map(Duration::from_secs));
+        set(&mut self.auth.refresh_ttl, f.refresh_token_ttl_secs.map(Duration::from_secs));
+        set(&mut self.auth.bcrypt_cost, f.bcrypt_cost);
+        set(&mut self.auth.token_cache_ttl, f.token_cache_ttl_secs.map(Duration::from_secs));
+        set(&mut self.auth.login_max_failures, f.login_max_failures);
+        set(&mut self.auth.login_failure_window, f.login_failure_window_secs.map(Duration::from_secs));
+        set(&mut self.auth.api_key_cache_ttl, f.api_key_cache_ttl_secs.map(Duration::from_secs));
+        set(&mut self.http.body_limit_bytes, f.body_limit_bytes);
+        set(&mut self.http.shutdown_grace, f.shutdown_grace_secs.map(Duration::from_secs));
+        Ok(())
+    }
+
+    fn apply_env(&mut self, env: &impl Env) -> Result<(), ConfigError> {
+        set(&mut self.database_url, env.var("DATABASE_URL"));
+        if let Some(url) = env.var("REDIS_URL") {
+            self.redis_url = Some(url);
+        }
+        set(&mut self.redis_prefix, env.var("INSIGHTS_REDIS_PREFIX"));
+        if let Some(listen) = env.var("INSIGHTS_LISTEN") {
+            self.listen = parse_listen(&listen)?;
+        }
+        set_opt(&mut self.tls_cert, env.var("INSIGHTS_TLS_CERT").map(PathBuf::from));
+        set_opt(&mut self.tls_key, env.var("INSIGHTS_TLS_KEY").map(PathBuf::from));
+        set(&mut self.data_dir, env.var("INSIGHTS_DATA_DIR").map(PathBuf::from));
+        set(&mut self.model_dir, env.var("INSIGHTS_MODEL_DIR").map(PathBuf::from));
+        if let Some(origins) = env.var("INSIGHTS_CORS_ORIGINS") {
+            self.cors_origins = origins
+                .split(',')
+                .map(str::trim)
+                .filter(|o| !o.is_empty())
+                .map(str::to_owned)
+                .collect();
+        }
+        set(&mut self.migrate_on_start, parse_env(env, "INSIGHTS_MIGRATE_ON_START")?);
+        set(&mut self.node_name, env.var("INSIGHTS_NODE_NAME"));
+        set(&mut self.db.max_connections, parse_env(env, "INSIGHTS_DB_MAX_CONNECTIONS")?);
+        set(&mut self.db.min_connections, parse_env(env, "INSIGHTS_DB_MIN_CONNECTIONS")?);
+        set(&mut self.db.acquire_timeout, millis(env, "INSIGHTS_DB_ACQUIRE_TIMEOUT_MS")?);
+        set(&mut self.db.slow_statement, millis(env, "INSIGHTS_DB_SLOW_STATEMENT_MS")?);
+        set(&mut self.auth.access_ttl, secs(env, "INSIGHTS_ACCESS_TOKEN_TTL_SECS")?);
+        set(&mut self.auth.refresh_ttl, secs(env, "INSIGHTS_REFRESH_TOKEN_TTL_SECS")?);
+        set(&mut self.auth.bcrypt_cost, parse_env(env, "INSIGHTS_BCRYPT_COST")?);
+        set(&mut self.auth.token_cache_ttl, secs(env, "INSIGHTS_TOKEN_CACHE_TTL_SECS")?);
+        set(&mut self.auth.login_max_failures, parse_env(env, "INSIGHTS_LOGIN_MAX_FAILURES")?);
+        set(&mut self.auth.login_failure_window, secs(env, "INSIGHTS_LOGIN_FAILURE_WINDOW_SECS")?);
+        set(&mut self.auth.api_key_cache_ttl, secs(env, "INSIGHTS_API_KEY_CACHE_TTL_SECS")?);
+        set(&mut self.http.body_limit_bytes, parse_env(env, "INSIGHTS_BODY_LIMIT_BYTES")?);
+        set(&mut self.http.shutdown_grace, secs(env, "INSIGHTS_SHUTDOWN_GRACE_SECS")?);
+        if let Some(secret) = env.var("INSIGHTS_JWT_SECRET") {
+            self.jwt_secret = Some(Secret::new(secret));
+        }
+        if let Some(key) = env.var("INSIGHTS_DATA_KEY") {
+            self.data_key = Some(parse_data_key(&key)?);
+        }
+        Ok(())
+    }
+
+    /// Checks the values that every command needs to be coherent.
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.db.max_connections == 0 || self.db.min_connections > self.db.max_connections {
+            return Err(ConfigError::Invalid {
+                key: "db_max_connections",
+                message: format!(
+                    "need 0 < min ({}) <= max ({})",
+                    self.db.min_connections, self.db.max_connections
+                ),
+            });
+        }
+        if !(4..=31).contains(&self.auth.bcrypt_cost) {
+            return Err(invalid("bcrypt_cost", "must be between 4 and 31"));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(invalid("tls_cert", "INSIGHTS_TLS_CERT and INSIGHTS_TLS_KEY must be set together"));
+        }
+        if self.auth.access_ttl.is_zero() || self.auth.refresh_ttl.is_zero() {
+            return Err(invalid("access_token_ttl_secs", "token lifetimes must be positive"));
+        }
+        if self.auth.login_max_failures == 0 || self.auth.login_failure_window.is_zero() {
+            return Err(invalid("login_max_failures", "must be positive"));
+        }
+        if self.node_name.is_empty() || !self.node_name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            return Err(invalid("node_name", "must be non-empty ASCII letters, digits, '-', '_' or '.'"));
+        }
+        if self.redis_prefix.is_empty() || self.redis_prefix.contains(char::is_whitespace) {
+            return Err(invalid("redis_prefix", "must be non-empty and without whitespace"));
+        }
+        for origin in &self.cors_origins {
+            if origin == "*" || !(origin.starts_with("https://") || origin.starts_with("http://")) {
+                return Err(invalid(
+                    "cors_origins",
+                    &format!("{origin:?} is not an origin such as https://app.example.com (wildcards are not allowed)"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Returns the JWT secret, or why `serve` cannot start without one.
+    pub fn require_jwt_secret(&self) -> Result<&Secret, ConfigError> {
+        let secret = self.jwt_secret.as_ref().ok_or(ConfigError::MissingJwtSecret)?;
+        let len = secret.expose().len();
+        if len < MIN_JWT_SECRET_BYTES {
+            return Err(ConfigError::ShortJwtSecret(len));
+        }
+        Ok(secret)
+    }
+}
+
+fn read_file(path: &Path) -> Result<(PathBuf, FileConfig), ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    Ok((path.to_owned(), parse_file(path, &text)?))
+}
+
+fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.message().to_owned() })
+}
+
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *slot = v;
+    }
+}
+
+fn set_opt<T>(slot: &mut Option<T>, value: Option<T>) {
+    if value.is_some() {
+        *slot = value;
+    }
+}
+
+fn invalid(key: &'static str, message: &str) -> ConfigError {
+    ConfigError::Invalid { key, message: message.to_owned() }
+}
+
+fn parse_listen(value: &str) -> Result<SocketAddr, ConfigError> {
+    value
+        .parse()
+        .map_err(|_| invalid("listen", &format!("{value:?} is not an address such as 127.0.0.1:8443")))
+}
+
+fn parse_env<T: std::str::FromStr>(env: &impl Env, key: &'static str) -> Result<Option<T>, ConfigError> {
+    match env.var(key) {
+        None => Ok(None),
+        Some(raw) => raw
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| invalid(key, &format!("{raw:?} is not a valid value"))),
+    }
+}
+
+fn secs(env: &impl Env, key: &'static str) -> Result<Option<Duration>, ConfigError> {
+    Ok(parse_env::<u64>(env, key)?.map(Duration::from_secs))
+}
+
+fn millis(env: &impl Env, key: &'static str) -> Result<Option<Duration>, ConfigError> {
+    Ok(parse_env::<u64>(env, key)?.map(Duration::from_millis))
+}
+
+fn parse_data_key(value: &str) -> Result<[u8; 32], ConfigError> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(value.trim())
+        .map_err(|_| invalid("INSIGHTS_DATA_KEY", "must be base64"))?;
+    bytes
+        .try_into()
+        .map_err(|_| invalid("INSIGHTS_DATA_KEY", "must decode to exactly 32 bytes (AES-256)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn defaults_follow_the_requirements() {
+        let c = Config::load(&env(&[("INSIGHTS_CONFIG", "/nonexistent/insights.toml")]));
+        assert!(matches!(c, Err(ConfigError::Read { .. })), "an explicit missing file is an error");
+        let c = Config::from_parts(None, &env(&[])).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:8443".parse().unwrap());
+        assert_eq!(c.auth.access_ttl, Duration::from_secs(3600));
+        assert_eq!(c.auth.refresh_ttl, Duration::from_secs(604_800));
+        assert_eq!(c.auth.bcrypt_cost, 10);
+        assert_eq!(c.auth.login_max_failures, 5);
+        assert_eq!(c.auth.login_failure_window, Duration::from_secs(900));
+        assert!(c.redis_url.is_none());
+        assert!(c.jwt_secret.is_none());
+    }
+
+    #[test]
+    fn file_overrides_defaults_and_env_overrides_file() {
+        let toml = "listen = \"0.0.0.0:9000\"\nredis_url = \"redis://file\"\nbcrypt_cost = 12\ncors_origins = [\"https://a.example\"]\n";
+        let c = Config::from_toml_and_env(Path::new("x.toml"), toml, &env(&[])).unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.redis_url.as_deref(), Some("redis://file"));
+        assert_eq!(c.auth.bcrypt_cost, 12);
+        assert_eq!(c.cors_origins, vec!["https://a.example"]);
+
+        let e = env(&[
+            ("INSIGHTS_LISTEN", "127.0.0.1:9100"),
+            ("REDIS_URL", "redis://env"),
+            ("INSIGHTS_BCRYPT_COST", "11"),
+            ("INSIGHTS_CORS_ORIGINS", "https://b.example, https://c.example"),
+            ("DATABASE_URL", "postgres://x/y"),
+        ]);
+        let c = Config::from_toml_and_env(Path::new("x.toml"), toml, &e).unwrap();
+        assert_eq!(c.listen.port(), 9100);
+        assert_eq!(c.redis_url.as_deref(), Some("redis://env"));
+        assert_eq!(c.auth.bcrypt_cost, 11);
+        assert_eq!(c.cors_origins, vec!["https://b.example", "https://c.example"]);
+        assert_eq!(c.database_url, "postgres://x/y");
+    }
+
+    #[test]
+    fn secrets_in_the_file_are_refused() {
+        let err = Config::from_toml_and_env(Path::new("i.toml"), "jwt_secret = \"abc\"", &env(&[])).unwrap_err();
+        assert!(err.to_string().contains("environment only"), "{err}");
+        let err = Config::from_toml_and_env(Path::new("i.toml"), "data_key = \"abc\"", &env(&[])).unwrap_err();
+        assert!(matches!(err, ConfigError::SecretInFile { key: "data_key", .. }));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused_with_the_key_named() {
+        let err = Config::from_toml_and_env(Path::new("i.toml"), "lisen = \"x\"", &env(&[])).unwrap_err();
+        assert!(err.to_string().contains("lisen"), "{err}");
+        let err = Config::from_parts(None, &env(&[("INSIGHTS_LISTEN", "nowhere")])).unwrap_err();
+        assert!(err.to_string().contains("listen"), "{err}");
+        let err = Config::from_parts(None, &env(&[("INSIGHTS_BCRYPT_COST", "ten")])).unwrap_err();
+        assert!(err.to_string().contains("INSIGHTS_BCRYPT_COST"), "{err}");
+        let err = Config::from_parts(None, &env(&[("INSIGHTS_CORS_ORIGINS", "*")])).unwrap_err();
+        assert!(err.to_string().contains("wildcards"), "{err}");
+        let err = Config::from_parts(None, &env(&[("INSIGHTS_TLS_CERT", "/c.pem")])).unwrap_err();
+        assert!(err.to_string().contains("together"), "{err}");
+    }
+
+    #[test]
+    fn jwt_secret_must_be_present_and_long_enough() {
+        let c = Config::from_parts(None, &env(&[])).unwrap();
+        assert!(matches!(c.require_jwt_secret(), Err(ConfigError::MissingJwtSecret)));
+        let c = Config::from_parts(None, &env(&[("INSIGHTS_JWT_SECRET", "short")])).unwrap();
+        let err = c.require_jwt_secret().unwrap_err();
+        assert!(matches!(err, ConfigError::ShortJwtSecret(5)));
+        assert!(err.to_string().contains("at least 32"), "{err}");
+        let long = "x".repeat(32);
+        let c = Config::from_parts(None, &env(&[("INSIGHTS_JWT_SECRET", &long)])).unwrap();
+        assert_eq!(c.require_jwt_secret().unwrap().expose(), long);
+        assert_eq!(format!("{:?}", c.jwt_secret), "Some(Secret(***))", "secrets never print");
+    }
+
+    #[test]
+    fn data_key_must_be_base64_of_32_bytes() {
+        let good = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+        let c = Config::from_parts(None, &env(&[("INSIGHTS_DATA_KEY", &good)])).unwrap();
+        assert_eq!(c.data_key, Some([7u8; 32]));
+        let short = base64::engine::general_purpose::STANDARD.encode([7u8; 16]);
+        assert!(Config::from_parts(None, &env(&[("INSIGHTS_DATA_KEY", &short)])).is_err());
+        assert!(Config::from_parts(None, &env(&[("INSIGHTS_DATA_KEY", "%%%")])).is_err());
+    }
+}

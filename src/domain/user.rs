@@ -1,0 +1,141 @@
+//! Users and the validated values they are made of.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::{OrganizationId, Role, UserId};
+
+/// An email address, trimmed and lowercased; compared and stored in this form.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Email(String);
+
+impl Email {
+    /// Checks the shape `local@domain.tld` and normalizes case and surrounding space.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let email = raw.trim().to_lowercase();
+        let valid_shape = email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !domain.contains('@')
+        });
+        if email.len() > 254 || email.chars().any(|c| c.is_whitespace() || c.is_control()) || !valid_shape {
+            return Err("must be an email address".to_owned());
+        }
+        Ok(Self(email))
+    }
+
+    /// Returns the normalized address.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A new password: 8 to 72 bytes, since bcrypt ignores everything past 72 bytes and a silently
+/// truncated password is weaker than its owner believes.
+#[derive(Clone)]
+pub struct Password(String);
+
+impl Password {
+    /// Shortest accepted password, in characters.
+    pub const MIN_CHARS: usize = 8;
+    /// Longest accepted password, in bytes (bcrypt's limit).
+    pub const MAX_BYTES: usize = 72;
+
+    /// Checks the length rules.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        if raw.chars().count() < Self::MIN_CHARS {
+            return Err(format!("must be at least {} characters", Self::MIN_CHARS));
+        }
+        if raw.len() > Self::MAX_BYTES {
+            return Err(format!("must be at most {} bytes", Self::MAX_BYTES));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// Returns the plain password, for hashing only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(***)")
+    }
+}
+
+/// A display name: 1 to 200 characters once trimmed, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersonName(String);
+
+impl PersonName {
+    /// Trims and checks the name.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let name = raw.trim();
+        if name.is_empty() {
+            return Err("must not be empty".to_owned());
+        }
+        if name.chars().count() > 200 {
+            return Err("must be at most 200 characters".to_owned());
+        }
+        if name.chars().any(char::is_control) {
+            return Err("must not contain control characters".to_owned());
+        }
+        Ok(Self(name.to_owned()))
+    }
+
+    /// Returns the trimmed name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A user as the API shows it (never with its password hash).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    #[schema(value_type = String, format = Uuid)]
+    pub id: UserId,
+    pub email: String,
+    pub name: String,
+    pub role: Role,
+    #[schema(value_type = String, format = Uuid)]
+    pub organization_id: OrganizationId,
+    pub last_login_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_normalized_and_checked() {
+        assert_eq!(Email::parse("  Ann@Example.COM ").unwrap().as_str(), "ann@example.com");
+        for bad in ["", "ann", "ann@", "@example.com", "ann@example", "a b@example.com", "a@b@c.com", "a@.com"] {
+            assert!(Email::parse(bad).is_err(), "{bad:?} should be refused");
+        }
+        assert!(Email::parse(&format!("{}@example.com", "a".repeat(250))).is_err());
+    }
+
+    #[test]
+    fn passwords_respect_bcrypt_limits() {
+        assert!(Password::parse("1234567").is_err());
+        assert!(Password::parse("12345678").is_ok());
+        assert!(Password::parse(&"é".repeat(36)).is_ok(), "72 bytes is the limit");
+        assert!(Password::parse(&"é".repeat(37)).is_err());
+        assert_eq!(format!("{:?}", Password::parse("12345678").unwrap()), "Password(***)");
+    }
+
+    #[test]
+    fn names_are_trimmed_and_bounded() {
+        assert_eq!(PersonName::parse("  Ann  ").unwrap().as_str(), "Ann");
+        assert!(PersonName::parse("   ").is_err());
+        assert!(PersonName::parse("a\u{0}b").is_err());
+        assert!(PersonName::parse(&"x".repeat(201)).is_err());
+    }
+}

@@ -1,0 +1,76 @@
+//! The one error type of the service. Each variant's doc names the HTTP status it maps to; the mapping
+//! itself, and the JSON body, live in `http::errors`.
+
+use std::time::Duration;
+
+use crate::domain::FieldError;
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// 400: one or more fields are invalid; every one is listed.
+    #[error("request body is invalid")]
+    Validation(Vec<FieldError>),
+    /// 400: the request could not be read at all (not JSON, wrong content type).
+    #[error("{0}")]
+    BadRequest(String),
+    /// 401: missing, invalid, expired or revoked credentials. Never says which.
+    #[error("invalid or expired credentials")]
+    Unauthenticated,
+    /// 403: authenticated, but the role does not allow this.
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// 404: no such resource in the caller's organization.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// 409: the request conflicts with existing data (a duplicate, the last admin).
+    #[error("{0}")]
+    Conflict(String),
+    /// 413: the body is larger than the configured limit.
+    #[error("request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: u64 },
+    /// 429: too many attempts; retry after the given time.
+    #[error("too many requests")]
+    RateLimited { retry_after: Duration, message: &'static str },
+    /// 503: a dependency (PostgreSQL, the model) cannot be reached.
+    #[error("{0} unavailable")]
+    Unavailable(&'static str),
+    /// 500: anything else; logged with its cause, never shown to the client.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        if is_unavailable(&e) {
+            tracing::warn!(error = %e, "database unavailable");
+            return Self::Unavailable("database");
+        }
+        if let sqlx::Error::Database(db) = &e
+            && db.is_unique_violation()
+        {
+            return Self::Conflict("resource already exists".to_owned());
+        }
+        Self::Internal(anyhow::Error::new(e))
+    }
+}
+
+/// Tells whether a database error means "cannot reach PostgreSQL" rather than "the query is wrong".
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // 08: connection exception; 57P01-03: shutdown; 53300: too many connections.
+            code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03" | "53300")
+        }),
+        _ => false,
+    }
+}
+
+/// Returns the name of the unique constraint a database error violated, if that is what it is.
+pub fn unique_violation(e: &sqlx::Error) -> Option<String> {
+    match e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => db.constraint().map(str::to_owned),
+        _ => None,
+    }
+}

@@ -1,0 +1,277 @@
+//! The HTTP API: warp filters and handlers, served over TLS by `http::server`.
+//!
+//! Every endpoint is one filter function plus one plain async function that knows nothing of warp and
+//! returns `Result<T, Error>`. Endpoints are registered as [`Endpoint`]s (method, path template, filter),
+//! so the router and the OpenAPI check are built from the same list.
+
+pub mod api_keys;
+pub mod auth;
+pub mod errors;
+pub mod ops;
+pub mod openapi;
+pub mod server;
+pub mod users;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use futures_util::StreamExt as _;
+use serde::Serialize;
+use warp::filters::BoxedFilter;
+use warp::http::{Method, StatusCode};
+use warp::reply::Response;
+use warp::{Filter, Rejection, Reply as _};
+
+use crate::auth::{Auth, ClientInfo, Principal};
+use crate::config::Config;
+use crate::domain::FieldError;
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::store::cache::Cache;
+pub use errors::ApiRejection;
+
+/// What handlers need; one per node, shared by every request.
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub pool: sqlx::PgPool,
+    pub cache: Cache,
+    pub auth: Auth,
+    pub metrics: Metrics,
+    pub root: ractor::ActorRef<crate::actors::root::RootMsg>,
+}
+
+/// Shared handle to the node's state.
+pub type Shared = Arc<AppState>;
+
+/// The peer address of a connection, put in each request's extensions by the server.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// One route: its method, its path template as written in the OpenAPI document, and its filter.
+pub struct Endpoint {
+    pub method: Method,
+    pub path: &'static str,
+    pub filter: BoxedFilter<(Response,)>,
+}
+
+impl Endpoint {
+    /// Registers a route. The filter must match the path before the method, so that a wrong path gives
+    /// 404 and a wrong method on a known path gives 405.
+    pub fn new<F>(method: Method, path: &'static str, filter: F) -> Self
+    where
+        F: Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static,
+    {
+        Self { method, path, filter: filter.boxed() }
+    }
+}
+
+/// Every endpoint of the API.
+pub fn endpoints(state: &Shared) -> Vec<Endpoint> {
+    let mut all = Vec::new();
+    all.extend(ops::endpoints(state));
+    all.extend(auth::endpoints(state));
+    all.extend(users::endpoints(state));
+    all.extend(api_keys::endpoints(state));
+    all
+}
+
+/// The whole router: every endpoint, CORS when origins are configured, and the rejection handler.
+pub fn router(state: &Shared) -> BoxedFilter<(Response,)> {
+    let mut routes: Option<BoxedFilter<(Response,)>> = None;
+    for endpoint in endpoints(state) {
+        routes = Some(match routes {
+            None => endpoint.filter,
+            Some(r) => r.or(endpoint.filter).unify().boxed(),
+        });
+    }
+    let routes = routes.unwrap_or_else(|| warp::any().and_then(|| async { Err::<Response, _>(warp::reject::not_found()) }).boxed());
+    let origins = &state.config.cors_origins;
+    if origins.is_empty() {
+        return routes.recover(errors::recover).unify().boxed();
+    }
+    let cors = warp::cors()
+        .allow_origins(origins.iter().map(String::as_str))
+        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE, Method::OPTIONS])
+        .allow_headers(["authorization", "content-type", "x-request-id"])
+        .expose_headers(["x-request-id", "retry-after"])
+        .max_age(600);
+    routes.with(cors).map(warp::Reply::into_response).recover(errors::recover).unify().boxed()
+}
+
+/// Injects the shared state.
+pub fn with_state(state: &Shared) -> impl Filter<Extract = (Shared,), Error = Infallible> + Clone + use<> {
+    let state = state.clone();
+    warp::any().map(move || state.clone())
+}
+
+/// Extracts the client's address and user agent.
+pub fn client_info() -> impl Filter<Extract = (ClientInfo,), Error = Rejection> + Clone {
+    warp::ext::optional::<PeerAddr>().and(warp::header::optional::<String>("user-agent")).map(
+        |peer: Option<PeerAddr>, user_agent: Option<String>| ClientInfo {
+            ip: peer.map(|p| p.0.ip()),
+            user_agent: user_agent.map(|ua| ua.chars().take(512).collect()),
+        },
+    )
+}
+
+/// Authenticates the `Authorization: Bearer` credential (token or API key), or rejects with 401.
+pub fn authenticated(state: &Shared) -> impl Filter<Extract = (Principal,), Error = Rejection> + Clone + use<> {
+    warp::header::optional::<String>("authorization").and(with_state(state)).and_then(
+        |header: Option<String>, state: Shared| async move {
+            let credential = header
+                .as_deref()
+                .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| warp::reject::custom(ApiRejection(Error::Unauthenticated)))?;
+            state.auth.authenticate(credential).await.map_err(|e| warp::reject::custom(ApiRejection(e)))
+        },
+    )
+}
+
+/// Reads a JSON body of at most `state.config.http.body_limit_bytes` bytes, answering 413 beyond it and
+/// 400 when it is not JSON. Streams the body so a chunked upload cannot exceed the limit either.
+pub fn json_body(state: &Shared) -> impl Filter<Extract = (serde_json::Value,), Error = Rejection> + Clone + use<> {
+    let limit = state.config.http.body_limit_bytes;
+    warp::header::optional::<u64>("content-length").and(warp::body::stream()).and_then(
+        move |declared: Option<u64>, body| async move {
+            if declared.is_some_and(|n| n > limit) {
+                return Err(warp::reject::custom(ApiRejection(Error::PayloadTooLarge { limit })));
+            }
+            let bytes = read_limited(body, limit).await.map_err(|e| warp::reject::custom(ApiRejection(e)))?;
+            if bytes.is_empty() {
+                return Err(warp::reject::custom(ApiRejection(Error::BadRequest(
+                    "request body is empty; send a JSON object".to_owned(),
+                ))));
+            }
+            serde_json::from_slice(&bytes).map_err(|e| {
+                warp::reject::custom(ApiRejection(Error::BadRequest(format!("request body is not valid JSON: {e}"))))
+            })
+        },
+    )
+}
+
+async fn read_limited<S, B>(body: S, limit: u64) -> Result<BytesMut, Error>
+where
+    S: futures_util::Stream<Item = Result<B, warp::Error>>,
+    B: warp::Buf,
+{
+    let mut body = std::pin::pin!(body);
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| Error::BadRequest(format!("cannot read body: {e}")))?;
+        if buf.len() as u64 + chunk.remaining() as u64 > limit {
+            return Err(Error::PayloadTooLarge { limit });
+        }
+        buf.extend_from_slice(chunk.chunk());
+    }
+    Ok(buf)
+}
+
+/// Reads the query string as a map (validated by each handler, so errors can name the parameter).
+pub fn query_map() -> impl Filter<Extract = (HashMap<String, String>,), Error = Rejection> + Clone {
+    warp::query::<HashMap<String, String>>()
+}
+
+/// A page request read from `page` and `pageSize` (defaults 1 and 20, pageSize at most 100).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageRequest {
+    pub page: u32,
+    pub page_size: u32,
+}
+
+impl PageRequest {
+    pub const DEFAULT_SIZE: u32 = 20;
+    pub const MAX_SIZE: u32 = 100;
+
+    /// Reads and checks the paging parameters, collecting errors for both.
+    pub fn parse(query: &HashMap<String, String>, errors: &mut Vec<FieldError>) -> Self {
+        let mut read = |name: &str, default: u32, max: u32| -> u32 {
+            match query.get(name) {
+                None => default,
+                Some(raw) => match raw.parse::<u32>() {
+                    Ok(n) if (1..=max).contains(&n) => n,
+                    _ => {
+                        errors.push(FieldError::new(name, format!("must be an integer from 1 to {max}")));
+                        default
+                    }
+                },
+            }
+        };
+        let page = read("page", 1, 1_000_000);
+        let page_size = read("pageSize", Self::DEFAULT_SIZE, Self::MAX_SIZE);
+        Self { page, page_size }
+    }
+
+    /// Returns the SQL `LIMIT` and `OFFSET`.
+    pub fn limit_offset(&self) -> (i64, i64) {
+        (i64::from(self.page_size), i64::from(self.page - 1) * i64::from(self.page_size))
+    }
+}
+
+/// A page of results as the API returns it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Page<T: Serialize> {
+    pub data: Vec<T>,
+    pub pagination: Pagination,
+}
+
+/// Paging metadata (R5.12).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Pagination {
+    pub page: u32,
+    pub page_size: u32,
+    pub total: i64,
+    pub total_pages: i64,
+}
+
+impl<T: Serialize> Page<T> {
+    /// Wraps a page of data with its metadata.
+    pub fn new(data: Vec<T>, request: PageRequest, total: i64) -> Self {
+        let size = i64::from(request.page_size);
+        let total_pages = (total + size - 1) / size;
+        Self { data, pagination: Pagination { page: request.page, page_size: request.page_size, total, total_pages } }
+    }
+}
+
+/// Turns a handler's result into a JSON response with `status`, or an error response.
+pub fn respond<T: Serialize>(status: StatusCode, result: Result<T, Error>) -> Response {
+    match result {
+        Ok(body) => warp::reply::with_status(warp::reply::json(&body), status).into_response(),
+        Err(e) => errors::error_response(&e),
+    }
+}
+
+/// Turns a handler's result into 204 No Content, or an error response.
+pub fn no_content(result: Result<(), Error>) -> Response {
+    match result {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => errors::error_response(&e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paging_defaults_and_limits() {
+        let mut errors = Vec::new();
+        let p = PageRequest::parse(&HashMap::new(), &mut errors);
+        assert_eq!(p, PageRequest { page: 1, page_size: 20 });
+        assert!(errors.is_empty());
+        let q: HashMap<String, String> =
+            [("page".to_owned(), "0".to_owned()), ("pageSize".to_owned(), "101".to_owned())].into();
+        PageRequest::parse(&q, &mut errors);
+        assert_eq!(errors.len(), 2, "both bad parameters are reported");
+        assert!(errors[1].message.contains("100"));
+        let q: HashMap<String, String> = [("page".to_owned(), "3".to_owned()), ("pageSize".to_owned(), "10".to_owned())].into();
+        let p = PageRequest::parse(&q, &mut Vec::new());
+        assert_eq!(p.limit_offset(), (10, 20));
+        assert_eq!(Page::new(Vec::<u8>::new(), p, 21).pagination.total_pages, 3);
+    }
+}

@@ -1,0 +1,264 @@
+//! The HTTPS server: TLS through rustls (warp 0.4 has none), HTTP/1.1 and HTTP/2 through hyper, and the
+//! per-request envelope every response shares: request id, security headers, log line and metrics.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::AsyncWriteExt as _;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use tower_service::Service as _;
+use warp::filters::BoxedFilter;
+use warp::http::{HeaderValue, Request, header};
+use warp::reply::Response;
+
+use super::PeerAddr;
+use super::errors::REQUEST_ID;
+use crate::metrics::Metrics;
+
+/// How long a client may take to start and finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The first byte of every TLS connection (a handshake record).
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// What a plain-HTTP client on the HTTPS port is told before the connection is closed.
+const PLAIN_HTTP_REFUSAL: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: 116\r\n\r\n{\"error\":{\"code\":\"https_required\",\"message\":\"this server only speaks HTTPS; use https:// (plain HTTP is refused) \"}}";
+
+/// Installs ring as the process's rustls provider. ractor_cluster brings aws-lc-rs too, and with two
+/// providers rustls cannot pick one by itself. Safe to call more than once.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Where the generated self-signed certificate is kept.
+pub fn generated_cert_paths(data_dir: &Path) -> (PathBuf, PathBuf) {
+    let dir = data_dir.join("tls");
+    (dir.join("cert.pem"), dir.join("key.pem"))
+}
+
+/// Loads the configured certificate, or generates (once, then reuses) a self-signed one for localhost.
+pub fn load_tls(cert: Option<&Path>, key: Option<&Path>, data_dir: &Path) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    install_crypto_provider();
+    let (cert_path, key_path) = match (cert, key) {
+        (Some(c), Some(k)) => (c.to_owned(), k.to_owned()),
+        _ => {
+            let (c, k) = generated_cert_paths(data_dir);
+            if !c.exists() || !k.exists() {
+                generate_self_signed(&c, &k)?;
+            }
+            (c, k)
+        }
+    };
+    let cert_pem = std::fs::read(&cert_path)
+        .map_err(|e| anyhow::anyhow!("cannot read TLS certificate {}: {e}", cert_path.display()))?;
+    let key_pem =
+        std::fs::read(&key_path).map_err(|e| anyhow::anyhow!("cannot read TLS key {}: {e}", key_path.display()))?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow::anyhow!("TLS certificate {} is not valid PEM: {e}", cert_path.display()))?;
+    if chain.is_empty() {
+        anyhow::bail!("TLS certificate {} holds no certificate", cert_path.display());
+    }
+    let key = PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|e| anyhow::anyhow!("TLS key {} is not a valid PEM private key: {e}", key_path.display()))?;
+    let mut config = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+fn generate_self_signed(cert_path: &Path, key_path: &Path) -> anyhow::Result<()> {
+    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    let generated = rcgen::generate_simple_self_signed(names)?;
+    if let Some(dir) = cert_path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(cert_path, generated.cert.pem())?;
+    write_private(key_path, generated.signing_key.serialize_pem().as_bytes())?;
+    tracing::warn!(
+        cert = %cert_path.display(),
+        "no TLS certificate configured; generated a self-signed one for localhost (set INSIGHTS_TLS_CERT and INSIGHTS_TLS_KEY in production)"
+    );
+    Ok(())
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(path)?;
+    f.write_all(bytes)
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::write(path, bytes)
+}
+
+/// Serves `routes` over TLS on `listener` until `shutdown` turns true, then lets open connections finish
+/// for up to `grace`.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    routes: BoxedFilter<(Response,)>,
+    metrics: Metrics,
+    mut shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let acceptor = TlsAcceptor::from(tls);
+    let graceful = GracefulShutdown::new();
+    let service = warp::service(routes);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Usually EMFILE: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let acceptor = acceptor.clone();
+        let service = service.clone();
+        let metrics = metrics.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let Some(tls) = handshake(stream, peer, &acceptor).await else {
+                return;
+            };
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let mut inner = service.clone();
+                let metrics = metrics.clone();
+                async move { Ok::<_, Infallible>(envelope(req, peer, &metrics, |r| inner.call(r)).await) }
+            });
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!("all connections closed"),
+        _ = tokio::time::sleep(grace) => tracing::warn!(grace_s = grace.as_secs(), "connections still open after the grace period; closing"),
+    }
+}
+
+/// Refuses plain HTTP with a short explanation, and completes the TLS handshake otherwise.
+async fn handshake(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    acceptor: &TlsAcceptor,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
+        Ok(Ok(1)) if first[0] == TLS_HANDSHAKE_RECORD => {}
+        Ok(Ok(1)) => {
+            tracing::debug!(peer = %peer, "plain HTTP on the HTTPS port refused");
+            let _ = stream.write_all(PLAIN_HTTP_REFUSAL).await;
+            let _ = stream.shutdown().await;
+            return None;
+        }
+        _ => return None,
+    }
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => Some(tls),
+        Ok(Err(e)) => {
+            tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// Wraps one request: assigns its id (or keeps a sane one the client sent), records the peer, runs the
+/// router with the id in scope, then adds headers, logs the request line (R11.1) and counts it.
+async fn envelope<F, Fut>(mut req: Request<Incoming>, peer: SocketAddr, metrics: &Metrics, call: F) -> Response
+where
+    F: FnOnce(Request<Incoming>) -> Fut,
+    Fut: std::future::Future<Output = Result<Response, Infallible>>,
+{
+    let started = Instant::now();
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 64 && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    req.extensions_mut().insert(PeerAddr(peer));
+    let response = REQUEST_ID.scope(request_id.clone(), call(req)).await;
+    let mut response = match response {
+        Ok(r) => r,
+        Err(never) => match never {},
+    };
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        headers.insert("x-request-id", v);
+    }
+    headers.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    let status = response.status();
+    let elapsed = started.elapsed();
+    let route = route_label(&path);
+    metrics.http_requests.with_label_values(&[method.as_str(), &route, status.as_str()]).inc();
+    metrics.http_duration.with_label_values(&[method.as_str(), &route]).observe(elapsed.as_secs_f64());
+    let latency_ms = elapsed.as_secs_f64() * 1000.0;
+    if status.is_server_error() {
+        tracing::error!(%request_id, %method, path, status = status.as_u16(), latency_ms, peer = %peer, "request");
+    } else {
+        tracing::info!(%request_id, %method, path, status = status.as_u16(), latency_ms, "request");
+    }
+    response
+}
+
+/// Collapses ids in a path so the metrics have one series per route, not one per resource.
+pub fn route_label(path: &str) -> String {
+    if !(path.starts_with("/api/") || matches!(path, "/healthz" | "/readyz" | "/metrics" | "/")) {
+        return "other".to_owned();
+    }
+    path.split('/')
+        .map(|segment| if uuid::Uuid::parse_str(segment).is_ok() || segment.len() > 40 { "{id}" } else { segment })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_labels_hide_ids_and_unknown_paths() {
+        assert_eq!(route_label("/api/v1/users/67e55044-10b1-426f-9247-bb680e5fe0c8"), "/api/v1/users/{id}");
+        assert_eq!(route_label("/api/v1/me"), "/api/v1/me");
+        assert_eq!(route_label("/wp-admin/x.php"), "other");
+    }
+
+    #[test]
+    fn the_plain_http_refusal_is_a_well_formed_response() {
+        let text = std::str::from_utf8(PLAIN_HTTP_REFUSAL).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let declared: usize = head.lines().find_map(|l| l.strip_prefix("Content-Length: ")).unwrap().parse().unwrap();
+        assert_eq!(declared, body.len());
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(json["error"]["code"], "https_required");
+    }
+}

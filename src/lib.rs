@@ -1,0 +1,141 @@
+//! # Insights
+//!
+//! A real-time customer-insights platform: interactions stream in over HTTPS, texts are scored for
+//! sentiment, behaviour patterns are detected per customer, and dashboards follow it all live.
+//!
+//! # Layout
+//!
+//! - [`config`]: layered configuration (defaults < `insights.toml` < environment); secrets from the environment only.
+//! - [`error`]: the one error type; its HTTP mapping lives in `http::errors`.
+//! - [`domain`]: plain validated types: ids, roles, users, field validation.
+//! - [`auth`]: login, token rotation and revocation, token and API-key verification, principals.
+//! - [`store`]: PostgreSQL repositories (sqlx), migrations, the cache (Redis or in-process) and the login throttle.
+//! - [`actors`]: the ractor supervision tree, rooted in `actors::root::RootSupervisor`.
+//! - [`http`]: warp endpoints, the error shape, the OpenAPI document and the TLS server.
+//! - [`metrics`]: the node's Prometheus registry.
+//! - [`ml`]: preprocessing, the sentiment model and pattern detection.
+//!
+//! [`App`] wires them together: config -> store -> cache -> auth -> actors -> http.
+
+pub mod actors;
+pub mod auth;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod ml;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use ractor::{Actor, ActorRef};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::actors::root::{RootArgs, RootMsg, RootSupervisor};
+use crate::config::Config;
+use crate::http::{AppState, Shared};
+
+/// A running node: its HTTPS server, its actor tree and its connections.
+pub struct App {
+    addr: SocketAddr,
+    state: Shared,
+    shutdown: watch::Sender<bool>,
+    server: JoinHandle<()>,
+    root_handle: JoinHandle<()>,
+}
+
+impl App {
+    /// Builds and starts a node: checks the secret, migrates (unless disabled), connects the cache, starts
+    /// the actor tree, loads or generates the TLS certificate and binds the listener.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let secret = config.require_jwt_secret()?.expose().as_bytes().to_vec();
+        let metrics = metrics::Metrics::new()?;
+        if config.migrate_on_start {
+            store::ensure_database(&config.database_url)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot reach or create the database: {e}"))?;
+        }
+        let pool = store::connect(&config.database_url, &config.db)?;
+        if config.migrate_on_start {
+            store::migrate(&pool).await.map_err(|e| anyhow::anyhow!("cannot apply migrations: {e}"))?;
+        }
+        let cache = store::cache::Cache::new(config.redis_url.as_deref(), &config.redis_prefix, metrics.clone())?;
+        let auth = auth::Auth::new(pool.clone(), cache.clone(), &secret, config.auth.clone(), metrics.clone()).await?;
+        let (root, root_handle) = Actor::spawn(
+            Some(actors::names::root(&config.node_name)),
+            RootSupervisor,
+            RootArgs { node_name: config.node_name.clone(), metrics: metrics.clone() },
+        )
+        .await?;
+        let tls = http::server::load_tls(config.tls_cert.as_deref(), config.tls_key.as_deref(), &config.data_dir)?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+        let addr = listener.local_addr()?;
+        let grace = config.http.shutdown_grace;
+        let state: Shared = Arc::new(AppState { config: Arc::new(config), pool, cache, auth, metrics: metrics.clone(), root });
+        let routes = http::router(&state);
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let server = tokio::spawn(http::server::serve(listener, tls, routes, metrics, shutdown_rx, grace));
+        tracing::info!(%addr, node = %state.config.node_name, "listening on https://{addr}");
+        Ok(Self { addr, state, shutdown, server, root_handle })
+    }
+
+    /// Returns the bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Returns the node's shared state.
+    pub fn state(&self) -> &Shared {
+        &self.state
+    }
+
+    /// Returns the root supervisor.
+    pub fn root(&self) -> &ActorRef<RootMsg> {
+        &self.state.root
+    }
+
+    /// Serves until SIGINT or SIGTERM, then shuts down gracefully.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        self.shutdown().await
+    }
+
+    /// Stops accepting connections, lets open ones finish (bounded by the grace period), stops the actor
+    /// tree and closes the pool.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.server.await?;
+        self.state.root.stop(Some("shutdown".to_owned()));
+        self.root_handle.await?;
+        self.state.pool.close().await;
+        Ok(())
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the node");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

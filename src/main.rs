@@ -1,0 +1,121 @@
+//! The `insights` command: parses the CLI, sets up logging, loads config and calls into the library.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use insights::config::{Config, ProcessEnv};
+use insights::domain::{Email, Password, PersonName};
+use insights::store;
+
+#[derive(Parser)]
+#[command(name = "insights", version, about = "Real-time customer insights platform")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs a node: HTTPS API, actors, live updates (migrates first unless INSIGHTS_MIGRATE_ON_START=false).
+    Serve {
+        /// Skip migrations at start even if the config enables them.
+        #[arg(long)]
+        no_migrate: bool,
+    },
+    /// Creates the database if needed and applies every pending migration.
+    Migrate,
+    /// Manages organizations.
+    Org {
+        #[command(subcommand)]
+        command: OrgCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum OrgCommand {
+    /// Creates an organization and its first admin.
+    Create {
+        /// The organization's name.
+        #[arg(long)]
+        name: String,
+        /// The first admin's email (their login).
+        #[arg(long)]
+        admin_email: String,
+        /// The first admin's password (8 to 72 bytes).
+        #[arg(long, env = "INSIGHTS_ADMIN_PASSWORD", hide_env_values = true)]
+        admin_password: String,
+        /// The first admin's display name (defaults to the part of the email before '@').
+        #[arg(long)]
+        admin_name: Option<String>,
+        /// Print `{"organizationId": ..., "adminUserId": ...}` on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::env::var("INSIGHTS_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut config = Config::load(&ProcessEnv)?;
+    match cli.command {
+        Command::Serve { no_migrate } => {
+            if no_migrate {
+                config.migrate_on_start = false;
+            }
+            // Checked before anything else so a missing secret is the first and only thing said.
+            config.require_jwt_secret()?;
+            let app = insights::App::build(config).await?;
+            app.run_until_stopped().await
+        }
+        Command::Migrate => {
+            store::ensure_database(&config.database_url).await?;
+            let pool = store::connect(&config.database_url, &config.db)?;
+            store::migrate(&pool).await?;
+            eprintln!("migrations applied");
+            Ok(())
+        }
+        Command::Org { command: OrgCommand::Create { name, admin_email, admin_password, admin_name, json } } => {
+            let org_name = PersonName::parse(&name).map_err(|e| anyhow::anyhow!("--name {e}"))?;
+            let email = Email::parse(&admin_email).map_err(|e| anyhow::anyhow!("--admin-email {e}"))?;
+            let password = Password::parse(&admin_password).map_err(|e| anyhow::anyhow!("--admin-password {e}"))?;
+            let default_name = email.as_str().split('@').next().unwrap_or("admin").to_owned();
+            let admin_name = PersonName::parse(admin_name.as_deref().unwrap_or(&default_name))
+                .map_err(|e| anyhow::anyhow!("--admin-name {e}"))?;
+            store::ensure_database(&config.database_url).await?;
+            let pool = store::connect(&config.database_url, &config.db)?;
+            store::migrate(&pool).await?;
+            let hash = insights::auth::hash_password(password.expose().to_owned(), config.auth.bcrypt_cost).await?;
+            let (org, admin) = store::orgs::create_with_admin(&pool, org_name.as_str(), &email, &admin_name, &hash)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            if json {
+                println!("{}", serde_json::json!({ "organizationId": org, "adminUserId": admin.id }));
+            } else {
+                println!("created organization {org} with admin {} ({})", admin.email, admin.id);
+            }
+            Ok(())
+        }
+    }
+}

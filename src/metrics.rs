@@ -1,0 +1,100 @@
+//! Prometheus metrics of one node (R11.6–11.9), rendered at `/metrics`.
+//!
+//! Each `App` owns its own registry, so several apps in one process (the integration tests) do not mix
+//! their counts.
+
+use std::sync::Arc;
+
+use prometheus::{Encoder as _, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+
+/// The metrics of a node; cheap to clone.
+#[derive(Clone)]
+pub struct Metrics(Arc<Inner>);
+
+/// The individual series.
+pub struct Inner {
+    pub registry: Registry,
+    /// Requests by method, route template and status.
+    pub http_requests: IntCounterVec,
+    /// Request latency by method and route template.
+    pub http_duration: HistogramVec,
+    /// Password hashes verified, by outcome (`match`, `mismatch`, `dummy` for unknown emails).
+    pub password_verifications: IntCounterVec,
+    /// Failed authentications by reason.
+    pub auth_failures: IntCounterVec,
+    /// Verified-token cache lookups by result (`hit`, `miss`).
+    pub token_cache: IntCounterVec,
+    /// Cache operations that failed because Redis was unreachable.
+    pub cache_errors: IntCounterVec,
+    /// Child actors restarted by a supervisor, by supervisor.
+    pub actor_restarts: IntCounterVec,
+    /// Connections in the PostgreSQL pool, and how many are idle (R11.9).
+    pub db_pool_size: IntGauge,
+    pub db_pool_idle: IntGauge,
+}
+
+impl std::ops::Deref for Metrics {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl Metrics {
+    /// Registers every series in a new registry.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new_custom(Some("insights".to_owned()), None)?;
+        let http_requests = IntCounterVec::new(
+            Opts::new("http_requests_total", "HTTP requests by method, route and status"),
+            &["method", "route", "status"],
+        )?;
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency").buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            &["method", "route"],
+        )?;
+        let password_verifications = IntCounterVec::new(
+            Opts::new("password_verifications_total", "bcrypt verifications by outcome"),
+            &["outcome"],
+        )?;
+        let auth_failures =
+            IntCounterVec::new(Opts::new("auth_failures_total", "failed authentications by reason"), &["reason"])?;
+        let token_cache =
+            IntCounterVec::new(Opts::new("token_cache_total", "verified-token cache lookups"), &["result"])?;
+        let cache_errors =
+            IntCounterVec::new(Opts::new("cache_errors_total", "cache operations failed by Redis errors"), &["op"])?;
+        let actor_restarts =
+            IntCounterVec::new(Opts::new("actor_restarts_total", "child actors restarted"), &["supervisor"])?;
+        let db_pool_size = IntGauge::new("db_pool_connections", "open PostgreSQL connections")?;
+        let db_pool_idle = IntGauge::new("db_pool_idle_connections", "idle PostgreSQL connections")?;
+        registry.register(Box::new(http_requests.clone()))?;
+        registry.register(Box::new(http_duration.clone()))?;
+        registry.register(Box::new(password_verifications.clone()))?;
+        registry.register(Box::new(auth_failures.clone()))?;
+        registry.register(Box::new(token_cache.clone()))?;
+        registry.register(Box::new(cache_errors.clone()))?;
+        registry.register(Box::new(actor_restarts.clone()))?;
+        registry.register(Box::new(db_pool_size.clone()))?;
+        registry.register(Box::new(db_pool_idle.clone()))?;
+        Ok(Self(Arc::new(Inner {
+            registry,
+            http_requests,
+            http_duration,
+            password_verifications,
+            auth_failures,
+            token_cache,
+            cache_errors,
+            actor_restarts,
+            db_pool_size,
+            db_pool_idle,
+        })))
+    }
+
+    /// Renders every series in the Prometheus text format.
+    pub fn render(&self) -> Result<String, prometheus::Error> {
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
+        String::from_utf8(out).map_err(|e| prometheus::Error::Msg(e.to_string()))
+    }
+}

@@ -1,0 +1,61 @@
+//! Persistence: the PostgreSQL pool and its repositories, the cache (Redis or in-process) and the
+//! attempt limiter built on it.
+
+pub mod api_keys;
+pub mod auth_events;
+pub mod cache;
+pub mod limiter;
+pub mod orgs;
+pub mod sessions;
+pub mod users;
+
+use std::time::Duration;
+
+use sqlx::ConnectOptions as _;
+use sqlx::migrate::MigrateDatabase as _;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+use crate::config::DbConfig;
+
+/// The migrations in `migrations/`, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Creates the database named in `url` when it does not exist yet, so a fresh machine needs no manual step.
+pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
+    if !sqlx::Postgres::database_exists(url).await? {
+        tracing::info!("creating database");
+        sqlx::Postgres::create_database(url).await?;
+    }
+    Ok(())
+}
+
+/// Opens a connection pool. Connections are made lazily, so a node starts (and reports 503) while
+/// PostgreSQL is down, instead of failing to boot.
+pub fn connect(url: &str, cfg: &DbConfig) -> anyhow::Result<PgPool> {
+    let options: PgConnectOptions = url.parse()?;
+    let options = options
+        .application_name("insights")
+        .log_slow_statements(log::LevelFilter::Warn, cfg.slow_statement);
+    Ok(PgPoolOptions::new()
+        .max_connections(cfg.max_connections)
+        .min_connections(cfg.min_connections)
+        .acquire_timeout(cfg.acquire_timeout)
+        .idle_timeout(Some(Duration::from_secs(600)))
+        .connect_lazy_with(options))
+}
+
+/// Applies every pending migration.
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    MIGRATOR.run(pool).await?;
+    Ok(())
+}
+
+/// Checks that PostgreSQL answers, within `timeout`.
+pub async fn ping(pool: &PgPool, timeout: Duration) -> Result<Duration, String> {
+    let started = std::time::Instant::now();
+    match tokio::time::timeout(timeout, sqlx::query_scalar!("SELECT 1 AS \"one!\"").fetch_one(pool)).await {
+        Ok(Ok(_)) => Ok(started.elapsed()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+    }
+}
