@@ -38,7 +38,10 @@ pub enum Principal {
     /// A person with a role, through an access token.
     User(UserPrincipal),
     /// A machine client through an organization API key; may only ingest.
-    ApiKey { key_id: ApiKeyId, organization_id: OrganizationId },
+    ApiKey {
+        key_id: ApiKeyId,
+        organization_id: OrganizationId,
+    },
 }
 
 /// A verified user and the token they presented.
@@ -115,14 +118,28 @@ impl Auth {
         metrics: Metrics,
     ) -> anyhow::Result<Self> {
         let keys = TokenKeys::new(jwt_secret)?;
-        let throttle = LoginThrottle::new(cache.clone(), config.login_max_failures, config.login_failure_window);
+        let throttle = LoginThrottle::new(
+            cache.clone(),
+            config.login_max_failures,
+            config.login_failure_window,
+        );
         let dummy_hash = hash_password(random_token(), config.bcrypt_cost).await?;
-        Ok(Self { pool, cache, keys, config, throttle, metrics, dummy_hash })
+        Ok(Self {
+            pool,
+            cache,
+            keys,
+            config,
+            throttle,
+            metrics,
+            dummy_hash,
+        })
     }
 
     /// Hashes a password with the configured cost, off the async threads.
     pub async fn hash(&self, password: &Password) -> Result<String, Error> {
-        hash_password(password.expose().to_owned(), self.config.bcrypt_cost).await.map_err(Error::Internal)
+        hash_password(password.expose().to_owned(), self.config.bcrypt_cost)
+            .await
+            .map_err(Error::Internal)
     }
 
     async fn verify_password(&self, password: &str, hash: Option<&str>) -> Result<bool, Error> {
@@ -138,12 +155,20 @@ impl Auth {
             (true, true) => "match",
             (true, false) => "mismatch",
         };
-        self.metrics.password_verifications.with_label_values(&[outcome]).inc();
+        self.metrics
+            .password_verifications
+            .with_label_values(&[outcome])
+            .inc();
         Ok(known && ok)
     }
 
     /// Logs a user in: checks throttling and the password, opens a session, issues both tokens.
-    pub async fn login(&self, email: &Email, password: &str, client: &ClientInfo) -> Result<IssuedTokens, Error> {
+    pub async fn login(
+        &self,
+        email: &Email,
+        password: &str,
+        client: &ClientInfo,
+    ) -> Result<IssuedTokens, Error> {
         let event = |org, user| AuthEvent {
             organization_id: org,
             user_id: user,
@@ -155,18 +180,28 @@ impl Auth {
             tracing::warn!(email = email.as_str(), ip = ?client.ip, retry_after_s = wait.as_secs(), "login throttled");
             auth_events::record(&self.pool, AuthEventKind::LoginThrottled, event(None, None)).await;
             self.metrics.auth_failures.with_label_values(&["throttled"]).inc();
-            return Err(Error::RateLimited { retry_after: wait, message: "too many failed logins; try again later" });
+            return Err(Error::RateLimited {
+                retry_after: wait,
+                message: "too many failed logins; try again later",
+            });
         }
         let credentials = users::credentials_by_email(&self.pool, email).await?;
-        let valid = self.verify_password(password, credentials.as_ref().map(|c| c.password_hash.as_str())).await?;
+        let valid = self
+            .verify_password(password, credentials.as_ref().map(|c| c.password_hash.as_str()))
+            .await?;
         let credentials = match credentials {
             Some(c) if valid => c,
             other => {
                 self.throttle.record_failure(email.as_str(), client.ip).await;
-                let (org, user) = other.map(|c| (Some(c.organization_id), Some(c.id))).unwrap_or((None, None));
+                let (org, user) = other
+                    .map(|c| (Some(c.organization_id), Some(c.id)))
+                    .unwrap_or((None, None));
                 tracing::warn!(email = email.as_str(), ip = ?client.ip, at = %Utc::now(), "login failed");
                 auth_events::record(&self.pool, AuthEventKind::LoginFailed, event(org, user)).await;
-                self.metrics.auth_failures.with_label_values(&["bad_credentials"]).inc();
+                self.metrics
+                    .auth_failures
+                    .with_label_values(&["bad_credentials"])
+                    .inc();
                 return Err(Error::Unauthenticated);
             }
         };
@@ -206,9 +241,21 @@ impl Auth {
     fn issue(&self, owner: SessionOwner, refresh_token: String) -> Result<IssuedTokens, Error> {
         let (access_token, _) = self
             .keys
-            .issue(owner.user_id, owner.organization_id, owner.role, owner.session_id, self.config.access_ttl, Utc::now())
+            .issue(
+                owner.user_id,
+                owner.organization_id,
+                owner.role,
+                owner.session_id,
+                self.config.access_ttl,
+                Utc::now(),
+            )
             .map_err(|e| Error::Internal(e.into()))?;
-        Ok(IssuedTokens { access_token, refresh_token, expires_in: self.config.access_ttl.as_secs(), owner })
+        Ok(IssuedTokens {
+            access_token,
+            refresh_token,
+            expires_in: self.config.access_ttl.as_secs(),
+            owner,
+        })
     }
 
     /// Exchanges a refresh token for a new pair; the presented token stops working (rotation). A token
@@ -218,7 +265,11 @@ impl Auth {
         let expires_at = Utc::now() + self.config.refresh_ttl;
         match sessions::rotate(&self.pool, &digest(refresh_token), &digest(&next), expires_at).await? {
             Rotation::Rotated(owner) => self.issue(owner, next),
-            Rotation::Reused { session_id, organization_id, user_id } => {
+            Rotation::Reused {
+                session_id,
+                organization_id,
+                user_id,
+            } => {
                 tracing::warn!(session_id = %session_id, user_id = %user_id, ip = ?client.ip, "refresh token reused, session revoked");
                 self.forget_sessions(&[session_id]).await;
                 auth_events::record(
@@ -233,11 +284,17 @@ impl Auth {
                     },
                 )
                 .await;
-                self.metrics.auth_failures.with_label_values(&["refresh_reused"]).inc();
+                self.metrics
+                    .auth_failures
+                    .with_label_values(&["refresh_reused"])
+                    .inc();
                 Err(Error::Unauthenticated)
             }
             Rotation::Invalid => {
-                self.metrics.auth_failures.with_label_values(&["refresh_invalid"]).inc();
+                self.metrics
+                    .auth_failures
+                    .with_label_values(&["refresh_invalid"])
+                    .inc();
                 Err(Error::Unauthenticated)
             }
         }
@@ -275,10 +332,12 @@ impl Auth {
             return Ok(principal);
         }
         self.metrics.token_cache.with_label_values(&["miss"]).inc();
-        let owner = sessions::live_owner(&self.pool, claims.session_id(), claims.user_id()).await?.ok_or_else(|| {
-            self.metrics.auth_failures.with_label_values(&["revoked"]).inc();
-            Error::Unauthenticated
-        })?;
+        let owner = sessions::live_owner(&self.pool, claims.session_id(), claims.user_id())
+            .await?
+            .ok_or_else(|| {
+                self.metrics.auth_failures.with_label_values(&["revoked"]).inc();
+                Error::Unauthenticated
+            })?;
         let principal = UserPrincipal {
             user_id: owner.user_id,
             organization_id: owner.organization_id,
@@ -302,16 +361,25 @@ impl Auth {
         if let Some(json) = self.cache.get(&cache_key).await
             && let Ok((key_id, organization_id)) = serde_json::from_str::<(ApiKeyId, OrganizationId)>(&json)
         {
-            return Ok(Principal::ApiKey { key_id, organization_id });
+            return Ok(Principal::ApiKey {
+                key_id,
+                organization_id,
+            });
         }
-        let (key_id, organization_id) = api_keys::authenticate(&self.pool, &hash).await?.ok_or_else(|| {
-            self.metrics.auth_failures.with_label_values(&["api_key"]).inc();
-            Error::Unauthenticated
-        })?;
+        let (key_id, organization_id) =
+            api_keys::authenticate(&self.pool, &hash).await?.ok_or_else(|| {
+                self.metrics.auth_failures.with_label_values(&["api_key"]).inc();
+                Error::Unauthenticated
+            })?;
         if let Ok(json) = serde_json::to_string(&(key_id, organization_id)) {
-            self.cache.set(&cache_key, &json, self.config.api_key_cache_ttl).await;
+            self.cache
+                .set(&cache_key, &json, self.config.api_key_cache_ttl)
+                .await;
         }
-        Ok(Principal::ApiKey { key_id, organization_id })
+        Ok(Principal::ApiKey {
+            key_id,
+            organization_id,
+        })
     }
 
     /// Ends the caller's session: this access token and its refresh token stop working at once.
@@ -342,15 +410,23 @@ impl Auth {
         new: &Password,
         client: &ClientInfo,
     ) -> Result<(), Error> {
-        let hash = users::password_hash(&self.pool, user.user_id).await?.ok_or(Error::Unauthenticated)?;
+        let hash = users::password_hash(&self.pool, user.user_id)
+            .await?
+            .ok_or(Error::Unauthenticated)?;
         if !self.verify_password(current, Some(&hash)).await? {
             // Counted like a failed login, so a stolen access token cannot be used to guess the password.
             self.throttle.record_failure(&user.email, client.ip).await;
-            return Err(Error::Validation(vec![crate::domain::FieldError::new("currentPassword", "is incorrect")]));
+            return Err(Error::Validation(vec![crate::domain::FieldError::new(
+                "currentPassword",
+                "is incorrect",
+            )]));
         }
         let new_hash = self.hash(new).await?;
         let mut tx = self.pool.begin().await?;
-        let patch = users::UserPatch { password_hash: Some(new_hash), ..Default::default() };
+        let patch = users::UserPatch {
+            password_hash: Some(new_hash),
+            ..Default::default()
+        };
         users::update(&mut tx, user.organization_id, user.user_id, &patch).await?;
         let revoked = sessions::revoke_all_for_user(&mut tx, user.user_id, "password_changed").await?;
         tx.commit().await?;
@@ -449,14 +525,23 @@ mod tests {
             typ: "access".into(),
         };
         assert!(cache_ttl(&claims, Duration::from_secs(3600)) <= Duration::from_secs(100));
-        assert_eq!(cache_ttl(&claims, Duration::from_secs(10)), Duration::from_secs(10));
-        let expired = Claims { exp: now - 5, ..claims };
+        assert_eq!(
+            cache_ttl(&claims, Duration::from_secs(10)),
+            Duration::from_secs(10)
+        );
+        let expired = Claims {
+            exp: now - 5,
+            ..claims
+        };
         assert_eq!(cache_ttl(&expired, Duration::from_secs(10)), Duration::ZERO);
     }
 
     #[test]
     fn api_keys_may_not_act_as_users() {
-        let key = Principal::ApiKey { key_id: ApiKeyId(uuid::Uuid::nil()), organization_id: OrganizationId(uuid::Uuid::nil()) };
+        let key = Principal::ApiKey {
+            key_id: ApiKeyId(uuid::Uuid::nil()),
+            organization_id: OrganizationId(uuid::Uuid::nil()),
+        };
         assert!(matches!(key.require(Role::Viewer), Err(Error::Forbidden(_))));
         let user = Principal::User(UserPrincipal {
             user_id: UserId(uuid::Uuid::nil()),

@@ -250,10 +250,16 @@ impl Config {
 
     fn apply_file(&mut self, path: &Path, f: &FileConfig) -> Result<(), ConfigError> {
         if f.jwt_secret.is_some() {
-            return Err(ConfigError::SecretInFile { key: "jwt_secret", path: path.to_owned() });
+            return Err(ConfigError::SecretInFile {
+                key: "jwt_secret",
+                path: path.to_owned(),
+            });
         }
         if f.data_key.is_some() {
-            return Err(ConfigError::SecretInFile { key: "data_key", path: path.to_owned() });
+            return Err(ConfigError::SecretInFile {
+                key: "data_key",
+                path: path.to_owned(),
+            });
         }
         set(&mut self.database_url, f.database_url.clone());
         if f.redis_url.is_some() {
@@ -272,17 +278,41 @@ impl Config {
         set(&mut self.node_name, f.node_name.clone());
         set(&mut self.db.max_connections, f.db_max_connections);
         set(&mut self.db.min_connections, f.db_min_connections);
-        set(&mut self.db.acquire_timeout, f.db_acquire_timeout_ms.map(Duration::from_millis));
-        set(&mut self.db.slow_statement, f.db_slow_statement_ms.map(Duration::from_millis));
-        set(&mut self.auth.access_ttl, f.access_token_ttl_secs.map(Duration::from_secs));
-        set(&mut self.auth.refresh_ttl, f.refresh_token_ttl_secs.map(Duration::from_secs));
+        set(
+            &mut self.db.acquire_timeout,
+            f.db_acquire_timeout_ms.map(Duration::from_millis),
+        );
+        set(
+            &mut self.db.slow_statement,
+            f.db_slow_statement_ms.map(Duration::from_millis),
+        );
+        set(
+            &mut self.auth.access_ttl,
+            f.access_token_ttl_secs.map(Duration::from_secs),
+        );
+        set(
+            &mut self.auth.refresh_ttl,
+            f.refresh_token_ttl_secs.map(Duration::from_secs),
+        );
         set(&mut self.auth.bcrypt_cost, f.bcrypt_cost);
-        set(&mut self.auth.token_cache_ttl, f.token_cache_ttl_secs.map(Duration::from_secs));
+        set(
+            &mut self.auth.token_cache_ttl,
+            f.token_cache_ttl_secs.map(Duration::from_secs),
+        );
         set(&mut self.auth.login_max_failures, f.login_max_failures);
-        set(&mut self.auth.login_failure_window, f.login_failure_window_secs.map(Duration::from_secs));
-        set(&mut self.auth.api_key_cache_ttl, f.api_key_cache_ttl_secs.map(Duration::from_secs));
+        set(
+            &mut self.auth.login_failure_window,
+            f.login_failure_window_secs.map(Duration::from_secs),
+        );
+        set(
+            &mut self.auth.api_key_cache_ttl,
+            f.api_key_cache_ttl_secs.map(Duration::from_secs),
+        );
         set(&mut self.http.body_limit_bytes, f.body_limit_bytes);
-        set(&mut self.http.shutdown_grace, f.shutdown_grace_secs.map(Duration::from_secs));
+        set(
+            &mut self.http.shutdown_grace,
+            f.shutdown_grace_secs.map(Duration::from_secs),
+        );
         Ok(())
     }
 
@@ -295,10 +325,19 @@ impl Config {
         if let Some(listen) = env.var("INSIGHTS_LISTEN") {
             self.listen = parse_listen(&listen)?;
         }
-        set_opt(&mut self.tls_cert, env.var("INSIGHTS_TLS_CERT").map(PathBuf::from));
+        set_opt(
+            &mut self.tls_cert,
+            env.var("INSIGHTS_TLS_CERT").map(PathBuf::from),
+        );
         set_opt(&mut self.tls_key, env.var("INSIGHTS_TLS_KEY").map(PathBuf::from));
-        set(&mut self.data_dir, env.var("INSIGHTS_DATA_DIR").map(PathBuf::from));
-        set(&mut self.model_dir, env.var("INSIGHTS_MODEL_DIR").map(PathBuf::from));
+        set(
+            &mut self.data_dir,
+            env.var("INSIGHTS_DATA_DIR").map(PathBuf::from),
+        );
+        set(
+            &mut self.model_dir,
+            env.var("INSIGHTS_MODEL_DIR").map(PathBuf::from),
+        );
         if let Some(origins) = env.var("INSIGHTS_CORS_ORIGINS") {
             self.cors_origins = origins
                 .split(',')
@@ -307,21 +346,63 @@ impl Config {
                 .map(str::to_owned)
                 .collect();
         }
-        set(&mut self.migrate_on_start, parse_env(env, "INSIGHTS_MIGRATE_ON_START")?);
+        set(
+            &mut self.migrate_on_start,
+            parse_env(env, "INSIGHTS_MIGRATE_ON_START")?,
+        );
         set(&mut self.node_name, env.var("INSIGHTS_NODE_NAME"));
-        set(&mut self.db.max_connections, parse_env(env, "INSIGHTS_DB_MAX_CONNECTIONS")?);
-        set(&mut self.db.min_connections, parse_env(env, "INSIGHTS_DB_MIN_CONNECTIONS")?);
-        set(&mut self.db.acquire_timeout, millis(env, "INSIGHTS_DB_ACQUIRE_TIMEOUT_MS")?);
-        set(&mut self.db.slow_statement, millis(env, "INSIGHTS_DB_SLOW_STATEMENT_MS")?);
-        set(&mut self.auth.access_ttl, secs(env, "INSIGHTS_ACCESS_TOKEN_TTL_SECS")?);
-        set(&mut self.auth.refresh_ttl, secs(env, "INSIGHTS_REFRESH_TOKEN_TTL_SECS")?);
-        set(&mut self.auth.bcrypt_cost, parse_env(env, "INSIGHTS_BCRYPT_COST")?);
-        set(&mut self.auth.token_cache_ttl, secs(env, "INSIGHTS_TOKEN_CACHE_TTL_SECS")?);
-        set(&mut self.auth.login_max_failures, parse_env(env, "INSIGHTS_LOGIN_MAX_FAILURES")?);
-        set(&mut self.auth.login_failure_window, secs(env, "INSIGHTS_LOGIN_FAILURE_WINDOW_SECS")?);
-        set(&mut self.auth.api_key_cache_ttl, secs(env, "INSIGHTS_API_KEY_CACHE_TTL_SECS")?);
-        set(&mut self.http.body_limit_bytes, parse_env(env, "INSIGHTS_BODY_LIMIT_BYTES")?);
-        set(&mut self.http.shutdown_grace, secs(env, "INSIGHTS_SHUTDOWN_GRACE_SECS")?);
+        set(
+            &mut self.db.max_connections,
+            parse_env(env, "INSIGHTS_DB_MAX_CONNECTIONS")?,
+        );
+        set(
+            &mut self.db.min_connections,
+            parse_env(env, "INSIGHTS_DB_MIN_CONNECTIONS")?,
+        );
+        set(
+            &mut self.db.acquire_timeout,
+            millis(env, "INSIGHTS_DB_ACQUIRE_TIMEOUT_MS")?,
+        );
+        set(
+            &mut self.db.slow_statement,
+            millis(env, "INSIGHTS_DB_SLOW_STATEMENT_MS")?,
+        );
+        set(
+            &mut self.auth.access_ttl,
+            secs(env, "INSIGHTS_ACCESS_TOKEN_TTL_SECS")?,
+        );
+        set(
+            &mut self.auth.refresh_ttl,
+            secs(env, "INSIGHTS_REFRESH_TOKEN_TTL_SECS")?,
+        );
+        set(
+            &mut self.auth.bcrypt_cost,
+            parse_env(env, "INSIGHTS_BCRYPT_COST")?,
+        );
+        set(
+            &mut self.auth.token_cache_ttl,
+            secs(env, "INSIGHTS_TOKEN_CACHE_TTL_SECS")?,
+        );
+        set(
+            &mut self.auth.login_max_failures,
+            parse_env(env, "INSIGHTS_LOGIN_MAX_FAILURES")?,
+        );
+        set(
+            &mut self.auth.login_failure_window,
+            secs(env, "INSIGHTS_LOGIN_FAILURE_WINDOW_SECS")?,
+        );
+        set(
+            &mut self.auth.api_key_cache_ttl,
+            secs(env, "INSIGHTS_API_KEY_CACHE_TTL_SECS")?,
+        );
+        set(
+            &mut self.http.body_limit_bytes,
+            parse_env(env, "INSIGHTS_BODY_LIMIT_BYTES")?,
+        );
+        set(
+            &mut self.http.shutdown_grace,
+            secs(env, "INSIGHTS_SHUTDOWN_GRACE_SECS")?,
+        );
         if let Some(secret) = env.var("INSIGHTS_JWT_SECRET") {
             self.jwt_secret = Some(Secret::new(secret));
         }
@@ -346,25 +427,44 @@ impl Config {
             return Err(invalid("bcrypt_cost", "must be between 4 and 31"));
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
-            return Err(invalid("tls_cert", "INSIGHTS_TLS_CERT and INSIGHTS_TLS_KEY must be set together"));
+            return Err(invalid(
+                "tls_cert",
+                "INSIGHTS_TLS_CERT and INSIGHTS_TLS_KEY must be set together",
+            ));
         }
         if self.auth.access_ttl.is_zero() || self.auth.refresh_ttl.is_zero() {
-            return Err(invalid("access_token_ttl_secs", "token lifetimes must be positive"));
+            return Err(invalid(
+                "access_token_ttl_secs",
+                "token lifetimes must be positive",
+            ));
         }
         if self.auth.login_max_failures == 0 || self.auth.login_failure_window.is_zero() {
             return Err(invalid("login_max_failures", "must be positive"));
         }
-        if self.node_name.is_empty() || !self.node_name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-            return Err(invalid("node_name", "must be non-empty ASCII letters, digits, '-', '_' or '.'"));
+        if self.node_name.is_empty()
+            || !self
+                .node_name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(invalid(
+                "node_name",
+                "must be non-empty ASCII letters, digits, '-', '_' or '.'",
+            ));
         }
         if self.redis_prefix.is_empty() || self.redis_prefix.contains(char::is_whitespace) {
-            return Err(invalid("redis_prefix", "must be non-empty and without whitespace"));
+            return Err(invalid(
+                "redis_prefix",
+                "must be non-empty and without whitespace",
+            ));
         }
         for origin in &self.cors_origins {
             if origin == "*" || !(origin.starts_with("https://") || origin.starts_with("http://")) {
                 return Err(invalid(
                     "cors_origins",
-                    &format!("{origin:?} is not an origin such as https://app.example.com (wildcards are not allowed)"),
+                    &format!(
+                        "{origin:?} is not an origin such as https://app.example.com (wildcards are not allowed)"
+                    ),
                 ));
             }
         }
@@ -383,12 +483,18 @@ impl Config {
 }
 
 fn read_file(path: &Path) -> Result<(PathBuf, FileConfig), ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
     Ok((path.to_owned(), parse_file(path, &text)?))
 }
 
 fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
-    toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.message().to_owned() })
+    toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.message().to_owned(),
+    })
 }
 
 fn set<T>(slot: &mut T, value: Option<T>) {
@@ -404,13 +510,19 @@ fn set_opt<T>(slot: &mut Option<T>, value: Option<T>) {
 }
 
 fn invalid(key: &'static str, message: &str) -> ConfigError {
-    ConfigError::Invalid { key, message: message.to_owned() }
+    ConfigError::Invalid {
+        key,
+        message: message.to_owned(),
+    }
 }
 
 fn parse_listen(value: &str) -> Result<SocketAddr, ConfigError> {
-    value
-        .parse()
-        .map_err(|_| invalid("listen", &format!("{value:?} is not an address such as 127.0.0.1:8443")))
+    value.parse().map_err(|_| {
+        invalid(
+            "listen",
+            &format!("{value:?} is not an address such as 127.0.0.1:8443"),
+        )
+    })
 }
 
 fn parse_env<T: std::str::FromStr>(env: &impl Env, key: &'static str) -> Result<Option<T>, ConfigError> {
@@ -446,13 +558,19 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
     fn defaults_follow_the_requirements() {
         let c = Config::load(&env(&[("INSIGHTS_CONFIG", "/nonexistent/insights.toml")]));
-        assert!(matches!(c, Err(ConfigError::Read { .. })), "an explicit missing file is an error");
+        assert!(
+            matches!(c, Err(ConfigError::Read { .. })),
+            "an explicit missing file is an error"
+        );
         let c = Config::from_parts(None, &env(&[])).unwrap();
         assert_eq!(c.listen, "127.0.0.1:8443".parse().unwrap());
         assert_eq!(c.auth.access_ttl, Duration::from_secs(3600));
@@ -490,9 +608,11 @@ mod tests {
 
     #[test]
     fn secrets_in_the_file_are_refused() {
-        let err = Config::from_toml_and_env(Path::new("i.toml"), "jwt_secret = \"abc\"", &env(&[])).unwrap_err();
+        let err =
+            Config::from_toml_and_env(Path::new("i.toml"), "jwt_secret = \"abc\"", &env(&[])).unwrap_err();
         assert!(err.to_string().contains("environment only"), "{err}");
-        let err = Config::from_toml_and_env(Path::new("i.toml"), "data_key = \"abc\"", &env(&[])).unwrap_err();
+        let err =
+            Config::from_toml_and_env(Path::new("i.toml"), "data_key = \"abc\"", &env(&[])).unwrap_err();
         assert!(matches!(err, ConfigError::SecretInFile { key: "data_key", .. }));
     }
 
@@ -513,7 +633,10 @@ mod tests {
     #[test]
     fn jwt_secret_must_be_present_and_long_enough() {
         let c = Config::from_parts(None, &env(&[])).unwrap();
-        assert!(matches!(c.require_jwt_secret(), Err(ConfigError::MissingJwtSecret)));
+        assert!(matches!(
+            c.require_jwt_secret(),
+            Err(ConfigError::MissingJwtSecret)
+        ));
         let c = Config::from_parts(None, &env(&[("INSIGHTS_JWT_SECRET", "short")])).unwrap();
         let err = c.require_jwt_secret().unwrap_err();
         assert!(matches!(err, ConfigError::ShortJwtSecret(5)));
@@ -521,7 +644,11 @@ mod tests {
         let long = "x".repeat(32);
         let c = Config::from_parts(None, &env(&[("INSIGHTS_JWT_SECRET", &long)])).unwrap();
         assert_eq!(c.require_jwt_secret().unwrap().expose(), long);
-        assert_eq!(format!("{:?}", c.jwt_secret), "Some(Secret(***))", "secrets never print");
+        assert_eq!(
+            format!("{:?}", c.jwt_secret),
+            "Some(Secret(***))",
+            "secrets never print"
+        );
     }
 
     #[test]

@@ -31,7 +31,10 @@ pub enum Error {
     PayloadTooLarge { limit: u64 },
     /// 429: too many attempts; retry after the given time.
     #[error("too many requests")]
-    RateLimited { retry_after: Duration, message: &'static str },
+    RateLimited {
+        retry_after: Duration,
+        message: &'static str,
+    },
     /// 503: a dependency (PostgreSQL, the model) cannot be reached.
     #[error("{0} unavailable")]
     Unavailable(&'static str),
@@ -58,7 +61,9 @@ impl From<sqlx::Error> for Error {
 /// Tells whether a database error means "cannot reach PostgreSQL" rather than "the query is wrong".
 pub fn is_unavailable(e: &sqlx::Error) -> bool {
     match e {
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+            true
+        }
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
             // 08: connection exception; 57P01-03: shutdown; 53300: too many connections.
             code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03" | "53300")

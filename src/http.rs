@@ -7,8 +7,8 @@
 pub mod api_keys;
 pub mod auth;
 pub mod errors;
-pub mod ops;
 pub mod openapi;
+pub mod ops;
 pub mod server;
 pub mod users;
 
@@ -64,7 +64,11 @@ impl Endpoint {
     where
         F: Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static,
     {
-        Self { method, path, filter: filter.boxed() }
+        Self {
+            method,
+            path,
+            filter: filter.boxed(),
+        }
     }
 }
 
@@ -87,18 +91,33 @@ pub fn router(state: &Shared) -> BoxedFilter<(Response,)> {
             Some(r) => r.or(endpoint.filter).unify().boxed(),
         });
     }
-    let routes = routes.unwrap_or_else(|| warp::any().and_then(|| async { Err::<Response, _>(warp::reject::not_found()) }).boxed());
+    let routes = routes.unwrap_or_else(|| {
+        warp::any()
+            .and_then(|| async { Err::<Response, _>(warp::reject::not_found()) })
+            .boxed()
+    });
     let origins = &state.config.cors_origins;
     if origins.is_empty() {
         return routes.recover(errors::recover).unify().boxed();
     }
     let cors = warp::cors()
         .allow_origins(origins.iter().map(String::as_str))
-        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE, Method::OPTIONS])
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
         .allow_headers(["authorization", "content-type", "x-request-id"])
         .expose_headers(["x-request-id", "retry-after"])
         .max_age(600);
-    routes.with(cors).map(warp::Reply::into_response).recover(errors::recover).unify().boxed()
+    routes
+        .with(cors)
+        .map(warp::Reply::into_response)
+        .recover(errors::recover)
+        .unify()
+        .boxed()
 }
 
 /// Injects the shared state.
@@ -109,49 +128,63 @@ pub fn with_state(state: &Shared) -> impl Filter<Extract = (Shared,), Error = In
 
 /// Extracts the client's address and user agent.
 pub fn client_info() -> impl Filter<Extract = (ClientInfo,), Error = Rejection> + Clone {
-    warp::ext::optional::<PeerAddr>().and(warp::header::optional::<String>("user-agent")).map(
-        |peer: Option<PeerAddr>, user_agent: Option<String>| ClientInfo {
+    warp::ext::optional::<PeerAddr>()
+        .and(warp::header::optional::<String>("user-agent"))
+        .map(|peer: Option<PeerAddr>, user_agent: Option<String>| ClientInfo {
             ip: peer.map(|p| p.0.ip()),
             user_agent: user_agent.map(|ua| ua.chars().take(512).collect()),
-        },
-    )
+        })
 }
 
 /// Authenticates the `Authorization: Bearer` credential (token or API key), or rejects with 401.
-pub fn authenticated(state: &Shared) -> impl Filter<Extract = (Principal,), Error = Rejection> + Clone + use<> {
-    warp::header::optional::<String>("authorization").and(with_state(state)).and_then(
-        |header: Option<String>, state: Shared| async move {
+pub fn authenticated(
+    state: &Shared,
+) -> impl Filter<Extract = (Principal,), Error = Rejection> + Clone + use<> {
+    warp::header::optional::<String>("authorization")
+        .and(with_state(state))
+        .and_then(|header: Option<String>, state: Shared| async move {
             let credential = header
                 .as_deref()
                 .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
                 .map(str::trim)
                 .filter(|t| !t.is_empty())
                 .ok_or_else(|| warp::reject::custom(ApiRejection(Error::Unauthenticated)))?;
-            state.auth.authenticate(credential).await.map_err(|e| warp::reject::custom(ApiRejection(e)))
-        },
-    )
+            state
+                .auth
+                .authenticate(credential)
+                .await
+                .map_err(|e| warp::reject::custom(ApiRejection(e)))
+        })
 }
 
 /// Reads a JSON body of at most `state.config.http.body_limit_bytes` bytes, answering 413 beyond it and
 /// 400 when it is not JSON. Streams the body so a chunked upload cannot exceed the limit either.
-pub fn json_body(state: &Shared) -> impl Filter<Extract = (serde_json::Value,), Error = Rejection> + Clone + use<> {
+pub fn json_body(
+    state: &Shared,
+) -> impl Filter<Extract = (serde_json::Value,), Error = Rejection> + Clone + use<> {
     let limit = state.config.http.body_limit_bytes;
-    warp::header::optional::<u64>("content-length").and(warp::body::stream()).and_then(
-        move |declared: Option<u64>, body| async move {
+    warp::header::optional::<u64>("content-length")
+        .and(warp::body::stream())
+        .and_then(move |declared: Option<u64>, body| async move {
             if declared.is_some_and(|n| n > limit) {
-                return Err(warp::reject::custom(ApiRejection(Error::PayloadTooLarge { limit })));
+                return Err(warp::reject::custom(ApiRejection(Error::PayloadTooLarge {
+                    limit,
+                })));
             }
-            let bytes = read_limited(body, limit).await.map_err(|e| warp::reject::custom(ApiRejection(e)))?;
+            let bytes = read_limited(body, limit)
+                .await
+                .map_err(|e| warp::reject::custom(ApiRejection(e)))?;
             if bytes.is_empty() {
                 return Err(warp::reject::custom(ApiRejection(Error::BadRequest(
                     "request body is empty; send a JSON object".to_owned(),
                 ))));
             }
             serde_json::from_slice(&bytes).map_err(|e| {
-                warp::reject::custom(ApiRejection(Error::BadRequest(format!("request body is not valid JSON: {e}"))))
+                warp::reject::custom(ApiRejection(Error::BadRequest(format!(
+                    "request body is not valid JSON: {e}"
+                ))))
             })
-        },
-    )
+        })
 }
 
 async fn read_limited<S, B>(body: S, limit: u64) -> Result<BytesMut, Error>
@@ -195,7 +228,10 @@ impl PageRequest {
                 Some(raw) => match raw.parse::<u32>() {
                     Ok(n) if (1..=max).contains(&n) => n,
                     _ => {
-                        errors.push(FieldError::new(name, format!("must be an integer from 1 to {max}")));
+                        errors.push(FieldError::new(
+                            name,
+                            format!("must be an integer from 1 to {max}"),
+                        ));
                         default
                     }
                 },
@@ -208,7 +244,10 @@ impl PageRequest {
 
     /// Returns the SQL `LIMIT` and `OFFSET`.
     pub fn limit_offset(&self) -> (i64, i64) {
-        (i64::from(self.page_size), i64::from(self.page - 1) * i64::from(self.page_size))
+        (
+            i64::from(self.page_size),
+            i64::from(self.page - 1) * i64::from(self.page_size),
+        )
     }
 }
 
@@ -234,7 +273,15 @@ impl<T: Serialize> Page<T> {
     pub fn new(data: Vec<T>, request: PageRequest, total: i64) -> Self {
         let size = i64::from(request.page_size);
         let total_pages = (total + size - 1) / size;
-        Self { data, pagination: Pagination { page: request.page, page_size: request.page_size, total, total_pages } }
+        Self {
+            data,
+            pagination: Pagination {
+                page: request.page,
+                page_size: request.page_size,
+                total,
+                total_pages,
+            },
+        }
     }
 }
 
@@ -262,14 +309,27 @@ mod tests {
     fn paging_defaults_and_limits() {
         let mut errors = Vec::new();
         let p = PageRequest::parse(&HashMap::new(), &mut errors);
-        assert_eq!(p, PageRequest { page: 1, page_size: 20 });
+        assert_eq!(
+            p,
+            PageRequest {
+                page: 1,
+                page_size: 20
+            }
+        );
         assert!(errors.is_empty());
-        let q: HashMap<String, String> =
-            [("page".to_owned(), "0".to_owned()), ("pageSize".to_owned(), "101".to_owned())].into();
+        let q: HashMap<String, String> = [
+            ("page".to_owned(), "0".to_owned()),
+            ("pageSize".to_owned(), "101".to_owned()),
+        ]
+        .into();
         PageRequest::parse(&q, &mut errors);
         assert_eq!(errors.len(), 2, "both bad parameters are reported");
         assert!(errors[1].message.contains("100"));
-        let q: HashMap<String, String> = [("page".to_owned(), "3".to_owned()), ("pageSize".to_owned(), "10".to_owned())].into();
+        let q: HashMap<String, String> = [
+            ("page".to_owned(), "3".to_owned()),
+            ("pageSize".to_owned(), "10".to_owned()),
+        ]
+        .into();
         let p = PageRequest::parse(&q, &mut Vec::new());
         assert_eq!(p.limit_offset(), (10, 20));
         assert_eq!(Page::new(Vec::<u8>::new(), p, 21).pagination.total_pages, 3);

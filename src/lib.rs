@@ -60,28 +60,65 @@ impl App {
         }
         let pool = store::connect(&config.database_url, &config.db)?;
         if config.migrate_on_start {
-            store::migrate(&pool).await.map_err(|e| anyhow::anyhow!("cannot apply migrations: {e}"))?;
+            store::migrate(&pool)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot apply migrations: {e}"))?;
         }
-        let cache = store::cache::Cache::new(config.redis_url.as_deref(), &config.redis_prefix, metrics.clone())?;
-        let auth = auth::Auth::new(pool.clone(), cache.clone(), &secret, config.auth.clone(), metrics.clone()).await?;
+        let cache =
+            store::cache::Cache::new(config.redis_url.as_deref(), &config.redis_prefix, metrics.clone())?;
+        let auth = auth::Auth::new(
+            pool.clone(),
+            cache.clone(),
+            &secret,
+            config.auth.clone(),
+            metrics.clone(),
+        )
+        .await?;
         let (root, root_handle) = Actor::spawn(
             Some(actors::names::root(&config.node_name)),
             RootSupervisor,
-            RootArgs { node_name: config.node_name.clone(), metrics: metrics.clone() },
+            RootArgs {
+                node_name: config.node_name.clone(),
+                metrics: metrics.clone(),
+            },
         )
         .await?;
-        let tls = http::server::load_tls(config.tls_cert.as_deref(), config.tls_key.as_deref(), &config.data_dir)?;
+        let tls = http::server::load_tls(
+            config.tls_cert.as_deref(),
+            config.tls_key.as_deref(),
+            &config.data_dir,
+        )?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
         let addr = listener.local_addr()?;
         let grace = config.http.shutdown_grace;
-        let state: Shared = Arc::new(AppState { config: Arc::new(config), pool, cache, auth, metrics: metrics.clone(), root });
+        let state: Shared = Arc::new(AppState {
+            config: Arc::new(config),
+            pool,
+            cache,
+            auth,
+            metrics: metrics.clone(),
+            root,
+        });
         let routes = http::router(&state);
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let server = tokio::spawn(http::server::serve(listener, tls, routes, metrics, shutdown_rx, grace));
+        let server = tokio::spawn(http::server::serve(
+            listener,
+            tls,
+            routes,
+            metrics,
+            shutdown_rx,
+            grace,
+        ));
         tracing::info!(%addr, node = %state.config.node_name, "listening on https://{addr}");
-        Ok(Self { addr, state, shutdown, server, root_handle })
+        Ok(Self {
+            addr,
+            state,
+            shutdown,
+            server,
+            root_handle,
+        })
     }
 
     /// Returns the bound address (useful with port 0).

@@ -56,7 +56,9 @@ enum OrgCommand {
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if std::env::var("INSIGHTS_LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder.json().init();
     } else {
@@ -96,24 +98,42 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("migrations applied");
             Ok(())
         }
-        Command::Org { command: OrgCommand::Create { name, admin_email, admin_password, admin_name, json } } => {
+        Command::Org {
+            command:
+                OrgCommand::Create {
+                    name,
+                    admin_email,
+                    admin_password,
+                    admin_name,
+                    json,
+                },
+        } => {
             let org_name = PersonName::parse(&name).map_err(|e| anyhow::anyhow!("--name {e}"))?;
             let email = Email::parse(&admin_email).map_err(|e| anyhow::anyhow!("--admin-email {e}"))?;
-            let password = Password::parse(&admin_password).map_err(|e| anyhow::anyhow!("--admin-password {e}"))?;
+            let password =
+                Password::parse(&admin_password).map_err(|e| anyhow::anyhow!("--admin-password {e}"))?;
             let default_name = email.as_str().split('@').next().unwrap_or("admin").to_owned();
             let admin_name = PersonName::parse(admin_name.as_deref().unwrap_or(&default_name))
                 .map_err(|e| anyhow::anyhow!("--admin-name {e}"))?;
             store::ensure_database(&config.database_url).await?;
             let pool = store::connect(&config.database_url, &config.db)?;
             store::migrate(&pool).await?;
-            let hash = insights::auth::hash_password(password.expose().to_owned(), config.auth.bcrypt_cost).await?;
-            let (org, admin) = store::orgs::create_with_admin(&pool, org_name.as_str(), &email, &admin_name, &hash)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let hash =
+                insights::auth::hash_password(password.expose().to_owned(), config.auth.bcrypt_cost).await?;
+            let (org, admin) =
+                store::orgs::create_with_admin(&pool, org_name.as_str(), &email, &admin_name, &hash)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
             if json {
-                println!("{}", serde_json::json!({ "organizationId": org, "adminUserId": admin.id }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "organizationId": org, "adminUserId": admin.id })
+                );
             } else {
-                println!("created organization {org} with admin {} ({})", admin.email, admin.id);
+                println!(
+                    "created organization {org} with admin {} ({})",
+                    admin.email, admin.id
+                );
             }
             Ok(())
         }

@@ -5,7 +5,9 @@
 
 use std::sync::Arc;
 
-use prometheus::{Encoder as _, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder as _, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
 
 /// The metrics of a node; cheap to clone.
 #[derive(Clone)]
@@ -58,14 +60,22 @@ impl Metrics {
             Opts::new("password_verifications_total", "bcrypt verifications by outcome"),
             &["outcome"],
         )?;
-        let auth_failures =
-            IntCounterVec::new(Opts::new("auth_failures_total", "failed authentications by reason"), &["reason"])?;
-        let token_cache =
-            IntCounterVec::new(Opts::new("token_cache_total", "verified-token cache lookups"), &["result"])?;
-        let cache_errors =
-            IntCounterVec::new(Opts::new("cache_errors_total", "cache operations failed by Redis errors"), &["op"])?;
-        let actor_restarts =
-            IntCounterVec::new(Opts::new("actor_restarts_total", "child actors restarted"), &["supervisor"])?;
+        let auth_failures = IntCounterVec::new(
+            Opts::new("auth_failures_total", "failed authentications by reason"),
+            &["reason"],
+        )?;
+        let token_cache = IntCounterVec::new(
+            Opts::new("token_cache_total", "verified-token cache lookups"),
+            &["result"],
+        )?;
+        let cache_errors = IntCounterVec::new(
+            Opts::new("cache_errors_total", "cache operations failed by Redis errors"),
+            &["op"],
+        )?;
+        let actor_restarts = IntCounterVec::new(
+            Opts::new("actor_restarts_total", "child actors restarted"),
+            &["supervisor"],
+        )?;
         let db_pool_size = IntGauge::new("db_pool_connections", "open PostgreSQL connections")?;
         let db_pool_idle = IntGauge::new("db_pool_idle_connections", "idle PostgreSQL connections")?;
         registry.register(Box::new(http_requests.clone()))?;

@@ -53,7 +53,12 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
 /// Checks that PostgreSQL answers, within `timeout`.
 pub async fn ping(pool: &PgPool, timeout: Duration) -> Result<Duration, String> {
     let started = std::time::Instant::now();
-    match tokio::time::timeout(timeout, sqlx::query_scalar!("SELECT 1 AS \"one!\"").fetch_one(pool)).await {
+    match tokio::time::timeout(
+        timeout,
+        sqlx::query_scalar!("SELECT 1 AS \"one!\"").fetch_one(pool),
+    )
+    .await
+    {
         Ok(Ok(_)) => Ok(started.elapsed()),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),

@@ -40,17 +40,34 @@ impl Actor for RootSupervisor {
     type State = RootState;
     type Arguments = RootArgs;
 
-    async fn pre_start(&self, _myself: ActorRef<RootMsg>, args: RootArgs) -> Result<RootState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<RootMsg>,
+        args: RootArgs,
+    ) -> Result<RootState, ActorProcessingErr> {
         tracing::info!(node = %args.node_name, "root supervisor started");
-        Ok(RootState { node_name: args.node_name, started: Instant::now(), metrics: args.metrics })
+        Ok(RootState {
+            node_name: args.node_name,
+            started: Instant::now(),
+            metrics: args.metrics,
+        })
     }
 
-    async fn post_stop(&self, _myself: ActorRef<RootMsg>, state: &mut RootState) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<RootMsg>,
+        state: &mut RootState,
+    ) -> Result<(), ActorProcessingErr> {
         tracing::info!(node = %state.node_name, "root supervisor stopped");
         Ok(())
     }
 
-    async fn handle(&self, _myself: ActorRef<RootMsg>, msg: RootMsg, state: &mut RootState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: ActorRef<RootMsg>,
+        msg: RootMsg,
+        state: &mut RootState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             RootMsg::NodeName(reply) => {
                 let _ = reply.send(state.node_name.clone());

@@ -155,7 +155,11 @@ mod tests {
     #[test]
     fn expired_tokens_are_refused() {
         let keys = keys();
-        let (token, _) = issue(&keys, Duration::from_secs(60), Utc::now() - chrono::Duration::seconds(120));
+        let (token, _) = issue(
+            &keys,
+            Duration::from_secs(60),
+            Utc::now() - chrono::Duration::seconds(120),
+        );
         assert_eq!(keys.verify(&token), Err(TokenError::Expired));
     }
 

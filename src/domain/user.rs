@@ -115,8 +115,20 @@ mod tests {
 
     #[test]
     fn emails_are_normalized_and_checked() {
-        assert_eq!(Email::parse("  Ann@Example.COM ").unwrap().as_str(), "ann@example.com");
-        for bad in ["", "ann", "ann@", "@example.com", "ann@example", "a b@example.com", "a@b@c.com", "a@.com"] {
+        assert_eq!(
+            Email::parse("  Ann@Example.COM ").unwrap().as_str(),
+            "ann@example.com"
+        );
+        for bad in [
+            "",
+            "ann",
+            "ann@",
+            "@example.com",
+            "ann@example",
+            "a b@example.com",
+            "a@b@c.com",
+            "a@.com",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad:?} should be refused");
         }
         assert!(Email::parse(&format!("{}@example.com", "a".repeat(250))).is_err());
@@ -128,7 +140,10 @@ mod tests {
         assert!(Password::parse("12345678").is_ok());
         assert!(Password::parse(&"é".repeat(36)).is_ok(), "72 bytes is the limit");
         assert!(Password::parse(&"é".repeat(37)).is_err());
-        assert_eq!(format!("{:?}", Password::parse("12345678").unwrap()), "Password(***)");
+        assert_eq!(
+            format!("{:?}", Password::parse("12345678").unwrap()),
+            "Password(***)"
+        );
     }
 
     #[test]

@@ -16,7 +16,10 @@ pub struct FieldError {
 impl FieldError {
     /// Builds a field error.
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { field: field.into(), message: message.into() }
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -43,9 +46,8 @@ impl<'a> Fields<'a> {
 
     /// Returns a required string field, recording an error when it is absent or not a string.
     pub fn required_str(&mut self, name: &str) -> Option<&'a str> {
-        if self.object.is_none() {
-            return None;
-        }
+        // A body that is not an object was already reported once; its fields are not reported again.
+        self.object?;
         match self.get(name) {
             None => {
                 self.error(name, "is required");
@@ -72,7 +74,12 @@ impl<'a> Fields<'a> {
     }
 
     /// Runs a parser on a present value and records its error under `name`.
-    pub fn parse<T>(&mut self, name: &str, value: Option<&str>, parse: impl FnOnce(&str) -> Result<T, String>) -> Option<T> {
+    pub fn parse<T>(
+        &mut self,
+        name: &str,
+        value: Option<&str>,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
         let value = value?;
         match parse(value) {
             Ok(v) => Some(v),
@@ -111,11 +118,16 @@ mod tests {
         let mut f = Fields::new(&body);
         let a = f.required_str("a");
         let b = f.required_str("b");
-        let c = f.parse("c", f_required(&body, "c"), |s| if s == "ok" { Ok(s.len()) } else { Err("bad".into()) });
+        let c = f.parse("c", f_required(&body, "c"), |s| {
+            if s == "ok" { Ok(s.len()) } else { Err("bad".into()) }
+        });
         let errors = f.finish(|| Some((a?, b?, c?))).unwrap_err();
         assert_eq!(
             errors,
-            vec![FieldError::new("a", "must be a string"), FieldError::new("b", "is required")]
+            vec![
+                FieldError::new("a", "must be a string"),
+                FieldError::new("b", "is required")
+            ]
         );
     }
 

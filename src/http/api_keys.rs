@@ -62,7 +62,9 @@ pub fn endpoints(s: &Shared) -> Vec<Endpoint> {
                 .and(warp::get())
                 .and(with_state(s))
                 .and(authenticated(s))
-                .then(|s: Shared, p: Principal| async move { respond(StatusCode::OK, list_api_keys(&s, &p).await) }),
+                .then(|s: Shared, p: Principal| async move {
+                    respond(StatusCode::OK, list_api_keys(&s, &p).await)
+                }),
         ),
         Endpoint::new(
             Method::DELETE,
@@ -81,7 +83,11 @@ pub fn endpoints(s: &Shared) -> Vec<Endpoint> {
 /// Creates an ingest-only API key.
 #[utoipa::path(post, path = "/api/v1/api-keys", tag = "api-keys", security(("bearer" = [])), request_body = CreateApiKey,
     responses((status = 201, body = CreatedApiKey), (status = 400, body = super::errors::ErrorBody), (status = 403, body = super::errors::ErrorBody)))]
-pub async fn create_api_key(s: &Shared, p: &Principal, body: &serde_json::Value) -> Result<CreatedApiKey, Error> {
+pub async fn create_api_key(
+    s: &Shared,
+    p: &Principal,
+    body: &serde_json::Value,
+) -> Result<CreatedApiKey, Error> {
     let admin = p.require(Role::Admin)?;
     let mut f = Fields::new(body);
     let name = f.required_str("name");
@@ -89,9 +95,23 @@ pub async fn create_api_key(s: &Shared, p: &Principal, body: &serde_json::Value)
     let name = f.finish(|| name).map_err(Error::Validation)?;
     let key = format!("{API_KEY_PREFIX}{}", random_token());
     let prefix: String = key.chars().take(DISPLAY_PREFIX_CHARS).collect();
-    let stored = api_keys::create(&s.pool, admin.organization_id, name.as_str(), &prefix, &digest(&key), admin.user_id).await?;
+    let stored = api_keys::create(
+        &s.pool,
+        admin.organization_id,
+        name.as_str(),
+        &prefix,
+        &digest(&key),
+        admin.user_id,
+    )
+    .await?;
     tracing::info!(admin = %admin.user_id, key_id = %stored.id, "api key created");
-    Ok(CreatedApiKey { id: stored.id, name: stored.name, key, prefix: stored.prefix, created_at: stored.created_at })
+    Ok(CreatedApiKey {
+        id: stored.id,
+        name: stored.name,
+        key,
+        prefix: stored.prefix,
+        created_at: stored.created_at,
+    })
 }
 
 /// Lists the organization's keys (never the keys themselves).
@@ -99,7 +119,9 @@ pub async fn create_api_key(s: &Shared, p: &Principal, body: &serde_json::Value)
     responses((status = 200, body = ApiKeyList), (status = 403, body = super::errors::ErrorBody)))]
 pub async fn list_api_keys(s: &Shared, p: &Principal) -> Result<ApiKeyList, Error> {
     let admin = p.require(Role::Admin)?;
-    Ok(ApiKeyList { data: api_keys::list(&s.pool, admin.organization_id).await? })
+    Ok(ApiKeyList {
+        data: api_keys::list(&s.pool, admin.organization_id).await?,
+    })
 }
 
 /// Deletes a key; it stops working at once.
@@ -108,7 +130,9 @@ pub async fn list_api_keys(s: &Shared, p: &Principal) -> Result<ApiKeyList, Erro
     responses((status = 204), (status = 403, body = super::errors::ErrorBody), (status = 404, body = super::errors::ErrorBody)))]
 pub async fn delete_api_key(s: &Shared, p: &Principal, id: ApiKeyId) -> Result<(), Error> {
     let admin = p.require(Role::Admin)?;
-    let digest = api_keys::delete(&s.pool, admin.organization_id, id).await?.ok_or(Error::NotFound("api key"))?;
+    let digest = api_keys::delete(&s.pool, admin.organization_id, id)
+        .await?
+        .ok_or(Error::NotFound("api key"))?;
     s.auth.forget_api_key(&digest).await;
     tracing::info!(admin = %admin.user_id, key_id = %id, "api key deleted");
     Ok(())

@@ -79,9 +79,11 @@ pub fn endpoints(s: &Shared) -> Vec<Endpoint> {
                 .and(with_state(s))
                 .and(client_info())
                 .and(json_body(s))
-                .then(|s: Shared, client: ClientInfo, body: serde_json::Value| async move {
-                    respond(StatusCode::OK, login(&s, &client, &body).await)
-                }),
+                .then(
+                    |s: Shared, client: ClientInfo, body: serde_json::Value| async move {
+                        respond(StatusCode::OK, login(&s, &client, &body).await)
+                    },
+                ),
         ),
         Endpoint::new(
             Method::POST,
@@ -91,9 +93,11 @@ pub fn endpoints(s: &Shared) -> Vec<Endpoint> {
                 .and(with_state(s))
                 .and(client_info())
                 .and(json_body(s))
-                .then(|s: Shared, client: ClientInfo, body: serde_json::Value| async move {
-                    respond(StatusCode::OK, refresh(&s, &client, &body).await)
-                }),
+                .then(
+                    |s: Shared, client: ClientInfo, body: serde_json::Value| async move {
+                        respond(StatusCode::OK, refresh(&s, &client, &body).await)
+                    },
+                ),
         ),
         Endpoint::new(
             Method::POST,
@@ -116,9 +120,11 @@ pub fn endpoints(s: &Shared) -> Vec<Endpoint> {
                 .and(authenticated(s))
                 .and(client_info())
                 .and(json_body(s))
-                .then(|s: Shared, p: Principal, client: ClientInfo, body: serde_json::Value| async move {
-                    no_content(change_password(&s, &p, &client, &body).await)
-                }),
+                .then(
+                    |s: Shared, p: Principal, client: ClientInfo, body: serde_json::Value| async move {
+                        no_content(change_password(&s, &p, &client, &body).await)
+                    },
+                ),
         ),
         Endpoint::new(
             Method::GET,
@@ -140,7 +146,11 @@ pub fn endpoints(s: &Shared) -> Vec<Endpoint> {
         (status = 401, description = "wrong email or password (never says which)", body = super::errors::ErrorBody),
         (status = 429, description = "too many failed logins", body = super::errors::ErrorBody),
     ))]
-pub async fn login(s: &Shared, client: &ClientInfo, body: &serde_json::Value) -> Result<LoginResponse, Error> {
+pub async fn login(
+    s: &Shared,
+    client: &ClientInfo,
+    body: &serde_json::Value,
+) -> Result<LoginResponse, Error> {
     let mut f = Fields::new(body);
     let email = f.required_str("email");
     let password = f.required_str("password");
@@ -149,7 +159,9 @@ pub async fn login(s: &Shared, client: &ClientInfo, body: &serde_json::Value) ->
     if password.is_some_and(str::is_empty) {
         f.error("password", "must not be empty");
     }
-    let (email, password) = f.finish(|| Some((email?, password?))).map_err(Error::Validation)?;
+    let (email, password) = f
+        .finish(|| Some((email?, password?)))
+        .map_err(Error::Validation)?;
     let tokens = s.auth.login(&email, password, client).await?;
     let user = users::get(&s.pool, tokens.owner.organization_id, tokens.owner.user_id)
         .await?
@@ -180,7 +192,11 @@ fn login_response(tokens: IssuedTokens, user: &User) -> LoginResponse {
         (status = 400, body = super::errors::ErrorBody),
         (status = 401, description = "unknown, expired, revoked or already used token", body = super::errors::ErrorBody),
     ))]
-pub async fn refresh(s: &Shared, client: &ClientInfo, body: &serde_json::Value) -> Result<RefreshResponse, Error> {
+pub async fn refresh(
+    s: &Shared,
+    client: &ClientInfo,
+    body: &serde_json::Value,
+) -> Result<RefreshResponse, Error> {
     let mut f = Fields::new(body);
     let token = f.required_str("refreshToken");
     let token = f.finish(|| token).map_err(Error::Validation)?;
@@ -234,5 +250,7 @@ pub async fn change_password(
     responses((status = 200, body = User), (status = 401, body = super::errors::ErrorBody), (status = 403, body = super::errors::ErrorBody)))]
 pub async fn me(s: &Shared, p: &Principal) -> Result<User, Error> {
     let user = p.require(Role::Viewer)?;
-    users::get(&s.pool, user.organization_id, user.user_id).await?.ok_or(Error::Unauthenticated)
+    users::get(&s.pool, user.organization_id, user.user_id)
+        .await?
+        .ok_or(Error::Unauthenticated)
 }

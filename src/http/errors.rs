@@ -50,41 +50,89 @@ fn current_request_id() -> Option<String> {
 
 fn body(status: StatusCode, code: &'static str, message: String, details: Vec<FieldError>) -> Response {
     let request_id = status.is_server_error().then(current_request_id).flatten();
-    let body = ErrorBody { error: ErrorDetail { code, message, details, request_id } };
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code,
+            message,
+            details,
+            request_id,
+        },
+    };
     warp::reply::with_status(warp::reply::json(&body), status).into_response()
 }
 
 /// Renders an error as its HTTP response; internal errors are logged with their cause here.
 pub fn error_response(e: &Error) -> Response {
     match e {
-        Error::Validation(details) => {
-            body(StatusCode::BAD_REQUEST, "validation_failed", e.to_string(), details.clone())
-        }
-        Error::BadRequest(message) => body(StatusCode::BAD_REQUEST, "bad_request", message.clone(), Vec::new()),
+        Error::Validation(details) => body(
+            StatusCode::BAD_REQUEST,
+            "validation_failed",
+            e.to_string(),
+            details.clone(),
+        ),
+        Error::BadRequest(message) => body(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            message.clone(),
+            Vec::new(),
+        ),
         Error::Unauthenticated => {
-            let mut r = body(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string(), Vec::new());
-            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            let mut r = body(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                e.to_string(),
+                Vec::new(),
+            );
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             r
         }
-        Error::Forbidden(message) => body(StatusCode::FORBIDDEN, "forbidden", (*message).to_owned(), Vec::new()),
+        Error::Forbidden(message) => body(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            (*message).to_owned(),
+            Vec::new(),
+        ),
         Error::NotFound(_) => body(StatusCode::NOT_FOUND, "not_found", e.to_string(), Vec::new()),
         Error::Conflict(message) => body(StatusCode::CONFLICT, "conflict", message.clone(), Vec::new()),
-        Error::PayloadTooLarge { .. } => body(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", e.to_string(), Vec::new()),
+        Error::PayloadTooLarge { .. } => body(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            e.to_string(),
+            Vec::new(),
+        ),
         Error::RateLimited { retry_after, message } => {
-            let mut r = body(StatusCode::TOO_MANY_REQUESTS, "rate_limited", (*message).to_owned(), Vec::new());
+            let mut r = body(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                (*message).to_owned(),
+                Vec::new(),
+            );
             // Round up: a client that waits the advertised seconds must not be refused again.
             let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
             r
         }
         Error::Unavailable(_) => {
-            let mut r = body(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", e.to_string(), Vec::new());
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(5u64));
+            let mut r = body(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+                e.to_string(),
+                Vec::new(),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(5u64));
             r
         }
         Error::Internal(cause) => {
             tracing::error!(request_id = current_request_id().as_deref().unwrap_or("-"), error = ?cause, "internal error");
-            body(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error".to_owned(), Vec::new())
+            body(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error".to_owned(),
+                Vec::new(),
+            )
         }
     }
 }
@@ -103,20 +151,50 @@ pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
         ));
     }
     if rejection.is_not_found() {
-        return Ok(body(StatusCode::NOT_FOUND, "route_not_found", "no route matches this path".to_owned(), Vec::new()));
+        return Ok(body(
+            StatusCode::NOT_FOUND,
+            "route_not_found",
+            "no route matches this path".to_owned(),
+            Vec::new(),
+        ));
     }
     if let Some(e) = rejection.find::<warp::reject::InvalidQuery>() {
-        return Ok(body(StatusCode::BAD_REQUEST, "bad_request", format!("query string is invalid: {e}"), Vec::new()));
+        return Ok(body(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("query string is invalid: {e}"),
+            Vec::new(),
+        ));
     }
     if let Some(e) = rejection.find::<warp::filters::cors::CorsForbidden>() {
-        return Ok(body(StatusCode::FORBIDDEN, "cors_forbidden", e.to_string(), Vec::new()));
+        return Ok(body(
+            StatusCode::FORBIDDEN,
+            "cors_forbidden",
+            e.to_string(),
+            Vec::new(),
+        ));
     }
     if let Some(e) = rejection.find::<warp::reject::InvalidHeader>() {
-        return Ok(body(StatusCode::BAD_REQUEST, "bad_request", e.to_string(), Vec::new()));
+        return Ok(body(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            e.to_string(),
+            Vec::new(),
+        ));
     }
     if let Some(e) = rejection.find::<warp::reject::MissingHeader>() {
-        return Ok(body(StatusCode::BAD_REQUEST, "bad_request", e.to_string(), Vec::new()));
+        return Ok(body(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            e.to_string(),
+            Vec::new(),
+        ));
     }
     tracing::error!(?rejection, "unhandled rejection");
-    Ok(body(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error".to_owned(), Vec::new()))
+    Ok(body(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "internal error".to_owned(),
+        Vec::new(),
+    ))
 }

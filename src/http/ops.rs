@@ -5,9 +5,9 @@ use std::time::Duration;
 use serde::Serialize;
 use utoipa::{OpenApi as _, ToSchema};
 use warp::Filter;
+use warp::Reply as _;
 use warp::http::{Method, StatusCode, header};
 use warp::reply::Response;
-use warp::Reply as _;
 
 use super::{Endpoint, Shared, with_state};
 use crate::store::cache::CacheHealth;
@@ -58,28 +58,40 @@ pub fn endpoints(s: &Shared) -> Vec<Endpoint> {
         Endpoint::new(
             Method::GET,
             "/healthz",
-            warp::path!("healthz").and(warp::get()).then(|| async { healthz_reply() }),
+            warp::path!("healthz")
+                .and(warp::get())
+                .then(|| async { healthz_reply() }),
         ),
         Endpoint::new(
             Method::GET,
             "/readyz",
-            warp::path!("readyz").and(warp::get()).and(with_state(s)).then(|s: Shared| async move {
-                let r = readyz(s).await;
-                let status = if r.status == "not_ready" { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
-                warp::reply::with_status(warp::reply::json(&r), status).into_response()
-            }),
+            warp::path!("readyz")
+                .and(warp::get())
+                .and(with_state(s))
+                .then(|s: Shared| async move {
+                    let r = readyz(s).await;
+                    let status = if r.status == "not_ready" {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    } else {
+                        StatusCode::OK
+                    };
+                    warp::reply::with_status(warp::reply::json(&r), status).into_response()
+                }),
         ),
         Endpoint::new(
             Method::GET,
             "/metrics",
-            warp::path!("metrics").and(warp::get()).and(with_state(s)).then(|s: Shared| async move { metrics(&s) }),
+            warp::path!("metrics")
+                .and(warp::get())
+                .and(with_state(s))
+                .then(|s: Shared| async move { metrics(&s) }),
         ),
         Endpoint::new(
             Method::GET,
             "/api/v1/openapi.json",
-            warp::path!("api" / "v1" / "openapi.json").and(warp::get()).then(|| async {
-                warp::reply::json(&super::openapi::ApiDoc::openapi()).into_response()
-            }),
+            warp::path!("api" / "v1" / "openapi.json")
+                .and(warp::get())
+                .then(|| async { warp::reply::json(&super::openapi::ApiDoc::openapi()).into_response() }),
         ),
     ]
 }
@@ -87,7 +99,10 @@ pub fn endpoints(s: &Shared) -> Vec<Endpoint> {
 /// The process is up.
 #[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, body = Health)))]
 pub fn healthz() -> Health {
-    Health { status: "ok", version: env!("CARGO_PKG_VERSION") }
+    Health {
+        status: "ok",
+        version: env!("CARGO_PKG_VERSION"),
+    }
 }
 
 fn healthz_reply() -> Response {
@@ -100,11 +115,23 @@ fn healthz_reply() -> Response {
 pub async fn readyz(s: Shared) -> Readiness {
     let (db, redis) = tokio::join!(crate::store::ping(&s.pool, READY_DB_TIMEOUT), s.cache.health());
     let postgres = match db {
-        Ok(latency) => DependencyCheck { status: "up", latency_ms: Some(latency.as_secs_f64() * 1000.0), error: None },
-        Err(e) => DependencyCheck { status: "down", latency_ms: None, error: Some(e) },
+        Ok(latency) => DependencyCheck {
+            status: "up",
+            latency_ms: Some(latency.as_secs_f64() * 1000.0),
+            error: None,
+        },
+        Err(e) => DependencyCheck {
+            status: "down",
+            latency_ms: None,
+            error: Some(e),
+        },
     };
     let actors_up = s.root.get_status() == ractor::ActorStatus::Running;
-    let actors = DependencyCheck { status: if actors_up { "up" } else { "down" }, latency_ms: None, error: None };
+    let actors = DependencyCheck {
+        status: if actors_up { "up" } else { "down" },
+        latency_ms: None,
+        error: None,
+    };
     let status = if postgres.status != "up" || !actors_up {
         "not_ready"
     } else if redis.status != "up" {
@@ -112,7 +139,14 @@ pub async fn readyz(s: Shared) -> Readiness {
     } else {
         "ready"
     };
-    Readiness { status, checks: ReadinessChecks { postgres, redis, actors } }
+    Readiness {
+        status,
+        checks: ReadinessChecks {
+            postgres,
+            redis,
+            actors,
+        },
+    }
 }
 
 /// Prometheus metrics in the text exposition format.
@@ -123,7 +157,10 @@ pub fn metrics(s: &Shared) -> Response {
     match s.metrics.render() {
         Ok(text) => {
             let mut r = warp::reply::with_status(text, StatusCode::OK).into_response();
-            r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; version=0.0.4"));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
             r
         }
         Err(e) => super::errors::error_response(&crate::error::Error::Internal(e.into())),

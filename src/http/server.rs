@@ -48,7 +48,11 @@ pub fn generated_cert_paths(data_dir: &Path) -> (PathBuf, PathBuf) {
 }
 
 /// Loads the configured certificate, or generates (once, then reuses) a self-signed one for localhost.
-pub fn load_tls(cert: Option<&Path>, key: Option<&Path>, data_dir: &Path) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+pub fn load_tls(
+    cert: Option<&Path>,
+    key: Option<&Path>,
+    data_dir: &Path,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     install_crypto_provider();
     let (cert_path, key_path) = match (cert, key) {
         (Some(c), Some(k)) => (c.to_owned(), k.to_owned()),
@@ -62,17 +66,23 @@ pub fn load_tls(cert: Option<&Path>, key: Option<&Path>, data_dir: &Path) -> any
     };
     let cert_pem = std::fs::read(&cert_path)
         .map_err(|e| anyhow::anyhow!("cannot read TLS certificate {}: {e}", cert_path.display()))?;
-    let key_pem =
-        std::fs::read(&key_path).map_err(|e| anyhow::anyhow!("cannot read TLS key {}: {e}", key_path.display()))?;
+    let key_pem = std::fs::read(&key_path)
+        .map_err(|e| anyhow::anyhow!("cannot read TLS key {}: {e}", key_path.display()))?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| anyhow::anyhow!("TLS certificate {} is not valid PEM: {e}", cert_path.display()))?;
     if chain.is_empty() {
         anyhow::bail!("TLS certificate {} holds no certificate", cert_path.display());
     }
-    let key = PrivateKeyDer::from_pem_slice(&key_pem)
-        .map_err(|e| anyhow::anyhow!("TLS key {} is not a valid PEM private key: {e}", key_path.display()))?;
-    let mut config = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(chain, key)?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+        anyhow::anyhow!(
+            "TLS key {} is not a valid PEM private key: {e}",
+            key_path.display()
+        )
+    })?;
+    let mut config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -96,7 +106,12 @@ fn generate_self_signed(cert_path: &Path, key_path: &Path) -> anyhow::Result<()>
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)?;
     f.write_all(bytes)
 }
 
@@ -187,7 +202,12 @@ async fn handshake(
 
 /// Wraps one request: assigns its id (or keeps a sane one the client sent), records the peer, runs the
 /// router with the id in scope, then adds headers, logs the request line (R11.1) and counts it.
-async fn envelope<F, Fut>(mut req: Request<Incoming>, peer: SocketAddr, metrics: &Metrics, call: F) -> Response
+async fn envelope<F, Fut>(
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+    metrics: &Metrics,
+    call: F,
+) -> Response
 where
     F: FnOnce(Request<Incoming>) -> Fut,
     Fut: std::future::Future<Output = Result<Response, Infallible>>,
@@ -197,7 +217,12 @@ where
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 64 && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
@@ -211,16 +236,28 @@ where
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         headers.insert("x-request-id", v);
     }
-    headers.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000"));
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(
+        header::STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_static("max-age=31536000"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     if !headers.contains_key(header::CACHE_CONTROL) {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     let status = response.status();
     let elapsed = started.elapsed();
     let route = route_label(&path);
-    metrics.http_requests.with_label_values(&[method.as_str(), &route, status.as_str()]).inc();
-    metrics.http_duration.with_label_values(&[method.as_str(), &route]).observe(elapsed.as_secs_f64());
+    metrics
+        .http_requests
+        .with_label_values(&[method.as_str(), &route, status.as_str()])
+        .inc();
+    metrics
+        .http_duration
+        .with_label_values(&[method.as_str(), &route])
+        .observe(elapsed.as_secs_f64());
     let latency_ms = elapsed.as_secs_f64() * 1000.0;
     if status.is_server_error() {
         tracing::error!(%request_id, %method, path, status = status.as_u16(), latency_ms, peer = %peer, "request");
@@ -236,7 +273,13 @@ pub fn route_label(path: &str) -> String {
         return "other".to_owned();
     }
     path.split('/')
-        .map(|segment| if uuid::Uuid::parse_str(segment).is_ok() || segment.len() > 40 { "{id}" } else { segment })
+        .map(|segment| {
+            if uuid::Uuid::parse_str(segment).is_ok() || segment.len() > 40 {
+                "{id}"
+            } else {
+                segment
+            }
+        })
         .collect::<Vec<_>>()
         .join("/")
 }
@@ -247,7 +290,10 @@ mod tests {
 
     #[test]
     fn route_labels_hide_ids_and_unknown_paths() {
-        assert_eq!(route_label("/api/v1/users/67e55044-10b1-426f-9247-bb680e5fe0c8"), "/api/v1/users/{id}");
+        assert_eq!(
+            route_label("/api/v1/users/67e55044-10b1-426f-9247-bb680e5fe0c8"),
+            "/api/v1/users/{id}"
+        );
         assert_eq!(route_label("/api/v1/me"), "/api/v1/me");
         assert_eq!(route_label("/wp-admin/x.php"), "other");
     }
@@ -256,7 +302,12 @@ mod tests {
     fn the_plain_http_refusal_is_a_well_formed_response() {
         let text = std::str::from_utf8(PLAIN_HTTP_REFUSAL).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        let declared: usize = head.lines().find_map(|l| l.strip_prefix("Content-Length: ")).unwrap().parse().unwrap();
+        let declared: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .unwrap()
+            .parse()
+            .unwrap();
         assert_eq!(declared, body.len());
         let json: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(json["error"]["code"], "https_required");

@@ -8,7 +8,9 @@ use uuid::Uuid;
 use warp::Filter;
 use warp::http::{Method, StatusCode};
 
-use super::{Endpoint, Page, PageRequest, Shared, authenticated, json_body, no_content, query_map, respond, with_state};
+use super::{
+    Endpoint, Page, PageRequest, Shared, authenticated, json_body, no_content, query_map, respond, with_state,
+};
 use crate::auth::Principal;
 use crate::domain::{Email, Fields, Password, PersonName, Role, User, UserId};
 use crate::error::Error;
@@ -77,9 +79,11 @@ pub fn endpoints(s: &Shared) -> Vec<Endpoint> {
                 .and(with_state(s))
                 .and(authenticated(s))
                 .and(json_body(s))
-                .then(|id: Uuid, s: Shared, p: Principal, body: serde_json::Value| async move {
-                    respond(StatusCode::OK, update_user(&s, &p, UserId(id), &body).await)
-                }),
+                .then(
+                    |id: Uuid, s: Shared, p: Principal, body: serde_json::Value| async move {
+                        respond(StatusCode::OK, update_user(&s, &p, UserId(id), &body).await)
+                    },
+                ),
         ),
         Endpoint::new(
             Method::DELETE,
@@ -118,8 +122,9 @@ pub async fn create_user(s: &Shared, p: &Principal, body: &serde_json::Value) ->
     let password = f.parse("password", password, Password::parse);
     let role = f.required_str("role");
     let role = f.parse("role", role, parse_role);
-    let (email, name, password, role) =
-        f.finish(|| Some((email?, name?, password?, role?))).map_err(Error::Validation)?;
+    let (email, name, password, role) = f
+        .finish(|| Some((email?, name?, password?, role?)))
+        .map_err(Error::Validation)?;
     let hash = s.auth.hash(&password).await?;
     let mut conn = s.pool.acquire().await?;
     let user = users::create(&mut conn, admin.organization_id, &email, &name, &hash, role).await?;
@@ -131,7 +136,11 @@ pub async fn create_user(s: &Shared, p: &Principal, body: &serde_json::Value) ->
 #[utoipa::path(get, path = "/api/v1/users", tag = "users", security(("bearer" = [])),
     params(("page" = Option<u32>, Query, description = "from 1"), ("pageSize" = Option<u32>, Query, description = "1 to 100, default 20")),
     responses((status = 200, body = Page<User>), (status = 400, body = super::errors::ErrorBody), (status = 403, body = super::errors::ErrorBody)))]
-pub async fn list_users(s: &Shared, p: &Principal, query: &HashMap<String, String>) -> Result<Page<User>, Error> {
+pub async fn list_users(
+    s: &Shared,
+    p: &Principal,
+    query: &HashMap<String, String>,
+) -> Result<Page<User>, Error> {
     let admin = p.require(Role::Admin)?;
     let mut errors = Vec::new();
     let page = PageRequest::parse(query, &mut errors);
@@ -149,7 +158,9 @@ pub async fn list_users(s: &Shared, p: &Principal, query: &HashMap<String, Strin
     responses((status = 200, body = User), (status = 403, body = super::errors::ErrorBody), (status = 404, body = super::errors::ErrorBody)))]
 pub async fn get_user(s: &Shared, p: &Principal, id: UserId) -> Result<User, Error> {
     let admin = p.require(Role::Admin)?;
-    users::get(&s.pool, admin.organization_id, id).await?.ok_or(Error::NotFound("user"))
+    users::get(&s.pool, admin.organization_id, id)
+        .await?
+        .ok_or(Error::NotFound("user"))
 }
 
 /// Changes a user's name, role or password.
@@ -162,7 +173,12 @@ pub async fn get_user(s: &Shared, p: &Principal, id: UserId) -> Result<User, Err
         (status = 404, body = super::errors::ErrorBody),
         (status = 409, description = "would leave the organization without an admin", body = super::errors::ErrorBody),
     ))]
-pub async fn update_user(s: &Shared, p: &Principal, id: UserId, body: &serde_json::Value) -> Result<User, Error> {
+pub async fn update_user(
+    s: &Shared,
+    p: &Principal,
+    id: UserId,
+    body: &serde_json::Value,
+) -> Result<User, Error> {
     let admin = p.require(Role::Admin)?;
     let mut f = Fields::new(body);
     let name = f.optional_str("name");
@@ -172,21 +188,36 @@ pub async fn update_user(s: &Shared, p: &Principal, id: UserId, body: &serde_jso
     let password = f.optional_str("password");
     let password = f.parse("password", password, Password::parse);
     if let Some(object) = body.as_object() {
-        for key in object.keys().filter(|k| !matches!(k.as_str(), "name" | "role" | "password")) {
+        for key in object
+            .keys()
+            .filter(|k| !matches!(k.as_str(), "name" | "role" | "password"))
+        {
             f.error(key, "is not a field that can be changed");
         }
     }
-    let (name, role, password) = f.finish(|| Some((name, role, password))).map_err(Error::Validation)?;
+    let (name, role, password) = f
+        .finish(|| Some((name, role, password)))
+        .map_err(Error::Validation)?;
     let password_hash = match &password {
         Some(p) => Some(s.auth.hash(p).await?),
         None => None,
     };
     let ends_sessions = role.is_some() || password_hash.is_some();
-    let patch = users::UserPatch { name, role, password_hash };
+    let patch = users::UserPatch {
+        name,
+        role,
+        password_hash,
+    };
     let mut tx = s.pool.begin().await?;
-    let user = users::update(&mut tx, admin.organization_id, id, &patch).await?.ok_or(Error::NotFound("user"))?;
+    let user = users::update(&mut tx, admin.organization_id, id, &patch)
+        .await?
+        .ok_or(Error::NotFound("user"))?;
     // A new role or password takes effect at once: the user's tokens stop working and they log in again.
-    let ended = if ends_sessions { sessions::revoke_all_for_user(&mut tx, id, "changed_by_admin").await? } else { Vec::new() };
+    let ended = if ends_sessions {
+        sessions::revoke_all_for_user(&mut tx, id, "changed_by_admin").await?
+    } else {
+        Vec::new()
+    };
     tx.commit().await?;
     s.auth.forget_sessions(&ended).await;
     tracing::info!(admin = %admin.user_id, user = %id, sessions_ended = ended.len(), "user updated");

@@ -75,7 +75,11 @@ impl Cache {
             }
             None => Backend::Local(std::sync::Arc::new(LocalCache::default())),
         };
-        Ok(Self { backend, prefix: prefix.to_owned(), metrics })
+        Ok(Self {
+            backend,
+            prefix: prefix.to_owned(),
+            metrics,
+        })
     }
 
     /// Returns the full key as stored, with this deployment's prefix.
@@ -102,7 +106,11 @@ impl Cache {
 
     /// Reads one key.
     pub async fn get(&self, key: &str) -> Option<String> {
-        self.get_many(&[key.to_owned()]).await.into_iter().next().flatten()
+        self.get_many(&[key.to_owned()])
+            .await
+            .into_iter()
+            .next()
+            .flatten()
     }
 
     /// Stores `value` under `key` for `ttl`.
@@ -113,8 +121,13 @@ impl Cache {
             Backend::Redis(conn) => {
                 let mut conn = conn.clone();
                 let millis = ttl.as_millis().max(1) as u64;
-                let result: redis::RedisResult<()> =
-                    redis::cmd("SET").arg(&full).arg(value).arg("PX").arg(millis).query_async(&mut conn).await;
+                let result: redis::RedisResult<()> = redis::cmd("SET")
+                    .arg(&full)
+                    .arg(value)
+                    .arg("PX")
+                    .arg(millis)
+                    .query_async(&mut conn)
+                    .await;
                 if let Err(e) = result {
                     self.degraded("set", &e);
                 }
@@ -132,7 +145,8 @@ impl Cache {
             Backend::Local(local) => full.iter().for_each(|k| local.remove(k)),
             Backend::Redis(conn) => {
                 let mut conn = conn.clone();
-                let result: redis::RedisResult<()> = redis::cmd("DEL").arg(&full).query_async(&mut conn).await;
+                let result: redis::RedisResult<()> =
+                    redis::cmd("DEL").arg(&full).query_async(&mut conn).await;
                 if let Err(e) = result {
                     self.degraded("delete", &e);
                 }
@@ -153,7 +167,10 @@ impl Cache {
                 let result: redis::RedisResult<(u64, i64)> =
                     script.key(&full).arg(window_ms).invoke_async(&mut conn).await;
                 match result {
-                    Ok((count, ttl)) => Some(WindowCount { count, resets_in: Duration::from_millis(ttl.max(0) as u64) }),
+                    Ok((count, ttl)) => Some(WindowCount {
+                        count,
+                        resets_in: Duration::from_millis(ttl.max(0) as u64),
+                    }),
                     Err(e) => {
                         self.degraded("incr_window", &e);
                         None
@@ -174,9 +191,10 @@ impl Cache {
                 pipe.cmd("GET").arg(&full).cmd("PTTL").arg(&full);
                 let result: redis::RedisResult<(Option<u64>, i64)> = pipe.query_async(&mut conn).await;
                 match result {
-                    Ok((Some(count), ttl)) if ttl > 0 => {
-                        Some(WindowCount { count, resets_in: Duration::from_millis(ttl as u64) })
-                    }
+                    Ok((Some(count), ttl)) if ttl > 0 => Some(WindowCount {
+                        count,
+                        resets_in: Duration::from_millis(ttl as u64),
+                    }),
                     Ok(_) => None,
                     Err(e) => {
                         self.degraded("peek_window", &e);
@@ -200,7 +218,12 @@ impl Cache {
     /// Checks that the cache answers.
     pub async fn health(&self) -> CacheHealth {
         match &self.backend {
-            Backend::Local(_) => CacheHealth { backend: "in-process", status: "up", error: None, latency_ms: None },
+            Backend::Local(_) => CacheHealth {
+                backend: "in-process",
+                status: "up",
+                error: None,
+                latency_ms: None,
+            },
             Backend::Redis(conn) => {
                 let mut conn = conn.clone();
                 let started = Instant::now();
@@ -212,13 +235,17 @@ impl Cache {
                         error: None,
                         latency_ms: Some(started.elapsed().as_secs_f64() * 1000.0),
                     },
-                    Err(e) => CacheHealth { backend: "redis", status: "down", error: Some(e.to_string()), latency_ms: None },
+                    Err(e) => CacheHealth {
+                        backend: "redis",
+                        status: "down",
+                        error: Some(e.to_string()),
+                        latency_ms: None,
+                    },
                 }
             }
         }
     }
 }
-
 
 /// The in-process stand-in for Redis: a map with expiry times, swept as it grows.
 #[derive(Default)]
@@ -232,12 +259,16 @@ impl LocalCache {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, Instant)>> {
         // A panic while holding this lock cannot leave the map half-updated (every operation is a
         // single insert or remove), so a poisoned lock is safe to keep using.
-        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn get(&self, key: &str) -> Option<String> {
         let map = self.lock();
-        map.get(key).filter(|(_, expires)| *expires > Instant::now()).map(|(v, _)| v.clone())
+        map.get(key)
+            .filter(|(_, expires)| *expires > Instant::now())
+            .map(|(v, _)| v.clone())
     }
 
     fn set(&self, key: String, value: String, ttl: Duration) {
@@ -262,14 +293,20 @@ impl LocalCache {
         }
         let count = entry.0.parse::<u64>().unwrap_or(0) + 1;
         entry.0 = count.to_string();
-        WindowCount { count, resets_in: entry.1 - now }
+        WindowCount {
+            count,
+            resets_in: entry.1 - now,
+        }
     }
 
     fn peek_window(&self, key: &str) -> Option<WindowCount> {
         let map = self.lock();
         let now = Instant::now();
         let (count, expires) = map.get(key).filter(|(_, expires)| *expires > now)?;
-        Some(WindowCount { count: count.parse().ok()?, resets_in: *expires - now })
+        Some(WindowCount {
+            count: count.parse().ok()?,
+            resets_in: *expires - now,
+        })
     }
 }
 
@@ -291,7 +328,11 @@ mod tests {
         assert_eq!(cache.peek_window("k").await.unwrap().count, 2);
         tokio::time::advance(Duration::from_millis(60)).await;
         assert_eq!(cache.peek_window("k").await, None);
-        assert_eq!(cache.incr_window("k", w).await.unwrap().count, 1, "a new window starts from one");
+        assert_eq!(
+            cache.incr_window("k", w).await.unwrap().count,
+            1,
+            "a new window starts from one"
+        );
         cache.delete(&["k".to_owned()]).await;
         assert_eq!(cache.peek_window("k").await, None);
     }

@@ -20,7 +20,11 @@ pub struct LoginThrottle {
 impl LoginThrottle {
     /// Builds a throttle allowing `max_failures` failures per `window`.
     pub fn new(cache: Cache, max_failures: u32, window: Duration) -> Self {
-        Self { cache, max_failures, window }
+        Self {
+            cache,
+            max_failures,
+            window,
+        }
     }
 
     fn keys(email: &str, ip: Option<IpAddr>) -> Vec<String> {
@@ -74,12 +78,22 @@ mod tests {
         }
         assert_eq!(t.blocked_for("a@example.com", Some(ip)).await, None);
         t.record_failure("a@example.com", Some(ip)).await;
-        let wait = t.blocked_for("a@example.com", None).await.expect("email is blocked");
+        let wait = t
+            .blocked_for("a@example.com", None)
+            .await
+            .expect("email is blocked");
         assert!(wait <= Duration::from_secs(900) && wait > Duration::from_secs(890));
-        assert!(t.blocked_for("b@example.com", Some(ip)).await.is_some(), "the IP is blocked for any email");
+        assert!(
+            t.blocked_for("b@example.com", Some(ip)).await.is_some(),
+            "the IP is blocked for any email"
+        );
         assert!(t.blocked_for("b@example.com", None).await.is_none());
         tokio::time::advance(Duration::from_secs(901)).await;
-        assert_eq!(t.blocked_for("a@example.com", Some(ip)).await, None, "the window ended");
+        assert_eq!(
+            t.blocked_for("a@example.com", Some(ip)).await,
+            None,
+            "the window ended"
+        );
     }
 
     #[tokio::test]

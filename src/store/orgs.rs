@@ -20,7 +20,8 @@ pub async fn create_with_admin(
     )
     .fetch_one(&mut *tx)
     .await?;
-    let admin = super::users::create(&mut tx, org, admin_email, admin_name, password_hash, Role::Admin).await?;
+    let admin =
+        super::users::create(&mut tx, org, admin_email, admin_name, password_hash, Role::Admin).await?;
     tx.commit().await?;
     Ok((org, admin))
 }

@@ -24,7 +24,11 @@ pub enum Rotation {
     /// The token was live; it is now used and its successor is stored.
     Rotated(SessionOwner),
     /// The token had been used already: it was copied, so its session is now revoked.
-    Reused { session_id: SessionId, organization_id: OrganizationId, user_id: UserId },
+    Reused {
+        session_id: SessionId,
+        organization_id: OrganizationId,
+        user_id: UserId,
+    },
     /// Unknown, expired, or belonging to a revoked session.
     Invalid,
 }
@@ -96,10 +100,21 @@ pub async fn rotate(
     .fetch_optional(&mut *tx)
     .await?;
     if let Some(owner) = owner {
-        insert_refresh(&mut tx, owner.organization_id, owner.session_id, new_hash, expires_at).await?;
-        sqlx::query!("UPDATE sessions SET expires_at = $2 WHERE id = $1", owner.session_id.as_uuid(), expires_at)
-            .execute(&mut *tx)
-            .await?;
+        insert_refresh(
+            &mut tx,
+            owner.organization_id,
+            owner.session_id,
+            new_hash,
+            expires_at,
+        )
+        .await?;
+        sqlx::query!(
+            "UPDATE sessions SET expires_at = $2 WHERE id = $1",
+            owner.session_id.as_uuid(),
+            expires_at
+        )
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         return Ok(Rotation::Rotated(owner));
     }
@@ -117,7 +132,11 @@ pub async fn rotate(
             if row.revoked_at.is_none() {
                 revoke_in(&mut tx, row.session_id, "refresh_reused").await?;
             }
-            Rotation::Reused { session_id: row.session_id, organization_id: row.organization_id, user_id: row.user_id }
+            Rotation::Reused {
+                session_id: row.session_id,
+                organization_id: row.organization_id,
+                user_id: row.user_id,
+            }
         }
         None => Rotation::Invalid,
     };
@@ -160,13 +179,20 @@ pub async fn revoke_all_for_user(
 
 /// Returns the ids of every session of a user, live or not (before the user is deleted).
 pub async fn all_for_user(conn: &mut sqlx::PgConnection, user: UserId) -> Result<Vec<SessionId>, Error> {
-    Ok(sqlx::query_scalar!(r#"SELECT id AS "id: SessionId" FROM sessions WHERE user_id = $1"#, user.as_uuid())
-        .fetch_all(conn)
-        .await?)
+    Ok(sqlx::query_scalar!(
+        r#"SELECT id AS "id: SessionId" FROM sessions WHERE user_id = $1"#,
+        user.as_uuid()
+    )
+    .fetch_all(conn)
+    .await?)
 }
 
 /// Returns the owner of a session if the session is live and its user still exists (R1.6).
-pub async fn live_owner(pool: &PgPool, session: SessionId, user: UserId) -> Result<Option<SessionOwner>, Error> {
+pub async fn live_owner(
+    pool: &PgPool,
+    session: SessionId,
+    user: UserId,
+) -> Result<Option<SessionOwner>, Error> {
     Ok(sqlx::query_as!(
         SessionOwner,
         r#"SELECT s.id AS "session_id: SessionId", u.id AS "user_id: UserId",

@@ -45,7 +45,11 @@ pub async fn credentials_by_email(pool: &PgPool, email: &Email) -> Result<Option
 
 /// Returns the password hash of a user.
 pub async fn password_hash(pool: &PgPool, id: UserId) -> Result<Option<String>, Error> {
-    Ok(sqlx::query_scalar!("SELECT password_hash FROM users WHERE id = $1", id.as_uuid()).fetch_optional(pool).await?)
+    Ok(
+        sqlx::query_scalar!("SELECT password_hash FROM users WHERE id = $1", id.as_uuid())
+            .fetch_optional(pool)
+            .await?,
+    )
 }
 
 /// Inserts a user; a taken email is a 409.
@@ -89,7 +93,12 @@ pub async fn get(pool: &PgPool, org: OrganizationId, id: UserId) -> Result<Optio
 }
 
 /// Returns a page of the organization's users, oldest first, and the total count.
-pub async fn list(pool: &PgPool, org: OrganizationId, limit: i64, offset: i64) -> Result<(Vec<User>, i64), Error> {
+pub async fn list(
+    pool: &PgPool,
+    org: OrganizationId,
+    limit: i64,
+    offset: i64,
+) -> Result<(Vec<User>, i64), Error> {
     let users = sqlx::query_as!(
         User,
         r#"SELECT id AS "id: UserId", email, name, role AS "role: Role",
@@ -102,15 +111,23 @@ pub async fn list(pool: &PgPool, org: OrganizationId, limit: i64, offset: i64) -
     )
     .fetch_all(pool)
     .await?;
-    let total = sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM users WHERE organization_id = $1"#, org.as_uuid())
-        .fetch_one(pool)
-        .await?;
+    let total = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM users WHERE organization_id = $1"#,
+        org.as_uuid()
+    )
+    .fetch_one(pool)
+    .await?;
     Ok((users, total))
 }
 
 /// Records a successful login (R1.7).
 pub async fn touch_last_login(conn: &mut sqlx::PgConnection, id: UserId) -> Result<(), Error> {
-    sqlx::query!("UPDATE users SET last_login_at = now() WHERE id = $1", id.as_uuid()).execute(conn).await?;
+    sqlx::query!(
+        "UPDATE users SET last_login_at = now() WHERE id = $1",
+        id.as_uuid()
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -135,7 +152,9 @@ pub async fn update(
     if patch.role.is_some_and(|r| r != Role::Admin) {
         let admins = lock_admins(tx, org).await?;
         if admins == [id] {
-            return Err(Error::Conflict("the organization must keep at least one admin".to_owned()));
+            return Err(Error::Conflict(
+                "the organization must keep at least one admin".to_owned(),
+            ));
         }
     }
     Ok(sqlx::query_as!(
@@ -161,10 +180,16 @@ pub async fn update(
 pub async fn delete(tx: &mut sqlx::PgConnection, org: OrganizationId, id: UserId) -> Result<bool, Error> {
     let admins = lock_admins(tx, org).await?;
     if admins == [id] {
-        return Err(Error::Conflict("the organization must keep at least one admin".to_owned()));
+        return Err(Error::Conflict(
+            "the organization must keep at least one admin".to_owned(),
+        ));
     }
-    let done = sqlx::query!("DELETE FROM users WHERE organization_id = $1 AND id = $2", org.as_uuid(), id.as_uuid())
-        .execute(tx)
-        .await?;
+    let done = sqlx::query!(
+        "DELETE FROM users WHERE organization_id = $1 AND id = $2",
+        org.as_uuid(),
+        id.as_uuid()
+    )
+    .execute(tx)
+    .await?;
     Ok(done.rows_affected() == 1)
 }

@@ -1,0 +1,109 @@
+use insights::actors::root::RootMsg;
+use ractor::ActorStatus;
+
+use crate::helpers::{spawn_app, spawn_with};
+
+#[tokio::test]
+async fn healthz_answers_with_a_request_id() {
+    let app = spawn_app().await;
+    let r = app.get("/healthz", None).await;
+    assert_eq!(r.expect(200)["status"], "ok");
+    let id = r.headers["x-request-id"].to_str().unwrap();
+    assert_eq!(id.len(), 36, "a generated UUID");
+    assert_eq!(r.headers["strict-transport-security"], "max-age=31536000");
+}
+
+#[tokio::test]
+async fn a_sane_client_request_id_is_kept_and_a_bad_one_replaced() {
+    let app = spawn_app().await;
+    let r = app
+        .client
+        .get(format!("{}/healthz", app.base))
+        .header("x-request-id", "trace-abc_123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "trace-abc_123");
+    let r = app
+        .client
+        .get(format!("{}/healthz", app.base))
+        .header("x-request-id", "bad id;<>")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(r.headers()["x-request-id"], "bad id;<>");
+}
+
+#[tokio::test]
+async fn readyz_reports_postgres_redis_and_actors() {
+    let app = spawn_app().await;
+    let body = app.get("/readyz", None).await.expect(200).clone();
+    assert_eq!(body["status"], "ready");
+    assert_eq!(body["checks"]["postgres"]["status"], "up");
+    assert_eq!(body["checks"]["redis"]["backend"], "redis");
+    assert_eq!(body["checks"]["redis"]["status"], "up");
+    assert_eq!(body["checks"]["actors"]["status"], "up");
+}
+
+#[tokio::test]
+async fn without_redis_the_in_process_cache_stands_in() {
+    let app = spawn_with(|c| c.redis_url = None).await;
+    let body = app.get("/readyz", None).await.expect(200).clone();
+    assert_eq!(body["checks"]["redis"]["backend"], "in-process");
+    assert_eq!(body["status"], "ready");
+}
+
+#[tokio::test]
+async fn unreachable_redis_degrades_but_keeps_serving() {
+    // Nothing listens on port 1: every cache operation fails fast.
+    let app = spawn_with(|c| c.redis_url = Some("redis://127.0.0.1:1".to_owned())).await;
+    let body = app.get("/readyz", None).await.expect(200).clone();
+    assert_eq!(body["status"], "degraded");
+    assert_eq!(body["checks"]["redis"]["status"], "down");
+    // Login and authenticated calls still work, straight from PostgreSQL.
+    let org = app.create_org().await;
+    let admin = app.admin(&org).await;
+    app.get("/api/v1/me", Some(&admin.access)).await.expect(200);
+    assert!(app.metric("insights_cache_errors_total{op=\"get\"}").await >= 1.0);
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_template() {
+    let app = spawn_app().await;
+    app.get("/api/v1/users/5f1d7c4e-0000-4000-8000-000000000000", None)
+        .await;
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(
+            "insights_http_requests_total{method=\"GET\",route=\"/api/v1/users/{id}\",status=\"401\"} 1"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("insights_http_request_duration_seconds_bucket"));
+    assert!(text.contains("insights_db_pool_connections"));
+}
+
+#[tokio::test]
+async fn the_root_supervisor_starts_answers_and_stops_cleanly() {
+    let mut app = spawn_app().await;
+    let node = app.config.node_name.clone();
+    let root = app.app.as_ref().unwrap().root().clone();
+    assert_eq!(root.get_status(), ActorStatus::Running);
+    let name = ractor::call_t!(root, RootMsg::NodeName, 1000).unwrap();
+    assert_eq!(name, node);
+    assert!(ractor::registry::where_is(insights::actors::names::root(&node)).is_some());
+    app.app.take().unwrap().shutdown().await.unwrap();
+    assert_eq!(root.get_status(), ActorStatus::Stopped);
+    assert!(
+        ractor::registry::where_is(insights::actors::names::root(&node)).is_none(),
+        "the name is released"
+    );
+}

@@ -1,0 +1,15 @@
+//! Integration tests: each test starts a real node (HTTPS, actors, PostgreSQL, Redis) on a database of
+//! its own, so tests run in parallel and in any order.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod api_keys;
+mod auth;
+mod cli;
+mod errors;
+mod health;
+mod helpers;
+mod openapi;
+mod roles;
+mod schema;
+mod tls;
+mod users;

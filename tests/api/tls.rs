@@ -1,0 +1,84 @@
+use std::io::{Read as _, Write as _};
+use std::time::Duration;
+
+use crate::helpers::{client_trusting, spawn_app, spawn_with, start, test_config};
+
+#[tokio::test]
+async fn plain_http_on_the_https_port_is_refused() {
+    let app = spawn_app().await;
+    let port = app.app.as_ref().unwrap().local_addr().port();
+    let raw = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    })
+    .await
+    .unwrap();
+    assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");
+    assert!(raw.contains("https_required"), "{raw}");
+    assert!(!raw.contains("\"ok\""), "the route itself never ran");
+
+    let plain = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), 400);
+}
+
+#[tokio::test]
+async fn an_untrusted_client_cannot_complete_the_handshake() {
+    let app = spawn_app().await;
+    // A client that trusts only its built-in roots refuses our self-signed certificate.
+    let strict = reqwest::Client::builder().build().unwrap();
+    assert!(strict.get(format!("{}/healthz", app.base)).send().await.is_err());
+}
+
+#[tokio::test]
+async fn the_generated_certificate_is_kept_and_reused() {
+    let first = test_config();
+    let data_dir = first.data_dir.clone();
+    let app = start(first.clone()).await;
+    let cert = std::fs::read(data_dir.join("tls/cert.pem")).unwrap();
+    let key_mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(data_dir.join("tls/key.pem"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(
+        key_mode & 0o077,
+        0,
+        "the private key is readable by its owner only"
+    );
+    app.get("/healthz", None).await.expect(200);
+    // A second node with the same data directory serves the same certificate.
+    let second = spawn_with(|c| c.data_dir = data_dir.clone()).await;
+    assert_eq!(std::fs::read(data_dir.join("tls/cert.pem")).unwrap(), cert);
+    second.get("/healthz", None).await.expect(200);
+}
+
+#[tokio::test]
+async fn a_configured_certificate_is_served() {
+    let dir = std::env::temp_dir().join(format!("insights-cert-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    std::fs::write(dir.join("c.pem"), generated.cert.pem()).unwrap();
+    std::fs::write(dir.join("k.pem"), generated.signing_key.serialize_pem()).unwrap();
+    let app = spawn_with(|c| {
+        c.tls_cert = Some(dir.join("c.pem"));
+        c.tls_key = Some(dir.join("k.pem"));
+    })
+    .await;
+    assert!(
+        !app.data_dir.join("tls/cert.pem").exists(),
+        "nothing generated when a certificate is configured"
+    );
+    let client = client_trusting(generated.cert.pem().as_bytes());
+    let r = client.get(format!("{}/healthz", app.base)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let _ = std::fs::remove_dir_all(dir);
+}
