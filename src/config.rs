@@ -607,6 +607,17 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_holds_exactly_the_defaults() {
+        let text = include_str!("../insights.example.toml");
+        let from_file =
+            Config::from_toml_and_env(Path::new("insights.example.toml"), text, &env(&[])).unwrap();
+        assert_eq!(
+            format!("{from_file:?}"),
+            format!("{:?}", Config::from_parts(None, &env(&[])).unwrap())
+        );
+    }
+
+    #[test]
     fn secrets_in_the_file_are_refused() {
         let err =
             Config::from_toml_and_env(Path::new("i.toml"), "jwt_secret = \"abc\"", &env(&[])).unwrap_err();

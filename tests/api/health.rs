@@ -107,3 +107,56 @@ async fn the_root_supervisor_starts_answers_and_stops_cleanly() {
         "the name is released"
     );
 }
+
+#[tokio::test]
+async fn cors_allows_only_the_configured_origins() {
+    let app = spawn_with(|c| c.cors_origins = vec!["https://dash.example.com".to_owned()]).await;
+    let allowed = app
+        .client
+        .request(reqwest::Method::OPTIONS, format!("{}/api/v1/me", app.base))
+        .header("origin", "https://dash.example.com")
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "authorization")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(allowed.status(), 200);
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://dash.example.com"
+    );
+    let r = app
+        .client
+        .get(format!("{}/healthz", app.base))
+        .header("origin", "https://dash.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://dash.example.com"
+    );
+
+    let denied = app
+        .client
+        .get(format!("{}/healthz", app.base))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 403);
+    assert!(!denied.headers().contains_key("access-control-allow-origin"));
+    let body: serde_json::Value = denied.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "cors_forbidden");
+
+    // Without configured origins no cross-origin access is granted.
+    let plain = spawn_app().await;
+    let r = plain
+        .client
+        .get(format!("{}/healthz", plain.base))
+        .header("origin", "https://dash.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert!(!r.headers().contains_key("access-control-allow-origin"));
+}
