@@ -21,11 +21,7 @@ async fn login_returns_both_tokens_and_the_user() {
     // The access token is an HS256 JWT with the documented claims.
     let header = jsonwebtoken::decode_header(&s.access).unwrap();
     assert_eq!(header.alg, jsonwebtoken::Algorithm::HS256);
-    let claims =
-        insights::auth::token::TokenKeys::new(app.config.jwt_secret.as_ref().unwrap().expose().as_bytes())
-            .unwrap()
-            .verify(&s.access)
-            .unwrap();
+    let claims = app.token_keys().verify(&s.access).unwrap();
     assert_eq!(claims.sub, org.admin_id.as_uuid());
     assert_eq!(claims.org, org.id.as_uuid());
     assert_eq!(claims.role, Role::Admin);
@@ -287,9 +283,7 @@ async fn expired_tokens_are_refused() {
     let app = spawn_app().await;
     let org = app.create_org().await;
     let s = app.admin(&org).await;
-    let claims =
-        insights::auth::token::TokenKeys::new(app.config.jwt_secret.as_ref().unwrap().expose().as_bytes())
-            .unwrap();
+    let claims = app.token_keys();
     let real = claims.verify(&s.access).unwrap();
     let (expired, _) = claims
         .issue(
@@ -389,12 +383,7 @@ async fn verified_tokens_are_cached_in_redis_for_at_most_an_hour() {
     let org = app.create_org().await;
     let s = app.admin(&org).await;
     app.get("/api/v1/me", Some(&s.access)).await.expect(200);
-    let jti =
-        insights::auth::token::TokenKeys::new(app.config.jwt_secret.as_ref().unwrap().expose().as_bytes())
-            .unwrap()
-            .verify(&s.access)
-            .unwrap()
-            .jti;
+    let jti = app.token_keys().verify(&s.access).unwrap().jti;
     let client = redis::Client::open(crate::helpers::redis_url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let key = format!("{}:{}", app.config.redis_prefix, insights::auth::token_key(jti));

@@ -72,15 +72,7 @@ async fn metrics_count_requests_by_route_template() {
     let app = spawn_app().await;
     app.get("/api/v1/users/5f1d7c4e-0000-4000-8000-000000000000", None)
         .await;
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics_text().await;
     assert!(
         text.contains(
             "insights_http_requests_total{method=\"GET\",route=\"/api/v1/users/{id}\",status=\"401\"} 1"

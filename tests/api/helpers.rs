@@ -263,17 +263,27 @@ impl TestApp {
         (user, session)
     }
 
-    /// Reads a metric's value from `/metrics` (0 when absent).
-    pub async fn metric(&self, series: &str) -> f64 {
-        let text = self
-            .client
+    /// The node's token keys, to inspect or forge tokens.
+    pub fn token_keys(&self) -> insights::auth::token::TokenKeys {
+        insights::auth::token::TokenKeys::new(self.config.jwt_secret.as_ref().unwrap().expose().as_bytes())
+            .unwrap()
+    }
+
+    /// Returns the `/metrics` text.
+    pub async fn metrics_text(&self) -> String {
+        self.client
             .get(format!("{}/metrics", self.base))
             .send()
             .await
             .unwrap()
             .text()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// Reads a metric's value from `/metrics` (0 when absent).
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.metrics_text().await;
         text.lines()
             .find_map(|line| {
                 line.strip_prefix(series)
