@@ -1,8 +1,21 @@
-//! The supervision tree (ractor). Today the root supervisor of a node; organizations, customers, the ML
-//! pool and WebSocket sessions hang under it as they are built.
+//! The supervision tree (ractor):
+//!
+//! ```text
+//! RootSupervisor                      one per node; restarts the organization supervisor if it fails
+//! └── OrgSupervisor                   drops a failed organization actor; the next request restarts it
+//!     └── OrgActor(org)               routes ingestion, numbers events, keeps the replay buffer
+//!         └── CustomerActor(customer) stores interactions; started on first use, passivated when idle
+//! ```
+//!
+//! The ML pool and WebSocket sessions join the tree as they are built. [`ingest::Ingest`] is the door the
+//! HTTP layer uses.
 //!
 //! Message types derive `RactorClusterMessage` when they may cross nodes (their fields encode with
 //! ractor's `BytesConvertable`, structs with postcard), and `RactorMessage` when they are node-local.
 
+pub mod customer;
+pub mod ingest;
 pub mod names;
+pub mod org;
+pub mod org_supervisor;
 pub mod root;

@@ -64,6 +64,15 @@ impl Principal {
         }
     }
 
+    /// Returns the organization if this principal may write customers and interactions: an analyst, an
+    /// admin, or an API key (which may do nothing else).
+    pub fn require_ingest(&self) -> Result<OrganizationId, Error> {
+        match self {
+            Self::ApiKey { organization_id, .. } => Ok(*organization_id),
+            Self::User(_) => self.require(Role::Analyst).map(|u| u.organization_id),
+        }
+    }
+
     /// Returns the user if their role allows `required`; API keys are refused (they only ingest).
     pub fn require(&self, required: Role) -> Result<&UserPrincipal, Error> {
         match self {

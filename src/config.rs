@@ -90,6 +90,32 @@ pub struct Config {
     pub db: DbConfig,
     pub auth: AuthConfig,
     pub http: HttpConfig,
+    pub ingest: IngestConfig,
+    /// Enables deliberate faults (a customer actor that panics on request), for crash tests only.
+    pub fault_injection: bool,
+}
+
+/// Ingestion through the actors, and batches (R2, R15).
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// A customer actor idle this long is stopped; its state is rebuilt from PostgreSQL on the next message.
+    pub passivate_after: Duration,
+    /// Requests in flight per organization before new ones are answered 503 (bounds every mailbox).
+    pub org_max_inflight: usize,
+    /// How long a request waits for its customer actor's answer.
+    pub call_timeout: Duration,
+    /// How far in the future a timestamp may be (client clocks run ahead).
+    pub clock_skew: Duration,
+    /// Longest accepted interaction content, in characters.
+    pub max_content_chars: usize,
+    /// Most items in one batch request.
+    pub batch_max_items: usize,
+    /// Items stored per batch transaction (R2.11, R15.1).
+    pub batch_chunk: usize,
+    /// Connections of the separate pool batches write through, so they cannot starve single ingestion.
+    pub batch_pool_connections: u32,
+    /// Events an organization keeps for replay (R6.7).
+    pub event_buffer: usize,
 }
 
 /// Connection pool settings (R8.9: 10–50 connections).
@@ -123,6 +149,8 @@ pub struct AuthConfig {
 pub struct HttpConfig {
     /// Largest accepted request body; larger ones get 413.
     pub body_limit_bytes: u64,
+    /// Largest accepted batch body (up to `batch_max_items` interactions).
+    pub batch_body_limit_bytes: u64,
     /// How long a graceful shutdown waits for open connections.
     pub shutdown_grace: Duration,
 }
@@ -160,8 +188,21 @@ impl Default for Config {
             },
             http: HttpConfig {
                 body_limit_bytes: 1024 * 1024,
+                batch_body_limit_bytes: 16 * 1024 * 1024,
                 shutdown_grace: Duration::from_secs(10),
             },
+            ingest: IngestConfig {
+                passivate_after: Duration::from_secs(600),
+                org_max_inflight: 1000,
+                call_timeout: Duration::from_secs(10),
+                clock_skew: Duration::from_secs(30),
+                max_content_chars: 10_000,
+                batch_max_items: 1000,
+                batch_chunk: 100,
+                batch_pool_connections: 4,
+                event_buffer: 100,
+            },
+            fault_injection: false,
         }
     }
 }
@@ -193,7 +234,17 @@ struct FileConfig {
     login_failure_window_secs: Option<u64>,
     api_key_cache_ttl_secs: Option<u64>,
     body_limit_bytes: Option<u64>,
+    batch_body_limit_bytes: Option<u64>,
     shutdown_grace_secs: Option<u64>,
+    passivate_after_secs: Option<u64>,
+    org_max_inflight: Option<usize>,
+    ingest_call_timeout_ms: Option<u64>,
+    clock_skew_secs: Option<u64>,
+    max_content_chars: Option<usize>,
+    batch_max_items: Option<usize>,
+    batch_chunk: Option<usize>,
+    batch_pool_connections: Option<u32>,
+    event_buffer: Option<usize>,
     // Named only so that their presence can be refused with a clear message.
     jwt_secret: Option<toml::Value>,
     data_key: Option<toml::Value>,
@@ -313,6 +364,16 @@ impl Config {
             &mut self.http.shutdown_grace,
             f.shutdown_grace_secs.map(Duration::from_secs),
         );
+        set(&mut self.http.batch_body_limit_bytes, f.batch_body_limit_bytes);
+        set(&mut self.ingest.passivate_after, f.passivate_after_secs.map(Duration::from_secs));
+        set(&mut self.ingest.org_max_inflight, f.org_max_inflight);
+        set(&mut self.ingest.call_timeout, f.ingest_call_timeout_ms.map(Duration::from_millis));
+        set(&mut self.ingest.clock_skew, f.clock_skew_secs.map(Duration::from_secs));
+        set(&mut self.ingest.max_content_chars, f.max_content_chars);
+        set(&mut self.ingest.batch_max_items, f.batch_max_items);
+        set(&mut self.ingest.batch_chunk, f.batch_chunk);
+        set(&mut self.ingest.batch_pool_connections, f.batch_pool_connections);
+        set(&mut self.ingest.event_buffer, f.event_buffer);
         Ok(())
     }
 
@@ -403,6 +464,17 @@ impl Config {
             &mut self.http.shutdown_grace,
             secs(env, "INSIGHTS_SHUTDOWN_GRACE_SECS")?,
         );
+        set(&mut self.http.batch_body_limit_bytes, parse_env(env, "INSIGHTS_BATCH_BODY_LIMIT_BYTES")?);
+        set(&mut self.ingest.passivate_after, secs(env, "INSIGHTS_PASSIVATE_AFTER_SECS")?);
+        set(&mut self.ingest.org_max_inflight, parse_env(env, "INSIGHTS_ORG_MAX_INFLIGHT")?);
+        set(&mut self.ingest.call_timeout, millis(env, "INSIGHTS_INGEST_CALL_TIMEOUT_MS")?);
+        set(&mut self.ingest.clock_skew, secs(env, "INSIGHTS_CLOCK_SKEW_SECS")?);
+        set(&mut self.ingest.max_content_chars, parse_env(env, "INSIGHTS_MAX_CONTENT_CHARS")?);
+        set(&mut self.ingest.batch_max_items, parse_env(env, "INSIGHTS_BATCH_MAX_ITEMS")?);
+        set(&mut self.ingest.batch_chunk, parse_env(env, "INSIGHTS_BATCH_CHUNK")?);
+        set(&mut self.ingest.batch_pool_connections, parse_env(env, "INSIGHTS_BATCH_POOL_CONNECTIONS")?);
+        set(&mut self.ingest.event_buffer, parse_env(env, "INSIGHTS_EVENT_BUFFER")?);
+        set(&mut self.fault_injection, parse_env(env, "INSIGHTS_FAULT_INJECTION")?);
         if let Some(secret) = env.var("INSIGHTS_JWT_SECRET") {
             self.jwt_secret = Some(Secret::new(secret));
         }
@@ -451,6 +523,16 @@ impl Config {
                 "node_name",
                 "must be non-empty ASCII letters, digits, '-', '_' or '.'",
             ));
+        }
+        let i = &self.ingest;
+        if i.passivate_after.is_zero() || i.call_timeout.is_zero() {
+            return Err(invalid("passivate_after_secs", "ingest durations must be positive"));
+        }
+        if i.org_max_inflight == 0 || i.batch_max_items == 0 || i.batch_chunk == 0 || i.event_buffer == 0 {
+            return Err(invalid("batch_chunk", "ingest limits must be positive"));
+        }
+        if i.batch_pool_connections == 0 || i.max_content_chars == 0 {
+            return Err(invalid("batch_pool_connections", "must be positive"));
         }
         if self.redis_prefix.is_empty() || self.redis_prefix.contains(char::is_whitespace) {
             return Err(invalid(

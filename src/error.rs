@@ -35,6 +35,9 @@ pub enum Error {
         retry_after: Duration,
         message: &'static str,
     },
+    /// 503: this node is at capacity for the request (a full ingest queue, an actor restarting); retry.
+    #[error("{0}")]
+    Overloaded(&'static str),
     /// 503: a dependency (PostgreSQL, the model) cannot be reached.
     #[error("{0} unavailable")]
     Unavailable(&'static str),

@@ -6,7 +6,9 @@
 
 pub mod api_keys;
 pub mod auth;
+pub mod customers;
 pub mod errors;
+pub mod interactions;
 pub mod openapi;
 pub mod ops;
 pub mod server;
@@ -41,6 +43,7 @@ pub struct AppState {
     pub auth: Auth,
     pub metrics: Metrics,
     pub root: ractor::ActorRef<crate::actors::root::RootMsg>,
+    pub ingest: crate::actors::ingest::Ingest,
 }
 
 /// Shared handle to the node's state.
@@ -79,6 +82,8 @@ pub fn endpoints(state: &Shared) -> Vec<Endpoint> {
     all.extend(auth::endpoints(state));
     all.extend(users::endpoints(state));
     all.extend(api_keys::endpoints(state));
+    all.extend(customers::endpoints(state));
+    all.extend(interactions::endpoints(state));
     all
 }
 
@@ -162,7 +167,11 @@ pub fn authenticated(
 pub fn json_body(
     state: &Shared,
 ) -> impl Filter<Extract = (serde_json::Value,), Error = Rejection> + Clone + use<> {
-    let limit = state.config.http.body_limit_bytes;
+    json_body_limited(state.config.http.body_limit_bytes)
+}
+
+/// Like [`json_body`] with an explicit limit (batches carry larger bodies).
+pub fn json_body_limited(limit: u64) -> impl Filter<Extract = (serde_json::Value,), Error = Rejection> + Clone {
     warp::header::optional::<u64>("content-length")
         .and(warp::body::stream())
         .and_then(move |declared: Option<u64>, body| async move {

@@ -74,15 +74,30 @@ impl App {
             metrics.clone(),
         )
         .await?;
+        let orgs = actors::org_supervisor::SupervisorSlot::default();
         let (root, root_handle) = Actor::spawn(
             Some(actors::names::root(&config.node_name)),
             RootSupervisor,
-            RootArgs {
-                node_name: config.node_name.clone(),
-                metrics: metrics.clone(),
-            },
+            RootArgs { node_name: config.node_name.clone(), metrics: metrics.clone(), orgs: orgs.clone() },
         )
         .await?;
+        // Batches write through a pool of their own, so a burst of imports cannot take the connections
+        // single ingestion and queries need (R15.6).
+        let batch_db = config::DbConfig {
+            max_connections: config.ingest.batch_pool_connections,
+            min_connections: 0,
+            ..config.db.clone()
+        };
+        let batch_pool = store::connect(&config.database_url, &batch_db)?;
+        let ingest = actors::ingest::Ingest::new(actors::ingest::IngestParts {
+            orgs,
+            pool: pool.clone(),
+            batch_pool,
+            config: config.ingest.clone(),
+            scorer: ml::Scorer::new(metrics.clone()),
+            metrics: metrics.clone(),
+            fault_injection: config.fault_injection,
+        });
         let tls = http::server::load_tls(
             config.tls_cert.as_deref(),
             config.tls_key.as_deref(),
@@ -100,6 +115,7 @@ impl App {
             auth,
             metrics: metrics.clone(),
             root,
+            ingest,
         });
         let routes = http::router(&state);
         let (shutdown, shutdown_rx) = watch::channel(false);

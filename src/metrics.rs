@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use prometheus::{
-    Encoder as _, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder as _, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// The metrics of a node; cheap to clone.
@@ -30,6 +30,14 @@ pub struct Inner {
     pub cache_errors: IntCounterVec,
     /// Child actors restarted by a supervisor, by supervisor.
     pub actor_restarts: IntCounterVec,
+    /// Live actors by kind (`org`, `customer`).
+    pub live_actors: IntGaugeVec,
+    /// Events numbered by organization actors, by kind.
+    pub events_published: IntCounterVec,
+    /// Ingest requests refused before reaching an actor, by reason.
+    pub ingest_rejected: IntCounterVec,
+    /// Stored interactions handed on for sentiment scoring.
+    pub scoring_handoffs: prometheus::IntCounter,
     /// Connections in the PostgreSQL pool, and how many are idle (R11.9).
     pub db_pool_size: IntGauge,
     pub db_pool_idle: IntGauge,
@@ -76,6 +84,13 @@ impl Metrics {
             Opts::new("actor_restarts_total", "child actors restarted"),
             &["supervisor"],
         )?;
+        let live_actors = IntGaugeVec::new(Opts::new("live_actors", "live actors by kind"), &["kind"])?;
+        let events_published =
+            IntCounterVec::new(Opts::new("events_published_total", "organization events by kind"), &["kind"])?;
+        let ingest_rejected =
+            IntCounterVec::new(Opts::new("ingest_rejected_total", "ingest requests refused by reason"), &["reason"])?;
+        let scoring_handoffs =
+            prometheus::IntCounter::new("scoring_handoffs_total", "stored interactions handed on for scoring")?;
         let db_pool_size = IntGauge::new("db_pool_connections", "open PostgreSQL connections")?;
         let db_pool_idle = IntGauge::new("db_pool_idle_connections", "idle PostgreSQL connections")?;
         registry.register(Box::new(http_requests.clone()))?;
@@ -85,6 +100,10 @@ impl Metrics {
         registry.register(Box::new(token_cache.clone()))?;
         registry.register(Box::new(cache_errors.clone()))?;
         registry.register(Box::new(actor_restarts.clone()))?;
+        registry.register(Box::new(live_actors.clone()))?;
+        registry.register(Box::new(events_published.clone()))?;
+        registry.register(Box::new(ingest_rejected.clone()))?;
+        registry.register(Box::new(scoring_handoffs.clone()))?;
         registry.register(Box::new(db_pool_size.clone()))?;
         registry.register(Box::new(db_pool_idle.clone()))?;
         Ok(Self(Arc::new(Inner {
@@ -96,6 +115,10 @@ impl Metrics {
             token_cache,
             cache_errors,
             actor_restarts,
+            live_actors,
+            events_published,
+            ingest_rejected,
+            scoring_handoffs,
             db_pool_size,
             db_pool_idle,
         })))

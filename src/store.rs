@@ -3,6 +3,8 @@
 
 pub mod api_keys;
 pub mod auth_events;
+pub mod customers;
+pub mod interactions;
 pub mod cache;
 pub mod limiter;
 pub mod orgs;

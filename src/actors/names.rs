@@ -6,6 +6,11 @@ pub fn root(node: &str) -> String {
     format!("{node}/root")
 }
 
+/// The name of a node's organization supervisor.
+pub fn org_supervisor(node: &str) -> String {
+    format!("{node}/orgs")
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -6,6 +6,8 @@ use std::time::Instant;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use ractor_cluster::RactorClusterMessage;
 
+use super::names;
+use super::org_supervisor::{OrgSupervisor, OrgSupervisorArgs, SupervisorSlot};
 use crate::metrics::Metrics;
 
 /// The root supervisor (the struct holds no state; see `RootState`).
@@ -15,6 +17,8 @@ pub struct RootSupervisor;
 pub struct RootArgs {
     pub node_name: String,
     pub metrics: Metrics,
+    /// Where the organization supervisor the root starts (and restarts) is published.
+    pub orgs: SupervisorSlot,
 }
 
 /// The root's state.
@@ -22,6 +26,7 @@ pub struct RootState {
     node_name: String,
     started: Instant,
     metrics: Metrics,
+    orgs: SupervisorSlot,
 }
 
 /// Messages to the root; cluster-ready, so a peer node can ask for them.
@@ -46,11 +51,11 @@ impl Actor for RootSupervisor {
         args: RootArgs,
     ) -> Result<RootState, ActorProcessingErr> {
         tracing::info!(node = %args.node_name, "root supervisor started");
-        Ok(RootState {
-            node_name: args.node_name,
-            started: Instant::now(),
-            metrics: args.metrics,
-        })
+        Ok(RootState { node_name: args.node_name, started: Instant::now(), metrics: args.metrics, orgs: args.orgs })
+    }
+
+    async fn post_start(&self, myself: ActorRef<RootMsg>, state: &mut RootState) -> Result<(), ActorProcessingErr> {
+        start_org_supervisor(&myself, state).await
     }
 
     async fn post_stop(
@@ -81,14 +86,22 @@ impl Actor for RootSupervisor {
 
     async fn handle_supervisor_evt(
         &self,
-        _myself: ActorRef<RootMsg>,
+        myself: ActorRef<RootMsg>,
         event: SupervisionEvent,
         state: &mut RootState,
     ) -> Result<(), ActorProcessingErr> {
         match event {
             SupervisionEvent::ActorFailed(child, reason) => {
                 state.metrics.actor_restarts.with_label_values(&["root"]).inc();
-                tracing::error!(child = %child.get_id(), %reason, "child of the root failed; the node keeps serving");
+                tracing::error!(child = %child.get_id(), %reason, "child of the root failed; restarting it");
+                if state.orgs.get().is_some_and(|s| s.get_id() == child.get_id()) {
+                    // The organization actors it supervised are stopped; they restart on their next request.
+                    for (_, handle) in state.orgs.registry.0.lock().await.drain() {
+                        handle.actor.stop(Some("supervisor restarted".to_owned()));
+                    }
+                    state.orgs.set(None);
+                    start_org_supervisor(&myself, state).await?;
+                }
             }
             SupervisionEvent::ActorTerminated(child, _, reason) => {
                 tracing::info!(child = %child.get_id(), reason = ?reason, "child of the root stopped");
@@ -97,4 +110,12 @@ impl Actor for RootSupervisor {
         }
         Ok(())
     }
+}
+
+async fn start_org_supervisor(myself: &ActorRef<RootMsg>, state: &mut RootState) -> Result<(), ActorProcessingErr> {
+    let args = OrgSupervisorArgs { registry: state.orgs.registry.clone(), metrics: state.metrics.clone() };
+    let name = names::org_supervisor(&state.node_name);
+    let (supervisor, _) = Actor::spawn_linked(Some(name), OrgSupervisor, args, myself.get_cell()).await?;
+    state.orgs.set(Some(supervisor));
+    Ok(())
 }

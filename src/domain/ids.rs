@@ -53,6 +53,14 @@ id_type!(
     /// Identifies an organization's API key.
     ApiKeyId
 );
+id_type!(
+    /// Identifies a customer.
+    CustomerId
+);
+id_type!(
+    /// Identifies an interaction.
+    InteractionId
+);
 
 #[cfg(test)]
 mod tests {

@@ -73,6 +73,36 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// For a PATCH: `None` when absent, `Some(None)` when `null` (clear it), `Some(Some(s))` for a string.
+    pub fn nullable_str(&mut self, name: &str) -> Option<Option<&'a str>> {
+        match self.object.and_then(|o| o.get(name)) {
+            None => None,
+            Some(Value::Null) => Some(None),
+            Some(Value::String(s)) => Some(Some(s.as_str())),
+            Some(_) => {
+                self.error(name, "must be a string or null");
+                None
+            }
+        }
+    }
+
+    /// Returns an optional JSON object field; `null` counts as absent.
+    pub fn optional_object(&mut self, name: &str) -> Option<&'a Map<String, Value>> {
+        match self.get(name) {
+            None => None,
+            Some(Value::Object(o)) => Some(o),
+            Some(_) => {
+                self.error(name, "must be a JSON object");
+                None
+            }
+        }
+    }
+
+    /// Records several errors at once.
+    pub fn extend(&mut self, errors: Vec<FieldError>) {
+        self.errors.extend(errors);
+    }
+
     /// Runs a parser on a present value and records its error under `name`.
     pub fn parse<T>(
         &mut self,

@@ -114,6 +114,11 @@ pub fn error_response(e: &Error) -> Response {
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
             r
         }
+        Error::Overloaded(message) => {
+            let mut r = body(StatusCode::SERVICE_UNAVAILABLE, "overloaded", (*message).to_owned(), Vec::new());
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(1u64));
+            r
+        }
         Error::Unavailable(_) => {
             let mut r = body(
                 StatusCode::SERVICE_UNAVAILABLE,

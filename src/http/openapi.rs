@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{api_keys, auth, ops, users};
+use super::{api_keys, auth, customers, interactions, ops, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -14,12 +14,17 @@ use super::{api_keys, auth, ops, users};
         auth::login, auth::refresh, auth::logout, auth::change_password, auth::me,
         users::create_user, users::list_users, users::get_user, users::update_user, users::delete_user,
         api_keys::create_api_key, api_keys::list_api_keys, api_keys::delete_api_key,
+        customers::create_customer, customers::list_customers, customers::get_customer, customers::update_customer,
+        customers::customer_patterns,
+        interactions::create_interaction, interactions::create_batch, interactions::get_interaction,
     ),
     modifiers(&BearerAuth),
     tags(
         (name = "auth", description = "Login, tokens and the current user"),
         (name = "users", description = "The organization's users (admin)"),
         (name = "api-keys", description = "Ingest-only API keys (admin)"),
+        (name = "customers", description = "Customers and their profiles"),
+        (name = "interactions", description = "Ingestion and reading of interactions"),
         (name = "ops", description = "Health, readiness, metrics"),
     )
 )]

@@ -1,0 +1,287 @@
+//! One actor per organization: routes ingestion to its customers' actors (starting them on first use and
+//! passivating idle ones), numbers the organization's events and keeps the last ones for replay, and
+//! supervises its customers: one customer's crash never takes the organization down.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use chrono::Utc;
+use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort, SupervisionEvent};
+use ractor_cluster::RactorClusterMessage;
+use sqlx::PgPool;
+use tokio::time::Instant;
+
+use super::customer::{CustomerActor, CustomerArgs, CustomerMsg};
+use crate::config::IngestConfig;
+use crate::domain::enrichment::OrgContext;
+use crate::domain::event::{EventDraft, EventsAfter, OrgEvent};
+use crate::domain::interaction::{IngestFailure, IngestReply, InteractionRecord, InteractionView, NewInteraction};
+use crate::domain::{CustomerId, Wire};
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::ml::Scorer;
+use crate::store::customers;
+
+/// The organization actor (stateless struct; see [`OrgState`]).
+pub struct OrgActor;
+
+/// What an organization actor starts from.
+pub struct OrgArgs {
+    pub org: OrgContext,
+    pub pool: PgPool,
+    pub config: IngestConfig,
+    pub scorer: Scorer,
+    pub metrics: Metrics,
+    pub fault_injection: bool,
+}
+
+struct LiveCustomer {
+    actor: ActorRef<CustomerMsg>,
+    last_used: Instant,
+}
+
+/// The live state of an organization actor.
+pub struct OrgState {
+    org: OrgContext,
+    pool: PgPool,
+    config: IngestConfig,
+    scorer: Scorer,
+    metrics: Metrics,
+    fault_injection: bool,
+    customers: HashMap<CustomerId, LiveCustomer>,
+    seq: u64,
+    ring: VecDeque<OrgEvent>,
+}
+
+/// Messages to an organization actor.
+#[derive(RactorClusterMessage)]
+pub enum OrgMsg {
+    /// Routes an interaction to its customer's actor, which answers the caller directly.
+    #[rpc]
+    Ingest(Wire<NewInteraction>, RpcReplyPort<Wire<IngestReply>>),
+    /// Numbers an event and keeps it for replay.
+    Publish(Wire<EventDraft>),
+    /// A batch committed these rows: publish them and refresh the live customers they touched.
+    BatchStored(Wire<Vec<InteractionRecord>>),
+    /// A customer's row changed (by id); its live actor re-reads it.
+    CustomerChanged(String),
+    /// Returns the buffered events after a sequence number.
+    #[rpc]
+    EventsAfter(u64, RpcReplyPort<Wire<EventsAfter>>),
+    /// Returns how many customer actors are live.
+    #[rpc]
+    LiveCustomers(RpcReplyPort<u64>),
+    /// Makes a live customer's actor panic (fault injection, crash tests).
+    InjectCustomerPanic(String),
+    /// Stops customer actors idle for longer than the passivation period.
+    PassivateIdle,
+}
+
+impl Actor for OrgActor {
+    type Msg = OrgMsg;
+    type State = OrgState;
+    type Arguments = OrgArgs;
+
+    async fn pre_start(&self, myself: ActorRef<OrgMsg>, args: OrgArgs) -> Result<OrgState, ActorProcessingErr> {
+        // Check for idle customers a few times per passivation period.
+        let period = (args.config.passivate_after / 4).max(Duration::from_millis(20));
+        myself.send_interval(period, || OrgMsg::PassivateIdle);
+        args.metrics.live_actors.with_label_values(&["org"]).inc();
+        tracing::debug!(org = %args.org.id, "organization actor started");
+        Ok(OrgState {
+            ring: VecDeque::with_capacity(args.config.event_buffer),
+            org: args.org,
+            pool: args.pool,
+            config: args.config,
+            scorer: args.scorer,
+            metrics: args.metrics,
+            fault_injection: args.fault_injection,
+            customers: HashMap::new(),
+            seq: 0,
+        })
+    }
+
+    async fn post_stop(&self, _myself: ActorRef<OrgMsg>, state: &mut OrgState) -> Result<(), ActorProcessingErr> {
+        state.metrics.live_actors.with_label_values(&["org"]).dec();
+        Ok(())
+    }
+
+    async fn handle(&self, myself: ActorRef<OrgMsg>, msg: OrgMsg, state: &mut OrgState) -> Result<(), ActorProcessingErr> {
+        match msg {
+            OrgMsg::Ingest(wire, reply) => route_ingest(&myself, state, wire, reply).await,
+            OrgMsg::Publish(Wire(Ok(draft))) => publish(state, draft),
+            OrgMsg::Publish(Wire(Err(e))) => tracing::error!(org = %state.org.id, error = e, "undecodable event dropped"),
+            OrgMsg::BatchStored(Wire(Ok(records))) => {
+                let mut touched = Vec::new();
+                for record in records {
+                    touched.push(record.customer_id);
+                    let data = serde_json::to_string(&InteractionView::from(record)).unwrap_or_default();
+                    publish(state, EventDraft { kind: "interaction.created".to_owned(), data });
+                }
+                touched.sort_unstable();
+                touched.dedup();
+                for id in touched {
+                    if let Some(live) = state.customers.get(&id) {
+                        let _ = live.actor.cast(CustomerMsg::Refresh);
+                    }
+                }
+            }
+            OrgMsg::BatchStored(Wire(Err(e))) => tracing::error!(org = %state.org.id, error = e, "undecodable batch notice dropped"),
+            OrgMsg::CustomerChanged(id) => {
+                if let Some(live) = CustomerId::parse(&id).ok().and_then(|id| state.customers.get(&id)) {
+                    let _ = live.actor.cast(CustomerMsg::Refresh);
+                }
+            }
+            OrgMsg::EventsAfter(after, reply) => {
+                let _ = reply.send(Wire::new(events_after(state, after)));
+            }
+            OrgMsg::LiveCustomers(reply) => {
+                let _ = reply.send(state.customers.len() as u64);
+            }
+            OrgMsg::InjectCustomerPanic(id) => {
+                if !state.fault_injection {
+                    tracing::warn!(org = %state.org.id, "fault injection requested but disabled; ignored");
+                } else if let Some(live) = CustomerId::parse(&id).ok().and_then(|id| state.customers.get(&id)) {
+                    let _ = live.actor.cast(CustomerMsg::InjectPanic);
+                }
+            }
+            OrgMsg::PassivateIdle => passivate_idle(state),
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<OrgMsg>,
+        event: SupervisionEvent,
+        state: &mut OrgState,
+    ) -> Result<(), ActorProcessingErr> {
+        match event {
+            SupervisionEvent::ActorFailed(cell, reason) => {
+                if let Some(id) = forget(state, cell.get_id()) {
+                    state.metrics.actor_restarts.with_label_values(&["org"]).inc();
+                    tracing::error!(org = %state.org.id, customer = %id, %reason,
+                        "customer actor failed; it restarts on its next message from PostgreSQL");
+                }
+            }
+            SupervisionEvent::ActorTerminated(cell, _, _) => {
+                forget(state, cell.get_id());
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Removes the customer whose actor has this id; returns which customer it was.
+fn forget(state: &mut OrgState, actor: ractor::ActorId) -> Option<CustomerId> {
+    let id = state.customers.iter().find(|(_, live)| live.actor.get_id() == actor).map(|(id, _)| *id)?;
+    state.customers.remove(&id);
+    state.metrics.live_actors.with_label_values(&["customer"]).dec();
+    Some(id)
+}
+
+async fn route_ingest(
+    myself: &ActorRef<OrgMsg>,
+    state: &mut OrgState,
+    wire: Wire<NewInteraction>,
+    reply: RpcReplyPort<Wire<IngestReply>>,
+) {
+    let customer_id = match &wire.0 {
+        Ok(new) => new.customer_id,
+        Err(e) => {
+            let _ = reply.send(Wire::new(Err(IngestFailure::Internal(e.clone()))));
+            return;
+        }
+    };
+    let mut msg = CustomerMsg::Ingest(wire, reply);
+    // Two tries: a customer actor that died since it was last used is replaced once.
+    for _ in 0..2 {
+        let actor = match customer_actor(myself, state, customer_id).await {
+            Ok(Some(actor)) => actor,
+            other => {
+                let failure = match other {
+                    Err(Error::Unavailable(_)) => IngestFailure::Unavailable,
+                    Err(e) => IngestFailure::Internal(e.to_string()),
+                    Ok(_) => IngestFailure::CustomerNotFound,
+                };
+                if let CustomerMsg::Ingest(_, reply) = msg {
+                    let _ = reply.send(Wire::new(Err(failure)));
+                }
+                return;
+            }
+        };
+        match actor.cast(msg) {
+            Ok(()) => return,
+            Err(MessagingErr::SendErr(back)) => {
+                forget(state, actor.get_id());
+                msg = back;
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// Returns the customer's live actor, starting it from its row on first use; `None` if no such customer.
+async fn customer_actor(
+    myself: &ActorRef<OrgMsg>,
+    state: &mut OrgState,
+    id: CustomerId,
+) -> Result<Option<ActorRef<CustomerMsg>>, Error> {
+    if let Some(live) = state.customers.get_mut(&id) {
+        live.last_used = Instant::now();
+        return Ok(Some(live.actor.clone()));
+    }
+    let Some(customer) = customers::load_state(&state.pool, state.org.id, id).await? else {
+        return Ok(None);
+    };
+    let args = CustomerArgs {
+        org: state.org.clone(),
+        customer,
+        pool: state.pool.clone(),
+        org_ref: myself.clone(),
+        scorer: state.scorer.clone(),
+        fault_injection: state.fault_injection,
+    };
+    let (actor, _) = Actor::spawn_linked(None, CustomerActor, args, myself.get_cell())
+        .await
+        .map_err(|e| Error::Internal(anyhow::anyhow!("cannot start customer actor: {e}")))?;
+    state.metrics.live_actors.with_label_values(&["customer"]).inc();
+    state.customers.insert(id, LiveCustomer { actor: actor.clone(), last_used: Instant::now() });
+    Ok(Some(actor))
+}
+
+fn publish(state: &mut OrgState, draft: EventDraft) {
+    state.seq += 1;
+    state.metrics.events_published.with_label_values(&[draft.kind.as_str()]).inc();
+    state.ring.push_back(OrgEvent { seq: state.seq, kind: draft.kind, data: draft.data, at: Utc::now() });
+    while state.ring.len() > state.config.event_buffer {
+        state.ring.pop_front();
+    }
+}
+
+fn events_after(state: &OrgState, after: u64) -> EventsAfter {
+    let oldest = state.ring.front().map_or(state.seq + 1, |e| e.seq);
+    EventsAfter {
+        events: state.ring.iter().filter(|e| e.seq > after).cloned().collect(),
+        complete: after + 1 >= oldest || after >= state.seq,
+        last_seq: state.seq,
+    }
+}
+
+fn passivate_idle(state: &mut OrgState) {
+    let idle: Vec<CustomerId> = state
+        .customers
+        .iter()
+        .filter(|(_, live)| live.last_used.elapsed() >= state.config.passivate_after)
+        .map(|(id, _)| *id)
+        .collect();
+    for id in idle {
+        if let Some(live) = state.customers.remove(&id) {
+            state.metrics.live_actors.with_label_values(&["customer"]).dec();
+            // Drain, not stop: messages already queued are handled before the actor ends.
+            let _ = live.actor.drain();
+            tracing::debug!(org = %state.org.id, customer = %id, "customer actor passivated");
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! Events an organization publishes for its live dashboards, numbered per organization.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// An event before the organization numbers it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventDraft {
+    /// `interaction.created`, `sentiment.scored`, `pattern.detected` or `alert`.
+    pub kind: String,
+    /// The event's `data`, as JSON text.
+    pub data: String,
+}
+
+/// A numbered event, as kept in the organization's replay buffer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrgEvent {
+    /// Counts per organization, from 1.
+    pub seq: u64,
+    pub kind: String,
+    pub data: String,
+    pub at: DateTime<Utc>,
+}
+
+/// The events after a given sequence number.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventsAfter {
+    pub events: Vec<OrgEvent>,
+    /// False when some events after the requested number are no longer buffered (the client must resync).
+    pub complete: bool,
+    /// The newest sequence number.
+    pub last_seq: u64,
+}

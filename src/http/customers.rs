@@ -1,0 +1,260 @@
+//! Customers: create, list, profile, update, patterns (R12.5–12.7).
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+use warp::Filter;
+use warp::http::{Method, StatusCode};
+
+use super::{Endpoint, Page, PageRequest, Shared, authenticated, json_body, query_map, respond, with_state};
+use crate::auth::Principal;
+use crate::domain::customer::{CustomerView, ExternalId, PatternView, Segment};
+use crate::domain::{CustomerId, Email, FieldError, Fields, PersonName, Role};
+use crate::error::Error;
+use crate::store::customers::{self, CustomerPatch, CustomerQuery, CustomerSort, NewCustomer};
+
+/// A customer to create.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateCustomer {
+    /// Unique within the organization.
+    pub external_id: String,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub segment: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub attributes: Option<serde_json::Value>,
+}
+
+/// Changes to a customer: absent fields stay, `null` clears name, email or segment.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateCustomer {
+    pub external_id: Option<String>,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub segment: Option<String>,
+    /// Replaces the attributes object.
+    #[schema(value_type = Option<Object>)]
+    pub attributes: Option<serde_json::Value>,
+}
+
+/// A customer's patterns.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PatternList {
+    pub data: Vec<PatternView>,
+}
+
+pub fn endpoints(s: &Shared) -> Vec<Endpoint> {
+    vec![
+        Endpoint::new(
+            Method::POST,
+            "/api/v1/customers",
+            warp::path!("api" / "v1" / "customers")
+                .and(warp::post())
+                .and(with_state(s))
+                .and(authenticated(s))
+                .and(json_body(s))
+                .then(|s: Shared, p: Principal, body: serde_json::Value| async move {
+                    respond(StatusCode::CREATED, create_customer(&s, &p, &body).await)
+                }),
+        ),
+        Endpoint::new(
+            Method::GET,
+            "/api/v1/customers",
+            warp::path!("api" / "v1" / "customers")
+                .and(warp::get())
+                .and(with_state(s))
+                .and(authenticated(s))
+                .and(query_map())
+                .then(|s: Shared, p: Principal, q: HashMap<String, String>| async move {
+                    respond(StatusCode::OK, list_customers(&s, &p, &q).await)
+                }),
+        ),
+        Endpoint::new(
+            Method::GET,
+            "/api/v1/customers/{id}",
+            warp::path!("api" / "v1" / "customers" / Uuid)
+                .and(warp::get())
+                .and(with_state(s))
+                .and(authenticated(s))
+                .then(|id: Uuid, s: Shared, p: Principal| async move {
+                    respond(StatusCode::OK, get_customer(&s, &p, CustomerId(id)).await)
+                }),
+        ),
+        Endpoint::new(
+            Method::PATCH,
+            "/api/v1/customers/{id}",
+            warp::path!("api" / "v1" / "customers" / Uuid)
+                .and(warp::patch())
+                .and(with_state(s))
+                .and(authenticated(s))
+                .and(json_body(s))
+                .then(|id: Uuid, s: Shared, p: Principal, body: serde_json::Value| async move {
+                    respond(StatusCode::OK, update_customer(&s, &p, CustomerId(id), &body).await)
+                }),
+        ),
+        Endpoint::new(
+            Method::GET,
+            "/api/v1/customers/{id}/patterns",
+            warp::path!("api" / "v1" / "customers" / Uuid / "patterns")
+                .and(warp::get())
+                .and(with_state(s))
+                .and(authenticated(s))
+                .then(|id: Uuid, s: Shared, p: Principal| async move {
+                    respond(StatusCode::OK, customer_patterns(&s, &p, CustomerId(id)).await)
+                }),
+        ),
+    ]
+}
+
+fn optional_name(raw: &str) -> Result<String, String> {
+    PersonName::parse(raw).map(|n| n.as_str().to_owned())
+}
+
+fn optional_email(raw: &str) -> Result<String, String> {
+    Email::parse(raw).map(|e| e.as_str().to_owned())
+}
+
+/// Creates a customer (analysts, admins and API keys).
+#[utoipa::path(post, path = "/api/v1/customers", tag = "customers", security(("bearer" = [])), request_body = CreateCustomer,
+    responses(
+        (status = 201, body = CustomerView),
+        (status = 400, body = super::errors::ErrorBody),
+        (status = 403, body = super::errors::ErrorBody),
+        (status = 409, description = "externalId already used in the organization", body = super::errors::ErrorBody),
+    ))]
+pub async fn create_customer(s: &Shared, p: &Principal, body: &serde_json::Value) -> Result<CustomerView, Error> {
+    let org = p.require_ingest()?;
+    let mut f = Fields::new(body);
+    let external = f.required_str("externalId");
+    let external_id = f.parse("externalId", external, ExternalId::parse);
+    let name = f.optional_str("name");
+    let name = f.parse("name", name, optional_name);
+    let email = f.optional_str("email");
+    let email = f.parse("email", email, optional_email);
+    let segment = f.optional_str("segment");
+    let segment = f.parse("segment", segment, Segment::parse);
+    let attributes = f.optional_object("attributes").cloned().unwrap_or_default();
+    let new = f
+        .finish(|| {
+            Some(NewCustomer { external_id: external_id?, name, email, segment, attributes: attributes.into() })
+        })
+        .map_err(Error::Validation)?;
+    let row = customers::create(&s.pool, org, &new).await?;
+    Ok(row.into_view(Some(Vec::new())))
+}
+
+/// Lists customers with filters, sort and paging.
+#[utoipa::path(get, path = "/api/v1/customers", tag = "customers", security(("bearer" = [])),
+    params(
+        ("segment" = Option<String>, Query, description = "exact segment"),
+        ("q" = Option<String>, Query, description = "substring of externalId, name or email"),
+        ("sort" = Option<String>, Query, description = "createdAt (default), lastSeenAt, interactionCount, externalId, name"),
+        ("order" = Option<String>, Query, description = "asc or desc (default)"),
+        ("page" = Option<u32>, Query), ("pageSize" = Option<u32>, Query, description = "1 to 100, default 20"),
+    ),
+    responses((status = 200, body = Page<CustomerView>), (status = 400, body = super::errors::ErrorBody)))]
+pub async fn list_customers(
+    s: &Shared,
+    p: &Principal,
+    query: &HashMap<String, String>,
+) -> Result<Page<CustomerView>, Error> {
+    let org = p.require(Role::Viewer)?.organization_id;
+    let mut errors: Vec<FieldError> = Vec::new();
+    let page = PageRequest::parse(query, &mut errors);
+    let sort = match query.get("sort").map(String::as_str) {
+        None => CustomerSort::CreatedAt,
+        Some(raw) => CustomerSort::parse(raw).unwrap_or_else(|message| {
+            errors.push(FieldError::new("sort", message));
+            CustomerSort::CreatedAt
+        }),
+    };
+    let descending = match query.get("order").map(String::as_str) {
+        None | Some("desc") => true,
+        Some("asc") => false,
+        Some(_) => {
+            errors.push(FieldError::new("order", "must be asc or desc"));
+            true
+        }
+    };
+    let text = |name: &str| query.get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+    if text("q").is_some_and(|q| q.chars().count() > 200) {
+        errors.push(FieldError::new("q", "must be at most 200 characters"));
+    }
+    if !errors.is_empty() {
+        return Err(Error::Validation(errors));
+    }
+    let (limit, offset) = page.limit_offset();
+    let filter = CustomerQuery { segment: text("segment"), q: text("q"), sort, descending, limit, offset };
+    let (rows, total) = customers::list(&s.pool, org, &filter).await?;
+    Ok(Page::new(rows.into_iter().map(|r| r.into_view(None)).collect(), page, total))
+}
+
+/// Returns a customer's profile with its current patterns.
+#[utoipa::path(get, path = "/api/v1/customers/{id}", tag = "customers", security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = CustomerView), (status = 404, body = super::errors::ErrorBody)))]
+pub async fn get_customer(s: &Shared, p: &Principal, id: CustomerId) -> Result<CustomerView, Error> {
+    let org = p.require(Role::Viewer)?.organization_id;
+    let row = customers::get(&s.pool, org, id).await?.ok_or(Error::NotFound("customer"))?;
+    let patterns = customers::patterns(&s.pool, org, id).await?;
+    Ok(row.into_view(Some(patterns)))
+}
+
+/// Changes a customer.
+#[utoipa::path(patch, path = "/api/v1/customers/{id}", tag = "customers", security(("bearer" = [])),
+    params(("id" = Uuid, Path)), request_body = UpdateCustomer,
+    responses(
+        (status = 200, body = CustomerView),
+        (status = 400, body = super::errors::ErrorBody),
+        (status = 404, body = super::errors::ErrorBody),
+        (status = 409, body = super::errors::ErrorBody),
+    ))]
+pub async fn update_customer(
+    s: &Shared,
+    p: &Principal,
+    id: CustomerId,
+    body: &serde_json::Value,
+) -> Result<CustomerView, Error> {
+    let org = p.require_ingest()?;
+    let mut f = Fields::new(body);
+    let external = f.optional_str("externalId");
+    let external_id = f.parse("externalId", external, ExternalId::parse);
+    let name = nullable(&mut f, "name", optional_name);
+    let email = nullable(&mut f, "email", optional_email);
+    let segment = nullable(&mut f, "segment", Segment::parse);
+    let attributes = f.optional_object("attributes").cloned().map(serde_json::Value::Object);
+    if let Some(object) = body.as_object() {
+        for key in object.keys().filter(|k| !matches!(k.as_str(), "externalId" | "name" | "email" | "segment" | "attributes")) {
+            f.error(key, "is not a field that can be changed");
+        }
+    }
+    let patch = f
+        .finish(|| Some(CustomerPatch { external_id, name, email, segment, attributes }))
+        .map_err(Error::Validation)?;
+    let row = customers::update(&s.pool, org, id, &patch).await?.ok_or(Error::NotFound("customer"))?;
+    s.ingest.customer_changed(org, id).await;
+    let patterns = customers::patterns(&s.pool, org, id).await?;
+    Ok(row.into_view(Some(patterns)))
+}
+
+/// Reads a nullable PATCH field through `parse`.
+fn nullable<T>(f: &mut Fields<'_>, name: &str, parse: impl FnOnce(&str) -> Result<T, String>) -> Option<Option<T>> {
+    match f.nullable_str(name)? {
+        None => Some(None),
+        Some(raw) => f.parse(name, Some(raw), parse).map(Some),
+    }
+}
+
+/// Returns a customer's current behaviour patterns, highest confidence first.
+#[utoipa::path(get, path = "/api/v1/customers/{id}/patterns", tag = "customers", security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = PatternList), (status = 404, body = super::errors::ErrorBody)))]
+pub async fn customer_patterns(s: &Shared, p: &Principal, id: CustomerId) -> Result<PatternList, Error> {
+    let org = p.require(Role::Viewer)?.organization_id;
+    customers::get(&s.pool, org, id).await?.ok_or(Error::NotFound("customer"))?;
+    Ok(PatternList { data: customers::patterns(&s.pool, org, id).await? })
+}

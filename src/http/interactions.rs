@@ -1,0 +1,195 @@
+//! Ingestion: single interactions through the customer's actor, batches in transactions of 100, and
+//! reading one interaction back.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+use warp::Filter;
+use warp::http::{Method, StatusCode};
+use warp::reply::Response;
+
+use super::{Endpoint, Shared, authenticated, json_body, json_body_limited, respond, with_state};
+use crate::actors::ingest::BatchItem;
+use crate::auth::Principal;
+use crate::domain::interaction::{IngestLimits, IngestOutcome, InteractionView, parse_new_interaction};
+use crate::domain::{FieldError, InteractionId, Role};
+use crate::error::Error;
+use crate::store::interactions;
+
+/// A new interaction.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateInteraction {
+    #[schema(format = Uuid)]
+    pub customer_id: String,
+    /// web, mobile, email, chat or phone.
+    pub channel: String,
+    pub event_type: String,
+    /// Required and non-empty for email, chat and phone.
+    pub content: Option<String>,
+    /// RFC 3339 with offset; not in the future.
+    pub timestamp: String,
+    /// Free-form; `userAgent`, `device`, `geo` are used for enrichment.
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
+    /// A repeat within the organization returns the first interaction with 200 and stores nothing.
+    pub idempotency_key: Option<String>,
+}
+
+/// A batch of new interactions.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateBatch {
+    pub interactions: Vec<CreateInteraction>,
+}
+
+/// The outcome of one batch item.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchItemResult {
+    /// The item's position in the request.
+    pub index: usize,
+    /// `created`, `duplicate` or `failed`.
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub id: Option<InteractionId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<FieldError>>,
+}
+
+/// The summary of a batch (R15.4–15.5).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchResponse {
+    /// Items stored now or before (created + duplicate).
+    pub succeeded: usize,
+    pub failed: usize,
+    pub created: usize,
+    pub duplicates: usize,
+    pub results: Vec<BatchItemResult>,
+}
+
+pub fn endpoints(s: &Shared) -> Vec<Endpoint> {
+    vec![
+        Endpoint::new(
+            Method::POST,
+            "/api/v1/interactions",
+            warp::path!("api" / "v1" / "interactions")
+                .and(warp::post())
+                .and(with_state(s))
+                .and(authenticated(s))
+                .and(json_body(s))
+                .then(|s: Shared, p: Principal, body: serde_json::Value| async move {
+                    create_reply(create_interaction(&s, &p, &body).await)
+                }),
+        ),
+        Endpoint::new(
+            Method::POST,
+            "/api/v1/interactions/batch",
+            warp::path!("api" / "v1" / "interactions" / "batch")
+                .and(warp::post())
+                .and(with_state(s))
+                .and(authenticated(s))
+                .and(json_body_limited(s.config.http.batch_body_limit_bytes))
+                .then(|s: Shared, p: Principal, body: serde_json::Value| async move {
+                    respond(StatusCode::OK, create_batch(&s, &p, &body).await)
+                }),
+        ),
+        Endpoint::new(
+            Method::GET,
+            "/api/v1/interactions/{id}",
+            warp::path!("api" / "v1" / "interactions" / Uuid)
+                .and(warp::get())
+                .and(with_state(s))
+                .and(authenticated(s))
+                .then(|id: Uuid, s: Shared, p: Principal| async move {
+                    respond(StatusCode::OK, get_interaction(&s, &p, InteractionId(id)).await)
+                }),
+        ),
+    ]
+}
+
+fn create_reply(result: Result<IngestOutcome, Error>) -> Response {
+    match result {
+        Ok(IngestOutcome::Created(r)) => super::respond(StatusCode::CREATED, Ok(InteractionView::from(r))),
+        Ok(IngestOutcome::Duplicate(r)) => super::respond(StatusCode::OK, Ok(InteractionView::from(r))),
+        Err(e) => super::errors::error_response(&e),
+    }
+}
+
+fn limits(s: &Shared) -> IngestLimits {
+    IngestLimits { clock_skew: s.config.ingest.clock_skew, max_content_chars: s.config.ingest.max_content_chars }
+}
+
+/// Stores one interaction (R2.1–2.9): 201 when new, 200 with the first one for a repeated idempotency key.
+#[utoipa::path(post, path = "/api/v1/interactions", tag = "interactions", security(("bearer" = [])),
+    request_body = CreateInteraction,
+    responses(
+        (status = 201, description = "stored", body = InteractionView),
+        (status = 200, description = "idempotency key seen before: the first interaction", body = InteractionView),
+        (status = 400, description = "every invalid field listed", body = super::errors::ErrorBody),
+        (status = 403, body = super::errors::ErrorBody),
+        (status = 404, description = "unknown customer", body = super::errors::ErrorBody),
+        (status = 503, description = "ingest queue full or database unavailable", body = super::errors::ErrorBody),
+    ))]
+pub async fn create_interaction(s: &Shared, p: &Principal, body: &serde_json::Value) -> Result<IngestOutcome, Error> {
+    let org = p.require_ingest()?;
+    let new = parse_new_interaction(body, chrono::Utc::now(), limits(s)).map_err(Error::Validation)?;
+    s.ingest.ingest(org, new).await
+}
+
+/// Stores up to `batch_max_items` interactions in transactions of `batch_chunk` (R2.11, R15.1–15.6).
+#[utoipa::path(post, path = "/api/v1/interactions/batch", tag = "interactions", security(("bearer" = [])),
+    request_body = CreateBatch,
+    responses(
+        (status = 200, description = "per-item results", body = BatchResponse),
+        (status = 400, body = super::errors::ErrorBody),
+        (status = 413, body = super::errors::ErrorBody),
+    ))]
+pub async fn create_batch(s: &Shared, p: &Principal, body: &serde_json::Value) -> Result<BatchResponse, Error> {
+    let org = p.require_ingest()?;
+    let max = s.config.ingest.batch_max_items;
+    let items = match body.get("interactions") {
+        Some(serde_json::Value::Array(items)) if !items.is_empty() && items.len() <= max => items,
+        Some(serde_json::Value::Array(_)) => {
+            return Err(Error::Validation(vec![FieldError::new("interactions", format!("must hold 1 to {max} items"))]));
+        }
+        _ => return Err(Error::Validation(vec![FieldError::new("interactions", "is required and must be an array")])),
+    };
+    let now = chrono::Utc::now();
+    let parsed = items.iter().map(|item| parse_new_interaction(item, now, limits(s))).collect();
+    let started = std::time::Instant::now();
+    let outcomes = s.ingest.ingest_batch(org, parsed).await?;
+    let mut response = BatchResponse { succeeded: 0, failed: 0, created: 0, duplicates: 0, results: Vec::new() };
+    for (index, outcome) in outcomes.into_iter().enumerate() {
+        let (status, id, errors) = match outcome {
+            BatchItem::Created(r) => {
+                response.created += 1;
+                ("created", Some(r.id), None)
+            }
+            BatchItem::Duplicate(r) => {
+                response.duplicates += 1;
+                ("duplicate", Some(r.id), None)
+            }
+            BatchItem::Failed(errors) => {
+                response.failed += 1;
+                ("failed", None, Some(errors))
+            }
+        };
+        response.results.push(BatchItemResult { index, status, id, errors });
+    }
+    response.succeeded = response.created + response.duplicates;
+    tracing::info!(
+        %org, items = response.results.len(), created = response.created, duplicates = response.duplicates,
+        failed = response.failed, elapsed_ms = started.elapsed().as_millis() as u64, "batch ingested"
+    );
+    Ok(response)
+}
+
+/// Returns one interaction of the caller's organization.
+#[utoipa::path(get, path = "/api/v1/interactions/{id}", tag = "interactions", security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = InteractionView), (status = 404, body = super::errors::ErrorBody)))]
+pub async fn get_interaction(s: &Shared, p: &Principal, id: InteractionId) -> Result<InteractionView, Error> {
+    let org = p.require(Role::Viewer)?.organization_id;
+    let record = interactions::get(&s.pool, org, id).await?.ok_or(Error::NotFound("interaction"))?;
+    Ok(record.into())
+}

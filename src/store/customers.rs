@@ -1,0 +1,262 @@
+//! Customers of an organization.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, Postgres, QueryBuilder};
+
+use crate::domain::customer::{CustomerState, CustomerView, ExternalId, PatternView, Segment};
+use crate::domain::{CustomerId, OrganizationId};
+use crate::error::{Error, unique_violation};
+
+/// A customer row, as read for the API.
+#[derive(Debug, sqlx::FromRow)]
+pub struct CustomerRow {
+    pub id: CustomerId,
+    pub external_id: String,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub segment: Option<String>,
+    pub attributes: serde_json::Value,
+    pub interaction_count: i64,
+    pub average_sentiment: Option<f64>,
+    pub last_seen_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl CustomerRow {
+    /// Turns the row into its API view.
+    pub fn into_view(self, patterns: Option<Vec<PatternView>>) -> CustomerView {
+        CustomerView {
+            id: self.id,
+            external_id: self.external_id,
+            name: self.name,
+            email: self.email,
+            segment: self.segment,
+            attributes: self.attributes,
+            interaction_count: self.interaction_count,
+            average_sentiment: self.average_sentiment,
+            last_seen_at: self.last_seen_at,
+            patterns,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
+}
+
+/// A customer to create.
+#[derive(Debug)]
+pub struct NewCustomer {
+    pub external_id: ExternalId,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub segment: Option<Segment>,
+    pub attributes: serde_json::Value,
+}
+
+/// Changes to a customer: `None` leaves a field alone, `Some(None)` clears it.
+#[derive(Debug, Default)]
+pub struct CustomerPatch {
+    pub external_id: Option<ExternalId>,
+    pub name: Option<Option<String>>,
+    pub email: Option<Option<String>>,
+    pub segment: Option<Option<Segment>>,
+    pub attributes: Option<serde_json::Value>,
+}
+
+/// Filters, sort and page of a customer listing.
+#[derive(Debug, Clone)]
+pub struct CustomerQuery {
+    pub segment: Option<String>,
+    pub q: Option<String>,
+    pub sort: CustomerSort,
+    pub descending: bool,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+/// The columns a listing can be sorted by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CustomerSort {
+    CreatedAt,
+    LastSeenAt,
+    InteractionCount,
+    ExternalId,
+    Name,
+}
+
+impl CustomerSort {
+    /// Parses the API name of a sort key.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "createdAt" => Ok(Self::CreatedAt),
+            "lastSeenAt" => Ok(Self::LastSeenAt),
+            "interactionCount" => Ok(Self::InteractionCount),
+            "externalId" => Ok(Self::ExternalId),
+            "name" => Ok(Self::Name),
+            _ => Err("must be one of createdAt, lastSeenAt, interactionCount, externalId, name".to_owned()),
+        }
+    }
+
+    /// The SQL column; a fixed identifier from this enum, never user text.
+    fn column(self) -> &'static str {
+        match self {
+            Self::CreatedAt => "created_at",
+            Self::LastSeenAt => "last_seen_at",
+            Self::InteractionCount => "interaction_count",
+            Self::ExternalId => "external_id",
+            Self::Name => "name",
+        }
+    }
+}
+
+fn conflict(e: sqlx::Error) -> Error {
+    if unique_violation(&e).as_deref() == Some("customers_org_external_id_key") {
+        return Error::Conflict("a customer with this externalId already exists".to_owned());
+    }
+    e.into()
+}
+
+/// Creates a customer; a duplicate external id in the organization is a 409.
+pub async fn create(pool: &PgPool, org: OrganizationId, c: &NewCustomer) -> Result<CustomerRow, Error> {
+    sqlx::query_as!(
+        CustomerRow,
+        r#"INSERT INTO customers (organization_id, external_id, name, email, segment, attributes)
+           VALUES ($1, $2, $3, $4, $5, $6)
+           RETURNING id AS "id: CustomerId", external_id, name, email, segment, attributes,
+                     interaction_count, average_sentiment, last_seen_at, created_at, updated_at"#,
+        org.as_uuid(),
+        c.external_id.as_str(),
+        c.name.as_deref(),
+        c.email.as_deref(),
+        c.segment.as_ref().map(Segment::as_str),
+        c.attributes
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(conflict)
+}
+
+/// Returns a customer of this organization.
+pub async fn get(pool: &PgPool, org: OrganizationId, id: CustomerId) -> Result<Option<CustomerRow>, Error> {
+    Ok(sqlx::query_as!(
+        CustomerRow,
+        r#"SELECT id AS "id: CustomerId", external_id, name, email, segment, attributes,
+                  interaction_count, average_sentiment, last_seen_at, created_at, updated_at
+           FROM customers WHERE organization_id = $1 AND id = $2"#,
+        org.as_uuid(),
+        id.as_uuid()
+    )
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// Finds a customer by external id.
+pub async fn id_by_external_id(pool: &PgPool, org: OrganizationId, external: &str) -> Result<Option<CustomerId>, Error> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT id AS "id: CustomerId" FROM customers WHERE organization_id = $1 AND external_id = $2"#,
+        org.as_uuid(),
+        external
+    )
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// Reads what a customer actor keeps in memory.
+pub async fn load_state(pool: &PgPool, org: OrganizationId, id: CustomerId) -> Result<Option<CustomerState>, Error> {
+    Ok(sqlx::query_as!(
+        CustomerState,
+        r#"SELECT id AS "id: CustomerId", segment, interaction_count, average_sentiment, last_seen_at
+           FROM customers WHERE organization_id = $1 AND id = $2"#,
+        org.as_uuid(),
+        id.as_uuid()
+    )
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// Returns the customer's current patterns, highest confidence first.
+pub async fn patterns(pool: &PgPool, org: OrganizationId, id: CustomerId) -> Result<Vec<PatternView>, Error> {
+    Ok(sqlx::query_as!(
+        PatternView,
+        r#"SELECT pattern_type, confidence, frequency, description, evidence, window_start, window_end, detected_at
+           FROM behavior_patterns WHERE organization_id = $1 AND customer_id = $2
+           ORDER BY confidence DESC, pattern_type"#,
+        org.as_uuid(),
+        id.as_uuid()
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+fn push_filters(qb: &mut QueryBuilder<Postgres>, org: OrganizationId, query: &CustomerQuery) {
+    qb.push(" WHERE organization_id = ").push_bind(org.as_uuid());
+    if let Some(segment) = &query.segment {
+        qb.push(" AND segment = ").push_bind(segment.clone());
+    }
+    if let Some(q) = &query.q {
+        // A substring search over the identifying fields; % and _ in the text match literally.
+        let pattern = format!("%{}%", q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+        qb.push(" AND (external_id ILIKE ")
+            .push_bind(pattern.clone())
+            .push(" OR name ILIKE ")
+            .push_bind(pattern.clone())
+            .push(" OR email ILIKE ")
+            .push_bind(pattern)
+            .push(")");
+    }
+}
+
+/// Lists customers with filters, sort and paging, and counts all matches.
+pub async fn list(pool: &PgPool, org: OrganizationId, query: &CustomerQuery) -> Result<(Vec<CustomerRow>, i64), Error> {
+    let mut qb = QueryBuilder::new(
+        "SELECT id, external_id, name, email, segment, attributes, interaction_count, average_sentiment, \
+         last_seen_at, created_at, updated_at FROM customers",
+    );
+    push_filters(&mut qb, org, query);
+    let direction = if query.descending { "DESC" } else { "ASC" };
+    let nulls = if query.descending { "NULLS LAST" } else { "NULLS FIRST" };
+    // The id breaks ties, so identical queries return identical pages (R5.10).
+    qb.push(format!(" ORDER BY {} {direction} {nulls}, id {direction}", query.sort.column()));
+    qb.push(" LIMIT ").push_bind(query.limit).push(" OFFSET ").push_bind(query.offset);
+    let rows = qb.build_query_as::<CustomerRow>().fetch_all(pool).await?;
+
+    let mut count = QueryBuilder::new("SELECT count(*) FROM customers");
+    push_filters(&mut count, org, query);
+    let total: i64 = count.build_query_scalar().fetch_one(pool).await?;
+    Ok((rows, total))
+}
+
+/// Applies a patch; returns `None` when the customer is not this organization's.
+pub async fn update(
+    pool: &PgPool,
+    org: OrganizationId,
+    id: CustomerId,
+    patch: &CustomerPatch,
+) -> Result<Option<CustomerRow>, Error> {
+    let segment = patch.segment.as_ref().map(|s| s.as_ref().map(|s| s.as_str().to_owned()));
+    sqlx::query_as!(
+        CustomerRow,
+        r#"UPDATE customers SET
+               external_id = COALESCE($3, external_id),
+               name = CASE WHEN $4 THEN $5 ELSE name END,
+               email = CASE WHEN $6 THEN $7 ELSE email END,
+               segment = CASE WHEN $8 THEN $9 ELSE segment END,
+               attributes = COALESCE($10, attributes)
+           WHERE organization_id = $1 AND id = $2
+           RETURNING id AS "id: CustomerId", external_id, name, email, segment, attributes,
+                     interaction_count, average_sentiment, last_seen_at, created_at, updated_at"#,
+        org.as_uuid(),
+        id.as_uuid(),
+        patch.external_id.as_ref().map(ExternalId::as_str),
+        patch.name.is_some(),
+        patch.name.clone().flatten(),
+        patch.email.is_some(),
+        patch.email.clone().flatten(),
+        segment.is_some(),
+        segment.flatten(),
+        patch.attributes.clone()
+    )
+    .fetch_optional(pool)
+    .await
+    .map_err(conflict)
+}
