@@ -365,10 +365,19 @@ impl Config {
             f.shutdown_grace_secs.map(Duration::from_secs),
         );
         set(&mut self.http.batch_body_limit_bytes, f.batch_body_limit_bytes);
-        set(&mut self.ingest.passivate_after, f.passivate_after_secs.map(Duration::from_secs));
+        set(
+            &mut self.ingest.passivate_after,
+            f.passivate_after_secs.map(Duration::from_secs),
+        );
         set(&mut self.ingest.org_max_inflight, f.org_max_inflight);
-        set(&mut self.ingest.call_timeout, f.ingest_call_timeout_ms.map(Duration::from_millis));
-        set(&mut self.ingest.clock_skew, f.clock_skew_secs.map(Duration::from_secs));
+        set(
+            &mut self.ingest.call_timeout,
+            f.ingest_call_timeout_ms.map(Duration::from_millis),
+        );
+        set(
+            &mut self.ingest.clock_skew,
+            f.clock_skew_secs.map(Duration::from_secs),
+        );
         set(&mut self.ingest.max_content_chars, f.max_content_chars);
         set(&mut self.ingest.batch_max_items, f.batch_max_items);
         set(&mut self.ingest.batch_chunk, f.batch_chunk);
@@ -464,17 +473,50 @@ impl Config {
             &mut self.http.shutdown_grace,
             secs(env, "INSIGHTS_SHUTDOWN_GRACE_SECS")?,
         );
-        set(&mut self.http.batch_body_limit_bytes, parse_env(env, "INSIGHTS_BATCH_BODY_LIMIT_BYTES")?);
-        set(&mut self.ingest.passivate_after, secs(env, "INSIGHTS_PASSIVATE_AFTER_SECS")?);
-        set(&mut self.ingest.org_max_inflight, parse_env(env, "INSIGHTS_ORG_MAX_INFLIGHT")?);
-        set(&mut self.ingest.call_timeout, millis(env, "INSIGHTS_INGEST_CALL_TIMEOUT_MS")?);
-        set(&mut self.ingest.clock_skew, secs(env, "INSIGHTS_CLOCK_SKEW_SECS")?);
-        set(&mut self.ingest.max_content_chars, parse_env(env, "INSIGHTS_MAX_CONTENT_CHARS")?);
-        set(&mut self.ingest.batch_max_items, parse_env(env, "INSIGHTS_BATCH_MAX_ITEMS")?);
-        set(&mut self.ingest.batch_chunk, parse_env(env, "INSIGHTS_BATCH_CHUNK")?);
-        set(&mut self.ingest.batch_pool_connections, parse_env(env, "INSIGHTS_BATCH_POOL_CONNECTIONS")?);
-        set(&mut self.ingest.event_buffer, parse_env(env, "INSIGHTS_EVENT_BUFFER")?);
-        set(&mut self.fault_injection, parse_env(env, "INSIGHTS_FAULT_INJECTION")?);
+        set(
+            &mut self.http.batch_body_limit_bytes,
+            parse_env(env, "INSIGHTS_BATCH_BODY_LIMIT_BYTES")?,
+        );
+        set(
+            &mut self.ingest.passivate_after,
+            secs(env, "INSIGHTS_PASSIVATE_AFTER_SECS")?,
+        );
+        set(
+            &mut self.ingest.org_max_inflight,
+            parse_env(env, "INSIGHTS_ORG_MAX_INFLIGHT")?,
+        );
+        set(
+            &mut self.ingest.call_timeout,
+            millis(env, "INSIGHTS_INGEST_CALL_TIMEOUT_MS")?,
+        );
+        set(
+            &mut self.ingest.clock_skew,
+            secs(env, "INSIGHTS_CLOCK_SKEW_SECS")?,
+        );
+        set(
+            &mut self.ingest.max_content_chars,
+            parse_env(env, "INSIGHTS_MAX_CONTENT_CHARS")?,
+        );
+        set(
+            &mut self.ingest.batch_max_items,
+            parse_env(env, "INSIGHTS_BATCH_MAX_ITEMS")?,
+        );
+        set(
+            &mut self.ingest.batch_chunk,
+            parse_env(env, "INSIGHTS_BATCH_CHUNK")?,
+        );
+        set(
+            &mut self.ingest.batch_pool_connections,
+            parse_env(env, "INSIGHTS_BATCH_POOL_CONNECTIONS")?,
+        );
+        set(
+            &mut self.ingest.event_buffer,
+            parse_env(env, "INSIGHTS_EVENT_BUFFER")?,
+        );
+        set(
+            &mut self.fault_injection,
+            parse_env(env, "INSIGHTS_FAULT_INJECTION")?,
+        );
         if let Some(secret) = env.var("INSIGHTS_JWT_SECRET") {
             self.jwt_secret = Some(Secret::new(secret));
         }
@@ -526,7 +568,10 @@ impl Config {
         }
         let i = &self.ingest;
         if i.passivate_after.is_zero() || i.call_timeout.is_zero() {
-            return Err(invalid("passivate_after_secs", "ingest durations must be positive"));
+            return Err(invalid(
+                "passivate_after_secs",
+                "ingest durations must be positive",
+            ));
         }
         if i.org_max_inflight == 0 || i.batch_max_items == 0 || i.batch_chunk == 0 || i.event_buffer == 0 {
             return Err(invalid("batch_chunk", "ingest limits must be positive"));

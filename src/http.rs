@@ -171,7 +171,9 @@ pub fn json_body(
 }
 
 /// Like [`json_body`] with an explicit limit (batches carry larger bodies).
-pub fn json_body_limited(limit: u64) -> impl Filter<Extract = (serde_json::Value,), Error = Rejection> + Clone {
+pub fn json_body_limited(
+    limit: u64,
+) -> impl Filter<Extract = (serde_json::Value,), Error = Rejection> + Clone {
     warp::header::optional::<u64>("content-length")
         .and(warp::body::stream())
         .and_then(move |declared: Option<u64>, body| async move {

@@ -12,6 +12,7 @@
 //! - [`store`]: PostgreSQL repositories (sqlx), migrations, the cache (Redis or in-process) and the login throttle.
 //! - [`actors`]: the ractor supervision tree, rooted in `actors::root::RootSupervisor`.
 //! - [`http`]: warp endpoints, the error shape, the OpenAPI document and the TLS server.
+//! - [`import`]: `insights import`, streamed bulk import of NDJSON or CSV with a rejects file.
 //! - [`metrics`]: the node's Prometheus registry.
 //! - [`ml`]: preprocessing, the sentiment model and pattern detection.
 //!
@@ -23,6 +24,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod import;
 pub mod metrics;
 pub mod ml;
 pub mod store;
@@ -78,7 +80,11 @@ impl App {
         let (root, root_handle) = Actor::spawn(
             Some(actors::names::root(&config.node_name)),
             RootSupervisor,
-            RootArgs { node_name: config.node_name.clone(), metrics: metrics.clone(), orgs: orgs.clone() },
+            RootArgs {
+                node_name: config.node_name.clone(),
+                metrics: metrics.clone(),
+                orgs: orgs.clone(),
+            },
         )
         .await?;
         // Batches write through a pool of their own, so a burst of imports cannot take the connections

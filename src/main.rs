@@ -24,6 +24,26 @@ enum Command {
     },
     /// Creates the database if needed and applies every pending migration.
     Migrate,
+    /// Imports interactions from an NDJSON or CSV file (streamed; rejected rows go to a side file).
+    Import {
+        /// The file: NDJSON (one object per line) or CSV with a header row (by extension, or --format).
+        file: std::path::PathBuf,
+        /// The organization to import into.
+        #[arg(long)]
+        org: String,
+        /// ndjson or csv (default: from the file's extension).
+        #[arg(long)]
+        format: Option<String>,
+        /// Where rejected rows are written (default: FILE.rejects.ndjson).
+        #[arg(long)]
+        rejects: Option<std::path::PathBuf>,
+        /// Create customers named by customerExternalId that do not exist yet.
+        #[arg(long)]
+        create_customers: bool,
+        /// Print the summary as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Manages organizations.
     Org {
         #[command(subcommand)]
@@ -96,6 +116,58 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let pool = store::connect(&config.database_url, &config.db)?;
             store::migrate(&pool).await?;
             eprintln!("migrations applied");
+            Ok(())
+        }
+        Command::Import {
+            file,
+            org,
+            format,
+            rejects,
+            create_customers,
+            json,
+        } => {
+            let organization = insights::domain::OrganizationId::parse(&org)
+                .map_err(|_| anyhow::anyhow!("--org must be an organization id (a UUID)"))?;
+            let format = match format.as_deref() {
+                None => insights::import::Format::from_path(&file),
+                Some("ndjson") => insights::import::Format::Ndjson,
+                Some("csv") => insights::import::Format::Csv,
+                Some(other) => anyhow::bail!("--format {other:?} is not ndjson or csv"),
+            };
+            let rejects = rejects.unwrap_or_else(|| {
+                let mut name = file.clone().into_os_string();
+                name.push(".rejects.ndjson");
+                name.into()
+            });
+            let pool = store::connect(&config.database_url, &config.db)?;
+            store::migrate(&pool).await?;
+            let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let opts = insights::import::ImportOptions {
+                file,
+                organization,
+                format,
+                rejects,
+                create_customers,
+                progress,
+            };
+            let summary = insights::import::run(&pool, &config, &opts).await?;
+            if json {
+                println!("{}", serde_json::to_string(&summary)?);
+            } else {
+                println!(
+                    "imported {} rows in {:.1} s: {} created, {} duplicates, {} rejected{}",
+                    summary.rows,
+                    summary.elapsed_ms as f64 / 1000.0,
+                    summary.created,
+                    summary.duplicates,
+                    summary.rejected,
+                    summary
+                        .rejects_file
+                        .as_deref()
+                        .map(|f| format!(" (see {f})"))
+                        .unwrap_or_default()
+                );
+            }
             Ok(())
         }
         Command::Org {

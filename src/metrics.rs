@@ -6,7 +6,8 @@
 use std::sync::Arc;
 
 use prometheus::{
-    Encoder as _, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder as _, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// The metrics of a node; cheap to clone.
@@ -85,12 +86,18 @@ impl Metrics {
             &["supervisor"],
         )?;
         let live_actors = IntGaugeVec::new(Opts::new("live_actors", "live actors by kind"), &["kind"])?;
-        let events_published =
-            IntCounterVec::new(Opts::new("events_published_total", "organization events by kind"), &["kind"])?;
-        let ingest_rejected =
-            IntCounterVec::new(Opts::new("ingest_rejected_total", "ingest requests refused by reason"), &["reason"])?;
-        let scoring_handoffs =
-            prometheus::IntCounter::new("scoring_handoffs_total", "stored interactions handed on for scoring")?;
+        let events_published = IntCounterVec::new(
+            Opts::new("events_published_total", "organization events by kind"),
+            &["kind"],
+        )?;
+        let ingest_rejected = IntCounterVec::new(
+            Opts::new("ingest_rejected_total", "ingest requests refused by reason"),
+            &["reason"],
+        )?;
+        let scoring_handoffs = prometheus::IntCounter::new(
+            "scoring_handoffs_total",
+            "stored interactions handed on for scoring",
+        )?;
         let db_pool_size = IntGauge::new("db_pool_connections", "open PostgreSQL connections")?;
         let db_pool_idle = IntGauge::new("db_pool_idle_connections", "idle PostgreSQL connections")?;
         registry.register(Box::new(http_requests.clone()))?;

@@ -3,9 +3,9 @@
 
 pub mod api_keys;
 pub mod auth_events;
+pub mod cache;
 pub mod customers;
 pub mod interactions;
-pub mod cache;
 pub mod limiter;
 pub mod orgs;
 pub mod sessions;

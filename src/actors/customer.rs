@@ -7,11 +7,13 @@ use ractor_cluster::RactorClusterMessage;
 use sqlx::PgPool;
 
 use super::org::OrgMsg;
+use crate::domain::Wire;
 use crate::domain::customer::CustomerState;
 use crate::domain::enrichment::{Enrichment, OrgContext};
 use crate::domain::event::EventDraft;
-use crate::domain::interaction::{IngestFailure, IngestOutcome, IngestReply, InteractionView, NewInteraction};
-use crate::domain::Wire;
+use crate::domain::interaction::{
+    IngestFailure, IngestOutcome, IngestReply, InteractionView, NewInteraction,
+};
 use crate::error::Error;
 use crate::ml::Scorer;
 use crate::store::{customers, interactions};
@@ -40,6 +42,9 @@ pub struct CustomerActorState {
 }
 
 /// Messages to a customer actor.
+// Ingest is the common message and moves once through the mailbox; boxing it would add an allocation to
+// every interaction to shrink the rare ones.
+#[allow(clippy::large_enum_variant)]
 #[derive(RactorClusterMessage)]
 pub enum CustomerMsg {
     /// Stores one interaction and answers with the stored row.
@@ -59,7 +64,11 @@ impl Actor for CustomerActor {
     type State = CustomerActorState;
     type Arguments = CustomerArgs;
 
-    async fn pre_start(&self, _myself: ActorRef<CustomerMsg>, args: CustomerArgs) -> Result<CustomerActorState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<CustomerMsg>,
+        args: CustomerArgs,
+    ) -> Result<CustomerActorState, ActorProcessingErr> {
         Ok(CustomerActorState {
             org: args.org,
             customer: args.customer,
@@ -91,7 +100,10 @@ impl Actor for CustomerActor {
                 if let Ok(IngestOutcome::Created(record)) = result {
                     state.scorer.hand_off(&record);
                     let data = serde_json::to_string(&InteractionView::from(record)).unwrap_or_default();
-                    let draft = EventDraft { kind: "interaction.created".to_owned(), data };
+                    let draft = EventDraft {
+                        kind: "interaction.created".to_owned(),
+                        data,
+                    };
                     let _ = state.org_ref.cast(OrgMsg::Publish(Wire::new(draft)));
                 }
             }
@@ -99,7 +111,9 @@ impl Actor for CustomerActor {
                 match customers::load_state(&state.pool, state.org.id, state.customer.id).await {
                     Ok(Some(fresh)) => state.customer = fresh,
                     Ok(None) => return Err("customer no longer exists".into()),
-                    Err(e) => tracing::warn!(customer = %state.customer.id, error = %e, "cannot refresh customer"),
+                    Err(e) => {
+                        tracing::warn!(customer = %state.customer.id, error = %e, "cannot refresh customer")
+                    }
                 }
             }
             CustomerMsg::Snapshot(reply) => {

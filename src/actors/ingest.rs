@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use ractor::rpc::CallResult;
 use ractor::Actor;
+use ractor::rpc::CallResult;
 use sqlx::PgPool;
 use tokio::sync::Semaphore;
 
@@ -87,13 +87,18 @@ impl Ingest {
         let (actor, _) = Actor::spawn_linked(None, OrgActor, args, supervisor.get_cell())
             .await
             .map_err(|e| Error::Internal(anyhow::anyhow!("cannot start organization actor: {e}")))?;
-        let handle = OrgHandle { actor, permits: Arc::new(Semaphore::new(self.config.org_max_inflight)) };
+        let handle = OrgHandle {
+            actor,
+            permits: Arc::new(Semaphore::new(self.config.org_max_inflight)),
+        };
         map.insert(org, handle.clone());
         Ok(handle)
     }
 
     async fn org_context(&self, org: OrganizationId) -> Result<OrgContext, Error> {
-        let name = interactions::org_name(&self.pool, org).await?.ok_or(Error::NotFound("organization"))?;
+        let name = interactions::org_name(&self.pool, org)
+            .await?
+            .ok_or(Error::NotFound("organization"))?;
         Ok(OrgContext { id: org, name })
     }
 
@@ -101,26 +106,44 @@ impl Ingest {
     pub async fn ingest(&self, org: OrganizationId, new: NewInteraction) -> Result<IngestOutcome, Error> {
         let handle = self.org(org).await?;
         let Ok(_permit) = handle.permits.clone().try_acquire_owned() else {
-            self.metrics.ingest_rejected.with_label_values(&["overloaded"]).inc();
-            return Err(Error::Overloaded("the organization's ingest queue is full; retry shortly"));
+            self.metrics
+                .ingest_rejected
+                .with_label_values(&["overloaded"])
+                .inc();
+            return Err(Error::Overloaded(
+                "the organization's ingest queue is full; retry shortly",
+            ));
         };
         let call = handle
             .actor
-            .call(|reply| OrgMsg::Ingest(Wire::new(new), reply), Some(self.config.call_timeout))
+            .call(
+                |reply| OrgMsg::Ingest(Wire::new(new), reply),
+                Some(self.config.call_timeout),
+            )
             .await
             .map_err(|e| Error::Internal(anyhow::anyhow!("organization actor unreachable: {e}")))?;
         match call {
             CallResult::Success(Wire(Ok(Ok(outcome)))) => Ok(outcome),
-            CallResult::Success(Wire(Ok(Err(IngestFailure::CustomerNotFound)))) => Err(Error::NotFound("customer")),
-            CallResult::Success(Wire(Ok(Err(IngestFailure::Unavailable)))) => Err(Error::Unavailable("database")),
+            CallResult::Success(Wire(Ok(Err(IngestFailure::CustomerNotFound)))) => {
+                Err(Error::NotFound("customer"))
+            }
+            CallResult::Success(Wire(Ok(Err(IngestFailure::Unavailable)))) => {
+                Err(Error::Unavailable("database"))
+            }
             CallResult::Success(Wire(Ok(Err(IngestFailure::Internal(e))))) => {
                 Err(Error::Internal(anyhow::anyhow!("interaction not stored: {e}")))
             }
-            CallResult::Success(Wire(Err(e))) => Err(Error::Internal(anyhow::anyhow!("undecodable reply: {e}"))),
+            CallResult::Success(Wire(Err(e))) => {
+                Err(Error::Internal(anyhow::anyhow!("undecodable reply: {e}")))
+            }
             // The customer's actor ended before answering (it crashed): nothing was acknowledged, and the
             // next attempt reaches a fresh actor.
-            CallResult::SenderError => Err(Error::Overloaded("the customer's actor restarted; retry the request")),
-            CallResult::Timeout => Err(Error::Overloaded("the customer's actor did not answer in time; retry")),
+            CallResult::SenderError => Err(Error::Overloaded(
+                "the customer's actor restarted; retry the request",
+            )),
+            CallResult::Timeout => Err(Error::Overloaded(
+                "the customer's actor did not answer in time; retry",
+            )),
         }
     }
 
@@ -148,11 +171,13 @@ impl Ingest {
             let chunk: Vec<(usize, NewInteraction)> = chunks.by_ref().take(self.config.batch_chunk).collect();
             for (index, outcome) in interactions::store_chunk(&self.batch_pool, &context, chunk).await? {
                 results[index] = Some(match outcome {
-                    ItemOutcome::Stored(IngestOutcome::Created(record)) => {
-                        created.push(record.clone());
-                        BatchItem::Created(record)
-                    }
-                    ItemOutcome::Stored(IngestOutcome::Duplicate(record)) => BatchItem::Duplicate(record),
+                    ItemOutcome::Stored(stored) => match *stored {
+                        IngestOutcome::Created(record) => {
+                            created.push(record.clone());
+                            BatchItem::Created(record)
+                        }
+                        IngestOutcome::Duplicate(record) => BatchItem::Duplicate(record),
+                    },
                     ItemOutcome::Failed(errors) => BatchItem::Failed(errors),
                 });
             }
@@ -172,7 +197,10 @@ impl Ingest {
             }
         }
         let missing = vec![FieldError::new("", "item was not processed")];
-        Ok(results.into_iter().map(|r| r.unwrap_or_else(|| BatchItem::Failed(missing.clone()))).collect())
+        Ok(results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| BatchItem::Failed(missing.clone())))
+            .collect())
     }
 
     /// Tells the customer's live actor (if any) that its row changed.
@@ -198,9 +226,15 @@ impl Ingest {
     }
 
     /// Makes a live customer actor panic, when fault injection is enabled (crash tests).
-    pub async fn inject_customer_panic(&self, org: OrganizationId, customer: CustomerId) -> Result<(), Error> {
+    pub async fn inject_customer_panic(
+        &self,
+        org: OrganizationId,
+        customer: CustomerId,
+    ) -> Result<(), Error> {
         let handle = self.org(org).await?;
-        let _ = handle.actor.cast(OrgMsg::InjectCustomerPanic(customer.to_string()));
+        let _ = handle
+            .actor
+            .cast(OrgMsg::InjectCustomerPanic(customer.to_string()));
         Ok(())
     }
 }

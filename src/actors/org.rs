@@ -15,7 +15,9 @@ use super::customer::{CustomerActor, CustomerArgs, CustomerMsg};
 use crate::config::IngestConfig;
 use crate::domain::enrichment::OrgContext;
 use crate::domain::event::{EventDraft, EventsAfter, OrgEvent};
-use crate::domain::interaction::{IngestFailure, IngestReply, InteractionRecord, InteractionView, NewInteraction};
+use crate::domain::interaction::{
+    IngestFailure, IngestReply, InteractionRecord, InteractionView, NewInteraction,
+};
 use crate::domain::{CustomerId, Wire};
 use crate::error::Error;
 use crate::metrics::Metrics;
@@ -54,6 +56,8 @@ pub struct OrgState {
 }
 
 /// Messages to an organization actor.
+// As for CustomerMsg: Ingest dominates the traffic, so it is not boxed.
+#[allow(clippy::large_enum_variant)]
 #[derive(RactorClusterMessage)]
 pub enum OrgMsg {
     /// Routes an interaction to its customer's actor, which answers the caller directly.
@@ -82,7 +86,11 @@ impl Actor for OrgActor {
     type State = OrgState;
     type Arguments = OrgArgs;
 
-    async fn pre_start(&self, myself: ActorRef<OrgMsg>, args: OrgArgs) -> Result<OrgState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<OrgMsg>,
+        args: OrgArgs,
+    ) -> Result<OrgState, ActorProcessingErr> {
         // Check for idle customers a few times per passivation period.
         let period = (args.config.passivate_after / 4).max(Duration::from_millis(20));
         myself.send_interval(period, || OrgMsg::PassivateIdle);
@@ -101,22 +109,39 @@ impl Actor for OrgActor {
         })
     }
 
-    async fn post_stop(&self, _myself: ActorRef<OrgMsg>, state: &mut OrgState) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<OrgMsg>,
+        state: &mut OrgState,
+    ) -> Result<(), ActorProcessingErr> {
         state.metrics.live_actors.with_label_values(&["org"]).dec();
         Ok(())
     }
 
-    async fn handle(&self, myself: ActorRef<OrgMsg>, msg: OrgMsg, state: &mut OrgState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<OrgMsg>,
+        msg: OrgMsg,
+        state: &mut OrgState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             OrgMsg::Ingest(wire, reply) => route_ingest(&myself, state, wire, reply).await,
             OrgMsg::Publish(Wire(Ok(draft))) => publish(state, draft),
-            OrgMsg::Publish(Wire(Err(e))) => tracing::error!(org = %state.org.id, error = e, "undecodable event dropped"),
+            OrgMsg::Publish(Wire(Err(e))) => {
+                tracing::error!(org = %state.org.id, error = e, "undecodable event dropped")
+            }
             OrgMsg::BatchStored(Wire(Ok(records))) => {
                 let mut touched = Vec::new();
                 for record in records {
                     touched.push(record.customer_id);
                     let data = serde_json::to_string(&InteractionView::from(record)).unwrap_or_default();
-                    publish(state, EventDraft { kind: "interaction.created".to_owned(), data });
+                    publish(
+                        state,
+                        EventDraft {
+                            kind: "interaction.created".to_owned(),
+                            data,
+                        },
+                    );
                 }
                 touched.sort_unstable();
                 touched.dedup();
@@ -126,9 +151,14 @@ impl Actor for OrgActor {
                     }
                 }
             }
-            OrgMsg::BatchStored(Wire(Err(e))) => tracing::error!(org = %state.org.id, error = e, "undecodable batch notice dropped"),
+            OrgMsg::BatchStored(Wire(Err(e))) => {
+                tracing::error!(org = %state.org.id, error = e, "undecodable batch notice dropped")
+            }
             OrgMsg::CustomerChanged(id) => {
-                if let Some(live) = CustomerId::parse(&id).ok().and_then(|id| state.customers.get(&id)) {
+                if let Some(live) = CustomerId::parse(&id)
+                    .ok()
+                    .and_then(|id| state.customers.get(&id))
+                {
                     let _ = live.actor.cast(CustomerMsg::Refresh);
                 }
             }
@@ -141,7 +171,10 @@ impl Actor for OrgActor {
             OrgMsg::InjectCustomerPanic(id) => {
                 if !state.fault_injection {
                     tracing::warn!(org = %state.org.id, "fault injection requested but disabled; ignored");
-                } else if let Some(live) = CustomerId::parse(&id).ok().and_then(|id| state.customers.get(&id)) {
+                } else if let Some(live) = CustomerId::parse(&id)
+                    .ok()
+                    .and_then(|id| state.customers.get(&id))
+                {
                     let _ = live.actor.cast(CustomerMsg::InjectPanic);
                 }
             }
@@ -175,7 +208,11 @@ impl Actor for OrgActor {
 
 /// Removes the customer whose actor has this id; returns which customer it was.
 fn forget(state: &mut OrgState, actor: ractor::ActorId) -> Option<CustomerId> {
-    let id = state.customers.iter().find(|(_, live)| live.actor.get_id() == actor).map(|(id, _)| *id)?;
+    let id = state
+        .customers
+        .iter()
+        .find(|(_, live)| live.actor.get_id() == actor)
+        .map(|(id, _)| *id)?;
     state.customers.remove(&id);
     state.metrics.live_actors.with_label_values(&["customer"]).dec();
     Some(id)
@@ -247,14 +284,29 @@ async fn customer_actor(
         .await
         .map_err(|e| Error::Internal(anyhow::anyhow!("cannot start customer actor: {e}")))?;
     state.metrics.live_actors.with_label_values(&["customer"]).inc();
-    state.customers.insert(id, LiveCustomer { actor: actor.clone(), last_used: Instant::now() });
+    state.customers.insert(
+        id,
+        LiveCustomer {
+            actor: actor.clone(),
+            last_used: Instant::now(),
+        },
+    );
     Ok(Some(actor))
 }
 
 fn publish(state: &mut OrgState, draft: EventDraft) {
     state.seq += 1;
-    state.metrics.events_published.with_label_values(&[draft.kind.as_str()]).inc();
-    state.ring.push_back(OrgEvent { seq: state.seq, kind: draft.kind, data: draft.data, at: Utc::now() });
+    state
+        .metrics
+        .events_published
+        .with_label_values(&[draft.kind.as_str()])
+        .inc();
+    state.ring.push_back(OrgEvent {
+        seq: state.seq,
+        kind: draft.kind,
+        data: draft.data,
+        at: Utc::now(),
+    });
     while state.ring.len() > state.config.event_buffer {
         state.ring.pop_front();
     }

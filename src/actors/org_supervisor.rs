@@ -29,7 +29,10 @@ impl OrgRegistry {
     /// Removes the organization whose actor has this id; returns which one it was.
     pub async fn remove_actor(&self, actor: ractor::ActorId) -> Option<OrganizationId> {
         let mut map = self.0.lock().await;
-        let org = map.iter().find(|(_, h)| h.actor.get_id() == actor).map(|(org, _)| *org)?;
+        let org = map
+            .iter()
+            .find(|(_, h)| h.actor.get_id() == actor)
+            .map(|(org, _)| *org)?;
         map.remove(&org);
         Some(org)
     }
@@ -45,12 +48,18 @@ pub struct SupervisorSlot {
 impl SupervisorSlot {
     /// Returns the live supervisor, if one is running.
     pub fn get(&self) -> Option<ActorRef<OrgSupervisorMsg>> {
-        self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Records the supervisor now in charge.
     pub fn set(&self, supervisor: Option<ActorRef<OrgSupervisorMsg>>) {
-        *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = supervisor;
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = supervisor;
     }
 }
 
@@ -87,7 +96,10 @@ impl Actor for OrgSupervisor {
         _myself: ActorRef<OrgSupervisorMsg>,
         args: OrgSupervisorArgs,
     ) -> Result<OrgSupervisorState, ActorProcessingErr> {
-        Ok(OrgSupervisorState { registry: args.registry, metrics: args.metrics })
+        Ok(OrgSupervisorState {
+            registry: args.registry,
+            metrics: args.metrics,
+        })
     }
 
     async fn handle(
@@ -113,7 +125,11 @@ impl Actor for OrgSupervisor {
         match event {
             SupervisionEvent::ActorFailed(cell, reason) => {
                 if let Some(org) = state.registry.remove_actor(cell.get_id()).await {
-                    state.metrics.actor_restarts.with_label_values(&["org_supervisor"]).inc();
+                    state
+                        .metrics
+                        .actor_restarts
+                        .with_label_values(&["org_supervisor"])
+                        .inc();
                     tracing::error!(%org, %reason, "organization actor failed; it restarts on the next request");
                 }
             }

@@ -51,10 +51,19 @@ impl Actor for RootSupervisor {
         args: RootArgs,
     ) -> Result<RootState, ActorProcessingErr> {
         tracing::info!(node = %args.node_name, "root supervisor started");
-        Ok(RootState { node_name: args.node_name, started: Instant::now(), metrics: args.metrics, orgs: args.orgs })
+        Ok(RootState {
+            node_name: args.node_name,
+            started: Instant::now(),
+            metrics: args.metrics,
+            orgs: args.orgs,
+        })
     }
 
-    async fn post_start(&self, myself: ActorRef<RootMsg>, state: &mut RootState) -> Result<(), ActorProcessingErr> {
+    async fn post_start(
+        &self,
+        myself: ActorRef<RootMsg>,
+        state: &mut RootState,
+    ) -> Result<(), ActorProcessingErr> {
         start_org_supervisor(&myself, state).await
     }
 
@@ -112,8 +121,14 @@ impl Actor for RootSupervisor {
     }
 }
 
-async fn start_org_supervisor(myself: &ActorRef<RootMsg>, state: &mut RootState) -> Result<(), ActorProcessingErr> {
-    let args = OrgSupervisorArgs { registry: state.orgs.registry.clone(), metrics: state.metrics.clone() };
+async fn start_org_supervisor(
+    myself: &ActorRef<RootMsg>,
+    state: &mut RootState,
+) -> Result<(), ActorProcessingErr> {
+    let args = OrgSupervisorArgs {
+        registry: state.orgs.registry.clone(),
+        metrics: state.metrics.clone(),
+    };
     let name = names::org_supervisor(&state.node_name);
     let (supervisor, _) = Actor::spawn_linked(Some(name), OrgSupervisor, args, myself.get_cell()).await?;
     state.orgs.set(Some(supervisor));

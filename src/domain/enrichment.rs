@@ -45,7 +45,11 @@ fn text(map: &Map<String, Value>, keys: &[&str]) -> Option<String> {
 /// Parses a user-agent string into a device.
 pub fn device_from_user_agent(ua: &str) -> Device {
     let Some(parsed) = woothee::parser::Parser::new().parse(ua) else {
-        return Device { kind: "unknown".to_owned(), source: "userAgent".to_owned(), ..Device::default() };
+        return Device {
+            kind: "unknown".to_owned(),
+            source: "userAgent".to_owned(),
+            ..Device::default()
+        };
     };
     let known = |s: &str| (!s.is_empty() && s != woothee::woothee::VALUE_UNKNOWN).then(|| s.to_owned());
     let lower_ua = ua.to_ascii_lowercase();
@@ -81,7 +85,11 @@ pub fn device(metadata: &Map<String, Value>) -> Option<Device> {
     }
     let base = parsed.unwrap_or_default();
     Some(Device {
-        kind: kind.unwrap_or(if base.kind.is_empty() { "unknown".to_owned() } else { base.kind }),
+        kind: kind.unwrap_or(if base.kind.is_empty() {
+            "unknown".to_owned()
+        } else {
+            base.kind
+        }),
         os: os.or(base.os),
         os_version: text(source, &["osVersion", "os_version"]).or(base.os_version),
         browser: browser.or(base.browser),
@@ -98,11 +106,16 @@ fn coordinate(
     errors: &mut Vec<FieldError>,
 ) -> Option<f64> {
     let value = keys.iter().find_map(|k| map.get(*k)).filter(|v| !v.is_null())?;
-    let number = value.as_f64().or_else(|| value.as_str().and_then(|s| s.trim().parse().ok()));
+    let number = value
+        .as_f64()
+        .or_else(|| value.as_str().and_then(|s| s.trim().parse().ok()));
     match number {
         Some(n) if n.is_finite() && n.abs() <= limit => Some(n),
         _ => {
-            errors.push(FieldError::new(field, format!("must be a number between -{limit} and {limit}")));
+            errors.push(FieldError::new(
+                field,
+                format!("must be a number between -{limit} and {limit}"),
+            ));
             None
         }
     }
@@ -116,13 +129,29 @@ pub fn geo(metadata: &Map<String, Value>) -> Result<Option<Geo>, Vec<FieldError>
         _ => (metadata, "metadata"),
     };
     let mut errors = Vec::new();
-    let lat = coordinate(source, &["lat", "latitude"], 90.0, &format!("{prefix}.lat"), &mut errors);
-    let lon = coordinate(source, &["lon", "lng", "longitude"], 180.0, &format!("{prefix}.lon"), &mut errors);
+    let lat = coordinate(
+        source,
+        &["lat", "latitude"],
+        90.0,
+        &format!("{prefix}.lat"),
+        &mut errors,
+    );
+    let lon = coordinate(
+        source,
+        &["lon", "lng", "longitude"],
+        180.0,
+        &format!("{prefix}.lon"),
+        &mut errors,
+    );
     if !errors.is_empty() {
         return Err(errors);
     }
     let country = text(source, &["country", "countryCode", "country_code"]).map(|c| {
-        if c.len() == 2 && c.chars().all(|ch| ch.is_ascii_alphabetic()) { c.to_ascii_uppercase() } else { c }
+        if c.len() == 2 && c.chars().all(|ch| ch.is_ascii_alphabetic()) {
+            c.to_ascii_uppercase()
+        } else {
+            c
+        }
     });
     let geo = Geo {
         country,
@@ -188,14 +217,19 @@ mod tests {
 
     #[test]
     fn explicit_device_fields_win() {
-        let m = obj(json!({"userAgent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/120.0", "device": {"type": "Tablet", "os": "Android"}}));
+        let m = obj(
+            json!({"userAgent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/120.0", "device": {"type": "Tablet", "os": "Android"}}),
+        );
         let d = device(&m).unwrap();
         assert_eq!(d.kind, "tablet");
         assert_eq!(d.os.as_deref(), Some("Android"));
         assert_eq!(d.source, "explicit");
         assert_eq!(device(&obj(json!({"page": "/"}))), None);
         let flat = device(&obj(json!({"deviceType": "mobile", "browser": "Firefox"}))).unwrap();
-        assert_eq!((flat.kind.as_str(), flat.browser.as_deref()), ("mobile", Some("Firefox")));
+        assert_eq!(
+            (flat.kind.as_str(), flat.browser.as_deref()),
+            ("mobile", Some("Firefox"))
+        );
     }
 
     #[test]
@@ -206,7 +240,11 @@ mod tests {
         assert_eq!(g.country.as_deref(), Some("DE"));
         assert_eq!(g.lat, Some(52.52));
         assert_eq!(g.lon, Some(13.40));
-        let flat = geo(&obj(json!({"country": "France", "latitude": 48.85, "longitude": 2.35}))).unwrap().unwrap();
+        let flat = geo(&obj(
+            json!({"country": "France", "latitude": 48.85, "longitude": 2.35}),
+        ))
+        .unwrap()
+        .unwrap();
         assert_eq!(flat.country.as_deref(), Some("France"));
         assert_eq!(geo(&obj(json!({"page": "/"}))).unwrap(), None);
         let errors = geo(&obj(json!({"geo": {"lat": 91, "lon": "east"}}))).unwrap_err();

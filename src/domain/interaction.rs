@@ -84,7 +84,9 @@ pub fn parse_new_interaction(
 ) -> Result<NewInteraction, Vec<FieldError>> {
     let mut f = Fields::new(body);
     let customer = f.required_str("customerId");
-    let customer_id = f.parse("customerId", customer, |s| CustomerId::parse(s.trim()).map_err(|_| "must be a UUID".to_owned()));
+    let customer_id = f.parse("customerId", customer, |s| {
+        CustomerId::parse(s.trim()).map_err(|_| "must be a UUID".to_owned())
+    });
     let channel = f.required_str("channel");
     let channel = f.parse("channel", channel, Channel::parse);
     let event_type = f.required_str("eventType");
@@ -100,16 +102,24 @@ pub fn parse_new_interaction(
     if let Some(c) = &content
         && c.chars().count() > limits.max_content_chars
     {
-        f.error("content", format!("must be at most {} characters", limits.max_content_chars));
+        f.error(
+            "content",
+            format!("must be at most {} characters", limits.max_content_chars),
+        );
     }
     let content = content.filter(|c| !c.trim().is_empty());
     if channel.is_some_and(|c| c.is_text()) && content.is_none() {
-        f.error("content", "is required and must not be empty for email, chat and phone interactions");
+        f.error(
+            "content",
+            "is required and must not be empty for email, chat and phone interactions",
+        );
     }
     let timestamp = f.required_str("timestamp");
     let occurred_at = f.parse("timestamp", timestamp, |s| {
         let t = DateTime::parse_from_rfc3339(s.trim())
-            .map_err(|_| "must be an RFC 3339 date-time with offset, such as 2026-01-31T12:00:00Z".to_owned())?
+            .map_err(|_| {
+                "must be an RFC 3339 date-time with offset, such as 2026-01-31T12:00:00Z".to_owned()
+            })?
             .with_timezone(&Utc);
         let skew = chrono::Duration::from_std(limits.clock_skew).unwrap_or_default();
         if t > now + skew {
@@ -254,7 +264,14 @@ impl From<InteractionRecord> for InteractionView {
             r.sentiment_confidence,
         ) {
             (Some(positive), Some(negative), Some(neutral), Some(score), Some(label), Some(confidence)) => {
-                Some(SentimentView { positive, negative, neutral, label, score, confidence })
+                Some(SentimentView {
+                    positive,
+                    negative,
+                    neutral,
+                    label,
+                    score,
+                    confidence,
+                })
             }
             _ => None,
         };
@@ -271,7 +288,8 @@ impl From<InteractionRecord> for InteractionView {
             sentiment,
             processed_at: r.processed_at,
             segment: r.segment,
-            enrichment: serde_json::from_str(&r.enrichment).unwrap_or_else(|_| Value::Object(Default::default())),
+            enrichment: serde_json::from_str(&r.enrichment)
+                .unwrap_or_else(|_| Value::Object(Default::default())),
             created_at: r.created_at,
         }
     }
@@ -284,11 +302,16 @@ mod tests {
     use super::*;
 
     fn limits() -> IngestLimits {
-        IngestLimits { clock_skew: std::time::Duration::from_secs(30), max_content_chars: 100 }
+        IngestLimits {
+            clock_skew: std::time::Duration::from_secs(30),
+            max_content_chars: 100,
+        }
     }
 
     fn now() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2026-06-01T12:00:00Z").unwrap().with_timezone(&Utc)
+        DateTime::parse_from_rfc3339("2026-06-01T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
     }
 
     #[test]
@@ -301,7 +324,11 @@ mod tests {
         let n = parse_new_interaction(&body, now(), limits()).unwrap();
         assert_eq!(n.channel, Channel::Chat);
         assert_eq!(n.event_type, "message");
-        assert_eq!(n.occurred_at.to_rfc3339(), "2026-06-01T11:59:00+00:00", "stored in UTC");
+        assert_eq!(
+            n.occurred_at.to_rfc3339(),
+            "2026-06-01T11:59:00+00:00",
+            "stored in UTC"
+        );
         assert_eq!(n.device.unwrap().kind, "mobile");
         assert_eq!(n.geo.unwrap().country.as_deref(), Some("FR"));
         assert_eq!(n.idempotency_key.as_deref(), Some("k1"));
@@ -312,7 +339,10 @@ mod tests {
         let body = json!({"customerId": "nope", "channel": "fax", "eventType": "", "timestamp": "yesterday", "metadata": [1]});
         let errors = parse_new_interaction(&body, now(), limits()).unwrap_err();
         let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
-        assert_eq!(fields, ["customerId", "channel", "eventType", "timestamp", "metadata"]);
+        assert_eq!(
+            fields,
+            ["customerId", "channel", "eventType", "timestamp", "metadata"]
+        );
     }
 
     #[test]
@@ -328,10 +358,16 @@ mod tests {
     #[test]
     fn future_timestamps_are_refused_beyond_the_skew() {
         let at = |t: &str| json!({"customerId": "67e55044-10b1-426f-9247-bb680e5fe0c8", "channel": "web", "eventType": "view", "timestamp": t});
-        assert!(parse_new_interaction(&at("2026-06-01T12:00:20Z"), now(), limits()).is_ok(), "within the skew");
+        assert!(
+            parse_new_interaction(&at("2026-06-01T12:00:20Z"), now(), limits()).is_ok(),
+            "within the skew"
+        );
         let errors = parse_new_interaction(&at("2026-06-01T12:01:00Z"), now(), limits()).unwrap_err();
         assert_eq!(errors[0].message, "must not be in the future");
-        assert!(parse_new_interaction(&at("2026-06-01 12:00:00"), now(), limits()).is_err(), "an offset is required");
+        assert!(
+            parse_new_interaction(&at("2026-06-01 12:00:00"), now(), limits()).is_err(),
+            "an offset is required"
+        );
     }
 
     #[test]

@@ -92,9 +92,14 @@ pub fn endpoints(s: &Shared) -> Vec<Endpoint> {
                 .and(with_state(s))
                 .and(authenticated(s))
                 .and(json_body(s))
-                .then(|id: Uuid, s: Shared, p: Principal, body: serde_json::Value| async move {
-                    respond(StatusCode::OK, update_customer(&s, &p, CustomerId(id), &body).await)
-                }),
+                .then(
+                    |id: Uuid, s: Shared, p: Principal, body: serde_json::Value| async move {
+                        respond(
+                            StatusCode::OK,
+                            update_customer(&s, &p, CustomerId(id), &body).await,
+                        )
+                    },
+                ),
         ),
         Endpoint::new(
             Method::GET,
@@ -126,7 +131,11 @@ fn optional_email(raw: &str) -> Result<String, String> {
         (status = 403, body = super::errors::ErrorBody),
         (status = 409, description = "externalId already used in the organization", body = super::errors::ErrorBody),
     ))]
-pub async fn create_customer(s: &Shared, p: &Principal, body: &serde_json::Value) -> Result<CustomerView, Error> {
+pub async fn create_customer(
+    s: &Shared,
+    p: &Principal,
+    body: &serde_json::Value,
+) -> Result<CustomerView, Error> {
     let org = p.require_ingest()?;
     let mut f = Fields::new(body);
     let external = f.required_str("externalId");
@@ -140,7 +149,13 @@ pub async fn create_customer(s: &Shared, p: &Principal, body: &serde_json::Value
     let attributes = f.optional_object("attributes").cloned().unwrap_or_default();
     let new = f
         .finish(|| {
-            Some(NewCustomer { external_id: external_id?, name, email, segment, attributes: attributes.into() })
+            Some(NewCustomer {
+                external_id: external_id?,
+                name,
+                email,
+                segment,
+                attributes: attributes.into(),
+            })
         })
         .map_err(Error::Validation)?;
     let row = customers::create(&s.pool, org, &new).await?;
@@ -180,7 +195,12 @@ pub async fn list_customers(
             true
         }
     };
-    let text = |name: &str| query.get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+    let text = |name: &str| {
+        query
+            .get(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
     if text("q").is_some_and(|q| q.chars().count() > 200) {
         errors.push(FieldError::new("q", "must be at most 200 characters"));
     }
@@ -188,9 +208,20 @@ pub async fn list_customers(
         return Err(Error::Validation(errors));
     }
     let (limit, offset) = page.limit_offset();
-    let filter = CustomerQuery { segment: text("segment"), q: text("q"), sort, descending, limit, offset };
+    let filter = CustomerQuery {
+        segment: text("segment"),
+        q: text("q"),
+        sort,
+        descending,
+        limit,
+        offset,
+    };
     let (rows, total) = customers::list(&s.pool, org, &filter).await?;
-    Ok(Page::new(rows.into_iter().map(|r| r.into_view(None)).collect(), page, total))
+    Ok(Page::new(
+        rows.into_iter().map(|r| r.into_view(None)).collect(),
+        page,
+        total,
+    ))
 }
 
 /// Returns a customer's profile with its current patterns.
@@ -199,7 +230,9 @@ pub async fn list_customers(
     responses((status = 200, body = CustomerView), (status = 404, body = super::errors::ErrorBody)))]
 pub async fn get_customer(s: &Shared, p: &Principal, id: CustomerId) -> Result<CustomerView, Error> {
     let org = p.require(Role::Viewer)?.organization_id;
-    let row = customers::get(&s.pool, org, id).await?.ok_or(Error::NotFound("customer"))?;
+    let row = customers::get(&s.pool, org, id)
+        .await?
+        .ok_or(Error::NotFound("customer"))?;
     let patterns = customers::patterns(&s.pool, org, id).await?;
     Ok(row.into_view(Some(patterns)))
 }
@@ -226,23 +259,45 @@ pub async fn update_customer(
     let name = nullable(&mut f, "name", optional_name);
     let email = nullable(&mut f, "email", optional_email);
     let segment = nullable(&mut f, "segment", Segment::parse);
-    let attributes = f.optional_object("attributes").cloned().map(serde_json::Value::Object);
+    let attributes = f
+        .optional_object("attributes")
+        .cloned()
+        .map(serde_json::Value::Object);
     if let Some(object) = body.as_object() {
-        for key in object.keys().filter(|k| !matches!(k.as_str(), "externalId" | "name" | "email" | "segment" | "attributes")) {
+        for key in object.keys().filter(|k| {
+            !matches!(
+                k.as_str(),
+                "externalId" | "name" | "email" | "segment" | "attributes"
+            )
+        }) {
             f.error(key, "is not a field that can be changed");
         }
     }
     let patch = f
-        .finish(|| Some(CustomerPatch { external_id, name, email, segment, attributes }))
+        .finish(|| {
+            Some(CustomerPatch {
+                external_id,
+                name,
+                email,
+                segment,
+                attributes,
+            })
+        })
         .map_err(Error::Validation)?;
-    let row = customers::update(&s.pool, org, id, &patch).await?.ok_or(Error::NotFound("customer"))?;
+    let row = customers::update(&s.pool, org, id, &patch)
+        .await?
+        .ok_or(Error::NotFound("customer"))?;
     s.ingest.customer_changed(org, id).await;
     let patterns = customers::patterns(&s.pool, org, id).await?;
     Ok(row.into_view(Some(patterns)))
 }
 
 /// Reads a nullable PATCH field through `parse`.
-fn nullable<T>(f: &mut Fields<'_>, name: &str, parse: impl FnOnce(&str) -> Result<T, String>) -> Option<Option<T>> {
+fn nullable<T>(
+    f: &mut Fields<'_>,
+    name: &str,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Option<Option<T>> {
     match f.nullable_str(name)? {
         None => Some(None),
         Some(raw) => f.parse(name, Some(raw), parse).map(Some),
@@ -255,6 +310,10 @@ fn nullable<T>(f: &mut Fields<'_>, name: &str, parse: impl FnOnce(&str) -> Resul
     responses((status = 200, body = PatternList), (status = 404, body = super::errors::ErrorBody)))]
 pub async fn customer_patterns(s: &Shared, p: &Principal, id: CustomerId) -> Result<PatternList, Error> {
     let org = p.require(Role::Viewer)?.organization_id;
-    customers::get(&s.pool, org, id).await?.ok_or(Error::NotFound("customer"))?;
-    Ok(PatternList { data: customers::patterns(&s.pool, org, id).await? })
+    customers::get(&s.pool, org, id)
+        .await?
+        .ok_or(Error::NotFound("customer"))?;
+    Ok(PatternList {
+        data: customers::patterns(&s.pool, org, id).await?,
+    })
 }

@@ -115,8 +115,14 @@ pub fn error_response(e: &Error) -> Response {
             r
         }
         Error::Overloaded(message) => {
-            let mut r = body(StatusCode::SERVICE_UNAVAILABLE, "overloaded", (*message).to_owned(), Vec::new());
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(1u64));
+            let mut r = body(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                (*message).to_owned(),
+                Vec::new(),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(1u64));
             r
         }
         Error::Unavailable(_) => {

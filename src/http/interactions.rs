@@ -116,7 +116,10 @@ fn create_reply(result: Result<IngestOutcome, Error>) -> Response {
 }
 
 fn limits(s: &Shared) -> IngestLimits {
-    IngestLimits { clock_skew: s.config.ingest.clock_skew, max_content_chars: s.config.ingest.max_content_chars }
+    IngestLimits {
+        clock_skew: s.config.ingest.clock_skew,
+        max_content_chars: s.config.ingest.max_content_chars,
+    }
 }
 
 /// Stores one interaction (R2.1–2.9): 201 when new, 200 with the first one for a repeated idempotency key.
@@ -130,7 +133,11 @@ fn limits(s: &Shared) -> IngestLimits {
         (status = 404, description = "unknown customer", body = super::errors::ErrorBody),
         (status = 503, description = "ingest queue full or database unavailable", body = super::errors::ErrorBody),
     ))]
-pub async fn create_interaction(s: &Shared, p: &Principal, body: &serde_json::Value) -> Result<IngestOutcome, Error> {
+pub async fn create_interaction(
+    s: &Shared,
+    p: &Principal,
+    body: &serde_json::Value,
+) -> Result<IngestOutcome, Error> {
     let org = p.require_ingest()?;
     let new = parse_new_interaction(body, chrono::Utc::now(), limits(s)).map_err(Error::Validation)?;
     s.ingest.ingest(org, new).await
@@ -144,21 +151,42 @@ pub async fn create_interaction(s: &Shared, p: &Principal, body: &serde_json::Va
         (status = 400, body = super::errors::ErrorBody),
         (status = 413, body = super::errors::ErrorBody),
     ))]
-pub async fn create_batch(s: &Shared, p: &Principal, body: &serde_json::Value) -> Result<BatchResponse, Error> {
+pub async fn create_batch(
+    s: &Shared,
+    p: &Principal,
+    body: &serde_json::Value,
+) -> Result<BatchResponse, Error> {
     let org = p.require_ingest()?;
     let max = s.config.ingest.batch_max_items;
     let items = match body.get("interactions") {
         Some(serde_json::Value::Array(items)) if !items.is_empty() && items.len() <= max => items,
         Some(serde_json::Value::Array(_)) => {
-            return Err(Error::Validation(vec![FieldError::new("interactions", format!("must hold 1 to {max} items"))]));
+            return Err(Error::Validation(vec![FieldError::new(
+                "interactions",
+                format!("must hold 1 to {max} items"),
+            )]));
         }
-        _ => return Err(Error::Validation(vec![FieldError::new("interactions", "is required and must be an array")])),
+        _ => {
+            return Err(Error::Validation(vec![FieldError::new(
+                "interactions",
+                "is required and must be an array",
+            )]));
+        }
     };
     let now = chrono::Utc::now();
-    let parsed = items.iter().map(|item| parse_new_interaction(item, now, limits(s))).collect();
+    let parsed = items
+        .iter()
+        .map(|item| parse_new_interaction(item, now, limits(s)))
+        .collect();
     let started = std::time::Instant::now();
     let outcomes = s.ingest.ingest_batch(org, parsed).await?;
-    let mut response = BatchResponse { succeeded: 0, failed: 0, created: 0, duplicates: 0, results: Vec::new() };
+    let mut response = BatchResponse {
+        succeeded: 0,
+        failed: 0,
+        created: 0,
+        duplicates: 0,
+        results: Vec::new(),
+    };
     for (index, outcome) in outcomes.into_iter().enumerate() {
         let (status, id, errors) = match outcome {
             BatchItem::Created(r) => {
@@ -174,7 +202,12 @@ pub async fn create_batch(s: &Shared, p: &Principal, body: &serde_json::Value) -
                 ("failed", None, Some(errors))
             }
         };
-        response.results.push(BatchItemResult { index, status, id, errors });
+        response.results.push(BatchItemResult {
+            index,
+            status,
+            id,
+            errors,
+        });
     }
     response.succeeded = response.created + response.duplicates;
     tracing::info!(
@@ -190,6 +223,8 @@ pub async fn create_batch(s: &Shared, p: &Principal, body: &serde_json::Value) -
     responses((status = 200, body = InteractionView), (status = 404, body = super::errors::ErrorBody)))]
 pub async fn get_interaction(s: &Shared, p: &Principal, id: InteractionId) -> Result<InteractionView, Error> {
     let org = p.require(Role::Viewer)?.organization_id;
-    let record = interactions::get(&s.pool, org, id).await?.ok_or(Error::NotFound("interaction"))?;
+    let record = interactions::get(&s.pool, org, id)
+        .await?
+        .ok_or(Error::NotFound("interaction"))?;
     Ok(record.into())
 }

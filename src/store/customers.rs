@@ -151,7 +151,11 @@ pub async fn get(pool: &PgPool, org: OrganizationId, id: CustomerId) -> Result<O
 }
 
 /// Finds a customer by external id.
-pub async fn id_by_external_id(pool: &PgPool, org: OrganizationId, external: &str) -> Result<Option<CustomerId>, Error> {
+pub async fn id_by_external_id(
+    pool: &PgPool,
+    org: OrganizationId,
+    external: &str,
+) -> Result<Option<CustomerId>, Error> {
     Ok(sqlx::query_scalar!(
         r#"SELECT id AS "id: CustomerId" FROM customers WHERE organization_id = $1 AND external_id = $2"#,
         org.as_uuid(),
@@ -162,7 +166,11 @@ pub async fn id_by_external_id(pool: &PgPool, org: OrganizationId, external: &st
 }
 
 /// Reads what a customer actor keeps in memory.
-pub async fn load_state(pool: &PgPool, org: OrganizationId, id: CustomerId) -> Result<Option<CustomerState>, Error> {
+pub async fn load_state(
+    pool: &PgPool,
+    org: OrganizationId,
+    id: CustomerId,
+) -> Result<Option<CustomerState>, Error> {
     Ok(sqlx::query_as!(
         CustomerState,
         r#"SELECT id AS "id: CustomerId", segment, interaction_count, average_sentiment, last_seen_at
@@ -195,7 +203,10 @@ fn push_filters(qb: &mut QueryBuilder<Postgres>, org: OrganizationId, query: &Cu
     }
     if let Some(q) = &query.q {
         // A substring search over the identifying fields; % and _ in the text match literally.
-        let pattern = format!("%{}%", q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+        let pattern = format!(
+            "%{}%",
+            q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+        );
         qb.push(" AND (external_id ILIKE ")
             .push_bind(pattern.clone())
             .push(" OR name ILIKE ")
@@ -207,17 +218,31 @@ fn push_filters(qb: &mut QueryBuilder<Postgres>, org: OrganizationId, query: &Cu
 }
 
 /// Lists customers with filters, sort and paging, and counts all matches.
-pub async fn list(pool: &PgPool, org: OrganizationId, query: &CustomerQuery) -> Result<(Vec<CustomerRow>, i64), Error> {
+pub async fn list(
+    pool: &PgPool,
+    org: OrganizationId,
+    query: &CustomerQuery,
+) -> Result<(Vec<CustomerRow>, i64), Error> {
     let mut qb = QueryBuilder::new(
         "SELECT id, external_id, name, email, segment, attributes, interaction_count, average_sentiment, \
          last_seen_at, created_at, updated_at FROM customers",
     );
     push_filters(&mut qb, org, query);
     let direction = if query.descending { "DESC" } else { "ASC" };
-    let nulls = if query.descending { "NULLS LAST" } else { "NULLS FIRST" };
+    let nulls = if query.descending {
+        "NULLS LAST"
+    } else {
+        "NULLS FIRST"
+    };
     // The id breaks ties, so identical queries return identical pages (R5.10).
-    qb.push(format!(" ORDER BY {} {direction} {nulls}, id {direction}", query.sort.column()));
-    qb.push(" LIMIT ").push_bind(query.limit).push(" OFFSET ").push_bind(query.offset);
+    qb.push(format!(
+        " ORDER BY {} {direction} {nulls}, id {direction}",
+        query.sort.column()
+    ));
+    qb.push(" LIMIT ")
+        .push_bind(query.limit)
+        .push(" OFFSET ")
+        .push_bind(query.offset);
     let rows = qb.build_query_as::<CustomerRow>().fetch_all(pool).await?;
 
     let mut count = QueryBuilder::new("SELECT count(*) FROM customers");
@@ -233,7 +258,10 @@ pub async fn update(
     id: CustomerId,
     patch: &CustomerPatch,
 ) -> Result<Option<CustomerRow>, Error> {
-    let segment = patch.segment.as_ref().map(|s| s.as_ref().map(|s| s.as_str().to_owned()));
+    let segment = patch
+        .segment
+        .as_ref()
+        .map(|s| s.as_ref().map(|s| s.as_str().to_owned()));
     sqlx::query_as!(
         CustomerRow,
         r#"UPDATE customers SET

@@ -56,7 +56,11 @@ pub async fn insert(
     }
 }
 
-async fn by_idempotency_key(tx: &mut sqlx::PgConnection, org: OrganizationId, key: &str) -> Result<InteractionRecord, Error> {
+async fn by_idempotency_key(
+    tx: &mut sqlx::PgConnection,
+    org: OrganizationId,
+    key: &str,
+) -> Result<InteractionRecord, Error> {
     Ok(sqlx::query_as!(
         InteractionRecord,
         r#"SELECT id AS "id: InteractionId", organization_id AS "organization_id: OrganizationId",
@@ -97,7 +101,11 @@ async fn bump_customers(
 }
 
 /// Returns one interaction of this organization.
-pub async fn get(pool: &PgPool, org: OrganizationId, id: InteractionId) -> Result<Option<InteractionRecord>, Error> {
+pub async fn get(
+    pool: &PgPool,
+    org: OrganizationId,
+    id: InteractionId,
+) -> Result<Option<InteractionRecord>, Error> {
     Ok(sqlx::query_as!(
         InteractionRecord,
         r#"SELECT id AS "id: InteractionId", organization_id AS "organization_id: OrganizationId",
@@ -115,13 +123,17 @@ pub async fn get(pool: &PgPool, org: OrganizationId, id: InteractionId) -> Resul
 
 /// Returns the organization's name, for the enrichment's organization context.
 pub async fn org_name(pool: &PgPool, org: OrganizationId) -> Result<Option<String>, Error> {
-    Ok(sqlx::query_scalar!("SELECT name FROM organizations WHERE id = $1", org.as_uuid()).fetch_optional(pool).await?)
+    Ok(
+        sqlx::query_scalar!("SELECT name FROM organizations WHERE id = $1", org.as_uuid())
+            .fetch_optional(pool)
+            .await?,
+    )
 }
 
 /// The outcome of one item of a batch.
 #[derive(Debug, Clone)]
 pub enum ItemOutcome {
-    Stored(IngestOutcome),
+    Stored(Box<IngestOutcome>),
     Failed(Vec<FieldError>),
 }
 
@@ -135,7 +147,12 @@ pub async fn store_chunk(
     org: &OrgContext,
     items: Vec<(usize, NewInteraction)>,
 ) -> Result<Vec<(usize, ItemOutcome)>, Error> {
-    let wanted: Vec<uuid::Uuid> = items.iter().map(|(_, n)| n.customer_id.as_uuid()).collect::<HashSet<_>>().into_iter().collect();
+    let wanted: Vec<uuid::Uuid> = items
+        .iter()
+        .map(|(_, n)| n.customer_id.as_uuid())
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
     let segments: HashMap<CustomerId, Option<String>> = sqlx::query!(
         r#"SELECT id AS "id: CustomerId", segment FROM customers WHERE organization_id = $1 AND id = ANY($2)"#,
         org.id.as_uuid(),
@@ -152,7 +169,10 @@ pub async fn store_chunk(
     for (index, new) in items {
         match segments.get(&new.customer_id) {
             Some(segment) => known.push((index, new, segment.clone())),
-            None => outcomes.push((index, ItemOutcome::Failed(vec![FieldError::new("customerId", "customer not found")]))),
+            None => outcomes.push((
+                index,
+                ItemOutcome::Failed(vec![FieldError::new("customerId", "customer not found")]),
+            )),
         }
     }
     if known.is_empty() {
@@ -160,7 +180,11 @@ pub async fn store_chunk(
     }
 
     match insert_all(pool, org, &known).await {
-        Ok(stored) => outcomes.extend(stored.into_iter().map(|(i, s)| (i, ItemOutcome::Stored(s)))),
+        Ok(stored) => outcomes.extend(
+            stored
+                .into_iter()
+                .map(|(i, s)| (i, ItemOutcome::Stored(Box::new(s)))),
+        ),
         Err(e) => {
             let reason = rollback_reason(&e);
             tracing::warn!(org = %org.id, items = known.len(), error = ?e, "batch chunk rolled back");
@@ -168,7 +192,10 @@ pub async fn store_chunk(
                 return Err(e);
             }
             outcomes.extend(known.iter().map(|(index, _, _)| {
-                (*index, ItemOutcome::Failed(vec![FieldError::new("", reason.clone())]))
+                (
+                    *index,
+                    ItemOutcome::Failed(vec![FieldError::new("", reason.clone())]),
+                )
             }));
         }
     }
@@ -199,8 +226,14 @@ async fn insert_all(
         }
         stored.push((*index, outcome));
     }
-    let (ids, (counts, seen)): (Vec<CustomerId>, (Vec<i64>, Vec<DateTime<Utc>>)) =
-        bumps.into_iter().map(|(id, (n, at))| (id, (n, at))).unzip();
+    let mut ids = Vec::with_capacity(bumps.len());
+    let mut counts = Vec::with_capacity(bumps.len());
+    let mut seen = Vec::with_capacity(bumps.len());
+    for (id, (n, at)) in bumps {
+        ids.push(id);
+        counts.push(n);
+        seen.push(at);
+    }
     bump_customers(&mut tx, org.id, &ids, &counts, &seen).await?;
     tx.commit().await?;
     Ok(stored)
@@ -238,10 +271,18 @@ async fn insert_row(
         Some(id) => get_in(tx, org, id).await?,
         None => by_idempotency_key(tx, org, key.unwrap_or_default()).await?,
     };
-    Ok(if id.is_some() { IngestOutcome::Created(record) } else { IngestOutcome::Duplicate(record) })
+    Ok(if id.is_some() {
+        IngestOutcome::Created(record)
+    } else {
+        IngestOutcome::Duplicate(record)
+    })
 }
 
-async fn get_in(tx: &mut sqlx::PgConnection, org: OrganizationId, id: InteractionId) -> Result<InteractionRecord, Error> {
+async fn get_in(
+    tx: &mut sqlx::PgConnection,
+    org: OrganizationId,
+    id: InteractionId,
+) -> Result<InteractionRecord, Error> {
     Ok(sqlx::query_as!(
         InteractionRecord,
         r#"SELECT id AS "id: InteractionId", organization_id AS "organization_id: OrganizationId",
@@ -260,12 +301,20 @@ async fn get_in(tx: &mut sqlx::PgConnection, org: OrganizationId, id: Interactio
 /// Says why a chunk's transaction failed, in terms a client can act on, without leaking SQL.
 fn rollback_reason(e: &Error) -> String {
     match e {
-        Error::Unavailable(_) => "database unavailable; this item's transaction of its chunk was rolled back, retry it".to_owned(),
+        Error::Unavailable(_) => {
+            "database unavailable; this item's transaction of its chunk was rolled back, retry it".to_owned()
+        }
         Error::Conflict(_) => "a conflicting write rolled back this item's chunk; retry it".to_owned(),
-        Error::Internal(cause) => match cause.downcast_ref::<sqlx::Error>().and_then(|s| s.as_database_error()) {
+        Error::Internal(cause) => match cause
+            .downcast_ref::<sqlx::Error>()
+            .and_then(|s| s.as_database_error())
+        {
             Some(db) => format!(
                 "the database rejected this item's chunk ({}); no item of the chunk was stored",
-                db.constraint().map_or_else(|| "constraint violation".to_owned(), |c| format!("constraint {c}"))
+                db.constraint().map_or_else(
+                    || "constraint violation".to_owned(),
+                    |c| format!("constraint {c}")
+                )
             ),
             None => "internal error; no item of this chunk was stored".to_owned(),
         },

@@ -327,3 +327,47 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+impl TestApp {
+    /// Creates a customer through the API.
+    pub async fn customer(&self, token: &str, external_id: &str, segment: Option<&str>) -> Value {
+        let body =
+            json!({"externalId": external_id, "name": format!("Customer {external_id}"), "segment": segment});
+        self.post("/api/v1/customers", Some(token), body)
+            .await
+            .expect(201)
+            .clone()
+    }
+
+    /// The organization's buffered events after `after`.
+    pub async fn events_after(
+        &self,
+        org: OrganizationId,
+        after: u64,
+    ) -> insights::domain::event::EventsAfter {
+        self.app
+            .as_ref()
+            .unwrap()
+            .state()
+            .ingest
+            .events_after(org, after)
+            .await
+            .unwrap()
+    }
+
+    /// Runs a SQL statement on the test's database (test-only triggers and constraints).
+    pub async fn sql(&self, statement: &'static str) {
+        sqlx::raw_sql(statement).execute(&self.pool).await.unwrap();
+    }
+}
+
+/// An interaction body for `customer`, a minute old.
+pub fn interaction(customer: &str, channel: &str, content: Option<&str>) -> Value {
+    let at = (chrono::Utc::now() - chrono::Duration::minutes(1)).to_rfc3339();
+    let mut body =
+        json!({"customerId": customer, "channel": channel, "eventType": "message", "timestamp": at});
+    if let Some(c) = content {
+        body["content"] = json!(c);
+    }
+    body
+}

@@ -4,10 +4,14 @@
 
 mod api_keys;
 mod auth;
+mod batch;
 mod cli;
+mod customers;
 mod errors;
 mod health;
 mod helpers;
+mod import;
+mod ingest;
 mod openapi;
 mod roles;
 mod schema;
