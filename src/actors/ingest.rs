@@ -169,7 +169,17 @@ impl Ingest {
         let mut done = 0;
         while chunks.peek().is_some() {
             let chunk: Vec<(usize, NewInteraction)> = chunks.by_ref().take(self.config.batch_chunk).collect();
-            for (index, outcome) in interactions::store_chunk(&self.batch_pool, &context, chunk).await? {
+            let indexes: Vec<usize> = chunk.iter().map(|(i, _)| *i).collect();
+            let outcomes = match interactions::store_chunk(&self.batch_pool, &context, chunk).await {
+                Ok(outcomes) => outcomes,
+                // Nothing is committed yet: the whole request can honestly be answered 503.
+                Err(Error::Unavailable(what)) if done == 0 => return Err(Error::Unavailable(what)),
+                Err(e) => {
+                    let reason = format!("not stored: {e}; retry this item");
+                    indexes.into_iter().map(|i| (i, ItemOutcome::Failed(vec![FieldError::new("", reason.clone())]))).collect()
+                }
+            };
+            for (index, outcome) in outcomes {
                 results[index] = Some(match outcome {
                     ItemOutcome::Stored(stored) => match *stored {
                         IngestOutcome::Created(record) => {

@@ -18,42 +18,11 @@ pub async fn insert(
     new: &NewInteraction,
     enrichment: &Enrichment,
 ) -> Result<IngestOutcome, Error> {
-    let inserted = sqlx::query_as!(
-        InteractionRecord,
-        r#"INSERT INTO customer_interactions
-               (organization_id, customer_id, channel, event_type, content, occurred_at, metadata, enrichment,
-                segment, idempotency_key)
-           VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8::text::jsonb, $9, $10)
-           ON CONFLICT (organization_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-           RETURNING id AS "id: InteractionId", organization_id AS "organization_id: OrganizationId",
-                     customer_id AS "customer_id: CustomerId", channel AS "channel: Channel", event_type, content,
-                     occurred_at, metadata::text AS "metadata!", enrichment::text AS "enrichment!", segment,
-                     idempotency_key, sentiment_positive, sentiment_negative, sentiment_neutral, sentiment_score,
-                     sentiment_label::text AS sentiment_label, sentiment_confidence, processed_at, created_at"#,
-        org.as_uuid(),
-        new.customer_id.as_uuid(),
-        new.channel as Channel,
-        new.event_type,
-        new.content.as_deref(),
-        new.occurred_at,
-        new.metadata,
-        enrichment.to_json(),
-        enrichment.segment.as_deref(),
-        new.idempotency_key.as_deref()
-    )
-    .fetch_optional(&mut *tx)
-    .await?;
-    match inserted {
-        Some(record) => {
-            bump_customers(tx, org, &[new.customer_id], &[1], &[new.occurred_at]).await?;
-            Ok(IngestOutcome::Created(record))
-        }
-        None => {
-            let key = new.idempotency_key.as_deref().unwrap_or_default();
-            let first = by_idempotency_key(tx, org, key).await?;
-            Ok(IngestOutcome::Duplicate(first))
-        }
+    let outcome = insert_row(tx, org, new, enrichment).await?;
+    if matches!(outcome, IngestOutcome::Created(_)) {
+        bump_customers(tx, org, &[new.customer_id], &[1], &[new.occurred_at]).await?;
     }
+    Ok(outcome)
 }
 
 async fn by_idempotency_key(
@@ -188,9 +157,6 @@ pub async fn store_chunk(
         Err(e) => {
             let reason = rollback_reason(&e);
             tracing::warn!(org = %org.id, items = known.len(), error = ?e, "batch chunk rolled back");
-            if matches!(e, Error::Unavailable(_)) && outcomes.is_empty() {
-                return Err(e);
-            }
             outcomes.extend(known.iter().map(|(index, _, _)| {
                 (
                     *index,
@@ -239,21 +205,26 @@ async fn insert_all(
     Ok(stored)
 }
 
-/// Like [`insert`] without the counter update, which a chunk does once for all its rows.
+/// Inserts one row, or finds the first row with its idempotency key; the caller updates the counters
+/// (once per row for single ingest, once per chunk for batches).
 async fn insert_row(
     tx: &mut sqlx::PgConnection,
     org: OrganizationId,
     new: &NewInteraction,
     enrichment: &Enrichment,
 ) -> Result<IngestOutcome, Error> {
-    let key = new.idempotency_key.as_deref();
-    let id = sqlx::query_scalar!(
+    let inserted = sqlx::query_as!(
+        InteractionRecord,
         r#"INSERT INTO customer_interactions
                (organization_id, customer_id, channel, event_type, content, occurred_at, metadata, enrichment,
                 segment, idempotency_key)
            VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8::text::jsonb, $9, $10)
            ON CONFLICT (organization_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-           RETURNING id AS "id: InteractionId""#,
+           RETURNING id AS "id: InteractionId", organization_id AS "organization_id: OrganizationId",
+                     customer_id AS "customer_id: CustomerId", channel AS "channel: Channel", event_type, content,
+                     occurred_at, metadata::text AS "metadata!", enrichment::text AS "enrichment!", segment,
+                     idempotency_key, sentiment_positive, sentiment_negative, sentiment_neutral, sentiment_score,
+                     sentiment_label::text AS sentiment_label, sentiment_confidence, processed_at, created_at"#,
         org.as_uuid(),
         new.customer_id.as_uuid(),
         new.channel as Channel,
@@ -263,39 +234,18 @@ async fn insert_row(
         new.metadata,
         enrichment.to_json(),
         enrichment.segment.as_deref(),
-        key
+        new.idempotency_key.as_deref()
     )
     .fetch_optional(&mut *tx)
     .await?;
-    let record = match id {
-        Some(id) => get_in(tx, org, id).await?,
-        None => by_idempotency_key(tx, org, key.unwrap_or_default()).await?,
-    };
-    Ok(if id.is_some() {
-        IngestOutcome::Created(record)
-    } else {
-        IngestOutcome::Duplicate(record)
-    })
-}
-
-async fn get_in(
-    tx: &mut sqlx::PgConnection,
-    org: OrganizationId,
-    id: InteractionId,
-) -> Result<InteractionRecord, Error> {
-    Ok(sqlx::query_as!(
-        InteractionRecord,
-        r#"SELECT id AS "id: InteractionId", organization_id AS "organization_id: OrganizationId",
-                  customer_id AS "customer_id: CustomerId", channel AS "channel: Channel", event_type, content,
-                  occurred_at, metadata::text AS "metadata!", enrichment::text AS "enrichment!", segment,
-                  idempotency_key, sentiment_positive, sentiment_negative, sentiment_neutral, sentiment_score,
-                  sentiment_label::text AS sentiment_label, sentiment_confidence, processed_at, created_at
-           FROM customer_interactions WHERE organization_id = $1 AND id = $2"#,
-        org.as_uuid(),
-        id.as_uuid()
-    )
-    .fetch_one(tx)
-    .await?)
+    match inserted {
+        Some(record) => Ok(IngestOutcome::Created(record)),
+        // ON CONFLICT only skips a row whose idempotency key was used before.
+        None => {
+            let first = by_idempotency_key(tx, org, new.idempotency_key.as_deref().unwrap_or_default()).await?;
+            Ok(IngestOutcome::Duplicate(first))
+        }
+    }
 }
 
 /// Says why a chunk's transaction failed, in terms a client can act on, without leaking SQL.
