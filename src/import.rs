@@ -1,7 +1,7 @@
 //! `insights import FILE`: bulk import of interactions from NDJSON or CSV, streamed in constant memory.
 //!
 //! A reader thread parses rows and hands them over a bounded channel (so a slow database slows the reader,
-//! never grows memory); rows are validated exactly like the API's, resolved to customers, and stored in
+//! never grows memory); at most four chunks are stored at once; rows are validated exactly like the API's, resolved to customers, and stored in
 //! transactions of `batch_chunk` through the same code as `POST /api/v1/interactions/batch`. Every
 //! rejected row goes to a side file with its line number and errors: nothing is dropped silently.
 
@@ -12,6 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesOrdered;
 use serde_json::{Map, Value, json};
 use sqlx::PgPool;
 
@@ -76,6 +78,8 @@ struct Row {
 
 /// How many rows may wait between the reader and the database.
 const CHANNEL_ROWS: usize = 2048;
+/// Chunks being stored at once (each in its own transaction; ordered locking keeps them deadlock-free).
+const CHUNKS_IN_FLIGHT: usize = 4;
 /// How often progress is logged.
 const LOG_EVERY: Duration = Duration::from_secs(5);
 /// Customers remembered by external id; the map is cleared beyond this so memory stays bounded.
@@ -112,6 +116,7 @@ pub async fn run(pool: &PgPool, config: &Config, opts: &ImportOptions) -> anyhow
     let mut chunk: Vec<(usize, NewInteraction)> = Vec::with_capacity(config.ingest.batch_chunk);
     let mut chunk_rows: Vec<(u64, String)> = Vec::with_capacity(config.ingest.batch_chunk);
     let mut last_log = Instant::now();
+    let mut in_flight = FuturesOrdered::new();
 
     while let Some(row) = rx.recv().await {
         summary.rows += 1;
@@ -151,15 +156,13 @@ pub async fn run(pool: &PgPool, config: &Config, opts: &ImportOptions) -> anyhow
             }
         }
         if chunk.len() >= config.ingest.batch_chunk {
-            flush(
-                pool,
-                &org,
-                &mut chunk,
-                &mut chunk_rows,
-                &mut rejects,
-                &mut summary,
-            )
-            .await?;
+            let (items, rows) = (std::mem::take(&mut chunk), std::mem::take(&mut chunk_rows));
+            in_flight.push_back(store(pool.clone(), org.clone(), items, rows));
+            if in_flight.len() >= CHUNKS_IN_FLIGHT
+                && let Some((outcomes, rows)) = in_flight.next().await
+            {
+                record(outcomes?, &rows, &mut rejects, &mut summary)?;
+            }
         }
         bar.set_position(read_bytes.load(Ordering::Relaxed));
         bar.set_message(format!("{} rows, {} rejected", summary.rows, summary.rejected));
@@ -168,15 +171,12 @@ pub async fn run(pool: &PgPool, config: &Config, opts: &ImportOptions) -> anyhow
             last_log = Instant::now();
         }
     }
-    flush(
-        pool,
-        &org,
-        &mut chunk,
-        &mut chunk_rows,
-        &mut rejects,
-        &mut summary,
-    )
-    .await?;
+    if !chunk.is_empty() {
+        in_flight.push_back(store(pool.clone(), org.clone(), chunk, chunk_rows));
+    }
+    while let Some((outcomes, rows)) = in_flight.next().await {
+        record(outcomes?, &rows, &mut rejects, &mut summary)?;
+    }
     reader.await??;
     bar.finish_and_clear();
     summary.elapsed_ms = started.elapsed().as_millis() as u64;
@@ -223,18 +223,26 @@ fn log_progress(summary: &ImportSummary, started: Instant, read: u64, total: u64
     );
 }
 
-async fn flush(
-    pool: &PgPool,
-    org: &OrgContext,
-    chunk: &mut Vec<(usize, NewInteraction)>,
-    rows: &mut Vec<(u64, String)>,
+/// Stores one chunk; returns its outcomes with the rows they came from.
+async fn store(
+    pool: PgPool,
+    org: OrgContext,
+    chunk: Vec<(usize, NewInteraction)>,
+    rows: Vec<(u64, String)>,
+) -> (
+    Result<Vec<(usize, ItemOutcome)>, crate::error::Error>,
+    Vec<(u64, String)>,
+) {
+    (interactions::store_chunk(&pool, &org, chunk).await, rows)
+}
+
+/// Counts a stored chunk's outcomes and writes its failed rows to the rejects file.
+fn record(
+    outcomes: Vec<(usize, ItemOutcome)>,
+    rows: &[(u64, String)],
     rejects: &mut RejectWriter,
     summary: &mut ImportSummary,
 ) -> anyhow::Result<()> {
-    if chunk.is_empty() {
-        return Ok(());
-    }
-    let outcomes = interactions::store_chunk(pool, org, std::mem::take(chunk)).await?;
     for (index, outcome) in outcomes {
         match outcome {
             ItemOutcome::Stored(stored) => match *stored {
@@ -248,7 +256,6 @@ async fn flush(
             }
         }
     }
-    rows.clear();
     Ok(())
 }
 

@@ -176,7 +176,10 @@ impl Ingest {
                 Err(Error::Unavailable(what)) if done == 0 => return Err(Error::Unavailable(what)),
                 Err(e) => {
                     let reason = format!("not stored: {e}; retry this item");
-                    indexes.into_iter().map(|i| (i, ItemOutcome::Failed(vec![FieldError::new("", reason.clone())]))).collect()
+                    indexes
+                        .into_iter()
+                        .map(|i| (i, ItemOutcome::Failed(vec![FieldError::new("", reason.clone())])))
+                        .collect()
                 }
             };
             for (index, outcome) in outcomes {

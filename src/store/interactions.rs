@@ -54,6 +54,17 @@ async fn bump_customers(
     seen: &[DateTime<Utc>],
 ) -> Result<(), Error> {
     let ids: Vec<uuid::Uuid> = ids.iter().map(CustomerId::as_uuid).collect();
+    if ids.len() > 1 {
+        // Concurrent batches touch overlapping customers: taking the row locks in id order first means
+        // two transactions never wait on each other in a cycle (a deadlock would roll a chunk back).
+        sqlx::query!(
+            "SELECT id FROM customers WHERE organization_id = $1 AND id = ANY($2) ORDER BY id FOR NO KEY UPDATE",
+            org.as_uuid(),
+            &ids
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+    }
     sqlx::query!(
         "UPDATE customers c SET interaction_count = c.interaction_count + v.n,
                 last_seen_at = GREATEST(c.last_seen_at, v.seen)
@@ -148,7 +159,19 @@ pub async fn store_chunk(
         return Ok(outcomes);
     }
 
-    match insert_all(pool, org, &known).await {
+    let mut attempt = 1;
+    let result = loop {
+        match insert_all(pool, org, &known).await {
+            // A deadlock or serialization failure is another transaction's timing, not this data's
+            // fault: the whole chunk is simply tried again.
+            Err(e) if is_transient(&e) && attempt < CHUNK_ATTEMPTS => {
+                tracing::info!(org = %org.id, attempt, "batch chunk hit a transient conflict; retrying");
+                attempt += 1;
+            }
+            other => break other,
+        }
+    };
+    match result {
         Ok(stored) => outcomes.extend(
             stored
                 .into_iter()
@@ -242,10 +265,30 @@ async fn insert_row(
         Some(record) => Ok(IngestOutcome::Created(record)),
         // ON CONFLICT only skips a row whose idempotency key was used before.
         None => {
-            let first = by_idempotency_key(tx, org, new.idempotency_key.as_deref().unwrap_or_default()).await?;
+            let first =
+                by_idempotency_key(tx, org, new.idempotency_key.as_deref().unwrap_or_default()).await?;
             Ok(IngestOutcome::Duplicate(first))
         }
     }
+}
+
+/// How many times a chunk is tried when its transaction fails for a transient reason.
+const CHUNK_ATTEMPTS: u32 = 3;
+
+/// The database error code of an internal error, if it came from PostgreSQL.
+fn db_code(e: &Error) -> Option<String> {
+    match e {
+        Error::Internal(cause) => cause
+            .downcast_ref::<sqlx::Error>()
+            .and_then(|s| s.as_database_error())
+            .and_then(|d| d.code().map(|c| c.into_owned())),
+        _ => None,
+    }
+}
+
+/// Deadlocks (40P01) and serialization failures (40001) succeed when simply retried.
+fn is_transient(e: &Error) -> bool {
+    matches!(db_code(e).as_deref(), Some("40P01" | "40001"))
 }
 
 /// Says why a chunk's transaction failed, in terms a client can act on, without leaking SQL.

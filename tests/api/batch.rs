@@ -298,3 +298,60 @@ async fn batches_do_not_block_single_ingestion() {
     assert_eq!(count(&app).await, 4000 + singles);
     assert!(still_running, "the singles ran while batches were in progress");
 }
+
+#[tokio::test]
+async fn concurrent_batches_over_the_same_customers_all_commit() {
+    let app = spawn_app().await;
+    let org = app.create_org().await;
+    let admin = app.admin(&org).await;
+    let mut ids = Vec::new();
+    for i in 0..200 {
+        ids.push(
+            app.customer(&admin.access, &format!("shared-{i}"), None).await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    // Each batch walks the customers in its own order, so their transactions lock overlapping rows in
+    // different orders: without ordered locking some would deadlock and roll back.
+    let mut tasks = Vec::new();
+    for b in 0..6usize {
+        let items: Vec<Value> = (0..1000)
+            .map(|i| interaction(&ids[(i * (b + 1) + b) % ids.len()], "web", None))
+            .collect();
+        let (client, base, token) = (app.client.clone(), app.base.clone(), admin.access.clone());
+        tasks.push(tokio::spawn(async move {
+            let r = client
+                .post(format!("{base}/api/v1/interactions/batch"))
+                .bearer_auth(token)
+                .json(&batch(items))
+                .send()
+                .await
+                .unwrap();
+            r.json::<Value>().await.unwrap()
+        }));
+    }
+    for t in tasks {
+        let body = t.await.unwrap();
+        assert_eq!(
+            body["failed"],
+            0,
+            "{}",
+            body["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["status"] == "failed")
+                .cloned()
+                .unwrap_or_default()
+        );
+        assert_eq!(body["created"], 1000);
+    }
+    assert_eq!(count(&app).await, 6000);
+    let total: i64 = sqlx::query_scalar!(r#"SELECT sum(interaction_count)::bigint AS "n!" FROM customers"#)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(total, 6000);
+}
