@@ -141,6 +141,13 @@ pub fn client_info() -> impl Filter<Extract = (ClientInfo,), Error = Rejection> 
         })
 }
 
+/// Injects the shared state and the authenticated principal: the start of every protected endpoint.
+pub fn authed(
+    state: &Shared,
+) -> impl Filter<Extract = (Shared, Principal), Error = Rejection> + Clone + use<> {
+    with_state(state).and(authenticated(state))
+}
+
 /// Authenticates the `Authorization: Bearer` credential (token or API key), or rejects with 401.
 pub fn authenticated(
     state: &Shared,

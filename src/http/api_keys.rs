@@ -7,7 +7,7 @@ use uuid::Uuid;
 use warp::Filter;
 use warp::http::{Method, StatusCode};
 
-use super::{Endpoint, Shared, authenticated, json_body, no_content, respond, with_state};
+use super::{Endpoint, Shared, authed, json_body, no_content, respond};
 use crate::auth::{API_KEY_PREFIX, Principal, digest, random_token};
 use crate::domain::{ApiKeyId, Fields, PersonName, Role};
 use crate::error::Error;
@@ -48,8 +48,7 @@ pub fn endpoints(s: &Shared) -> Vec<Endpoint> {
             "/api/v1/api-keys",
             warp::path!("api" / "v1" / "api-keys")
                 .and(warp::post())
-                .and(with_state(s))
-                .and(authenticated(s))
+                .and(authed(s))
                 .and(json_body(s))
                 .then(|s: Shared, p: Principal, body: serde_json::Value| async move {
                     respond(StatusCode::CREATED, create_api_key(&s, &p, &body).await)
@@ -60,8 +59,7 @@ pub fn endpoints(s: &Shared) -> Vec<Endpoint> {
             "/api/v1/api-keys",
             warp::path!("api" / "v1" / "api-keys")
                 .and(warp::get())
-                .and(with_state(s))
-                .and(authenticated(s))
+                .and(authed(s))
                 .then(|s: Shared, p: Principal| async move {
                     respond(StatusCode::OK, list_api_keys(&s, &p).await)
                 }),
@@ -71,8 +69,7 @@ pub fn endpoints(s: &Shared) -> Vec<Endpoint> {
             "/api/v1/api-keys/{id}",
             warp::path!("api" / "v1" / "api-keys" / Uuid)
                 .and(warp::delete())
-                .and(with_state(s))
-                .and(authenticated(s))
+                .and(authed(s))
                 .then(|id: Uuid, s: Shared, p: Principal| async move {
                     no_content(delete_api_key(&s, &p, ApiKeyId(id)).await)
                 }),

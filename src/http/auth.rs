@@ -5,7 +5,7 @@ use utoipa::ToSchema;
 use warp::Filter;
 use warp::http::{Method, StatusCode};
 
-use super::{Endpoint, Shared, authenticated, client_info, json_body, no_content, respond, with_state};
+use super::{Endpoint, Shared, authed, client_info, json_body, no_content, respond, with_state};
 use crate::auth::{ClientInfo, IssuedTokens, Principal};
 use crate::domain::{Email, Fields, Password, Role, User};
 use crate::error::Error;
@@ -104,8 +104,7 @@ pub fn endpoints(s: &Shared) -> Vec<Endpoint> {
             "/api/v1/auth/logout",
             warp::path!("api" / "v1" / "auth" / "logout")
                 .and(warp::post())
-                .and(with_state(s))
-                .and(authenticated(s))
+                .and(authed(s))
                 .and(client_info())
                 .then(|s: Shared, p: Principal, client: ClientInfo| async move {
                     no_content(logout(&s, &p, &client).await)
@@ -116,8 +115,7 @@ pub fn endpoints(s: &Shared) -> Vec<Endpoint> {
             "/api/v1/auth/password",
             warp::path!("api" / "v1" / "auth" / "password")
                 .and(warp::post())
-                .and(with_state(s))
-                .and(authenticated(s))
+                .and(authed(s))
                 .and(client_info())
                 .and(json_body(s))
                 .then(
@@ -131,8 +129,7 @@ pub fn endpoints(s: &Shared) -> Vec<Endpoint> {
             "/api/v1/me",
             warp::path!("api" / "v1" / "me")
                 .and(warp::get())
-                .and(with_state(s))
-                .and(authenticated(s))
+                .and(authed(s))
                 .then(|s: Shared, p: Principal| async move { respond(StatusCode::OK, me(&s, &p).await) }),
         ),
     ]

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use warp::Filter;
 use warp::http::{Method, StatusCode};
 
-use super::{Endpoint, Page, PageRequest, Shared, authenticated, json_body, query_map, respond, with_state};
+use super::{Endpoint, Page, PageRequest, Shared, authed, json_body, query_map, respond};
 use crate::auth::Principal;
 use crate::domain::customer::{CustomerView, ExternalId, PatternView, Segment};
 use crate::domain::{CustomerId, Email, FieldError, Fields, PersonName, Role};
@@ -54,8 +54,7 @@ pub fn endpoints(s: &Shared) -> Vec<Endpoint> {
             "/api/v1/customers",
             warp::path!("api" / "v1" / "customers")
                 .and(warp::post())
-                .and(with_state(s))
-                .and(authenticated(s))
+                .and(authed(s))
                 .and(json_body(s))
                 .then(|s: Shared, p: Principal, body: serde_json::Value| async move {
                     respond(StatusCode::CREATED, create_customer(&s, &p, &body).await)
@@ -66,8 +65,7 @@ pub fn endpoints(s: &Shared) -> Vec<Endpoint> {
             "/api/v1/customers",
             warp::path!("api" / "v1" / "customers")
                 .and(warp::get())
-                .and(with_state(s))
-                .and(authenticated(s))
+                .and(authed(s))
                 .and(query_map())
                 .then(|s: Shared, p: Principal, q: HashMap<String, String>| async move {
                     respond(StatusCode::OK, list_customers(&s, &p, &q).await)
@@ -78,8 +76,7 @@ pub fn endpoints(s: &Shared) -> Vec<Endpoint> {
             "/api/v1/customers/{id}",
             warp::path!("api" / "v1" / "customers" / Uuid)
                 .and(warp::get())
-                .and(with_state(s))
-                .and(authenticated(s))
+                .and(authed(s))
                 .then(|id: Uuid, s: Shared, p: Principal| async move {
                     respond(StatusCode::OK, get_customer(&s, &p, CustomerId(id)).await)
                 }),
@@ -89,8 +86,7 @@ pub fn endpoints(s: &Shared) -> Vec<Endpoint> {
             "/api/v1/customers/{id}",
             warp::path!("api" / "v1" / "customers" / Uuid)
                 .and(warp::patch())
-                .and(with_state(s))
-                .and(authenticated(s))
+                .and(authed(s))
                 .and(json_body(s))
                 .then(
                     |id: Uuid, s: Shared, p: Principal, body: serde_json::Value| async move {
@@ -106,8 +102,7 @@ pub fn endpoints(s: &Shared) -> Vec<Endpoint> {
             "/api/v1/customers/{id}/patterns",
             warp::path!("api" / "v1" / "customers" / Uuid / "patterns")
                 .and(warp::get())
-                .and(with_state(s))
-                .and(authenticated(s))
+                .and(authed(s))
                 .then(|id: Uuid, s: Shared, p: Principal| async move {
                     respond(StatusCode::OK, customer_patterns(&s, &p, CustomerId(id)).await)
                 }),

@@ -8,7 +8,7 @@ use warp::Filter;
 use warp::http::{Method, StatusCode};
 use warp::reply::Response;
 
-use super::{Endpoint, Shared, authenticated, json_body, json_body_limited, respond, with_state};
+use super::{Endpoint, Shared, authed, json_body, json_body_limited, respond};
 use crate::actors::ingest::BatchItem;
 use crate::auth::Principal;
 use crate::domain::interaction::{IngestLimits, IngestOutcome, InteractionView, parse_new_interaction};
@@ -74,8 +74,7 @@ pub fn endpoints(s: &Shared) -> Vec<Endpoint> {
             "/api/v1/interactions",
             warp::path!("api" / "v1" / "interactions")
                 .and(warp::post())
-                .and(with_state(s))
-                .and(authenticated(s))
+                .and(authed(s))
                 .and(json_body(s))
                 .then(|s: Shared, p: Principal, body: serde_json::Value| async move {
                     create_reply(create_interaction(&s, &p, &body).await)
@@ -86,8 +85,7 @@ pub fn endpoints(s: &Shared) -> Vec<Endpoint> {
             "/api/v1/interactions/batch",
             warp::path!("api" / "v1" / "interactions" / "batch")
                 .and(warp::post())
-                .and(with_state(s))
-                .and(authenticated(s))
+                .and(authed(s))
                 .and(json_body_limited(s.config.http.batch_body_limit_bytes))
                 .then(|s: Shared, p: Principal, body: serde_json::Value| async move {
                     respond(StatusCode::OK, create_batch(&s, &p, &body).await)
@@ -98,8 +96,7 @@ pub fn endpoints(s: &Shared) -> Vec<Endpoint> {
             "/api/v1/interactions/{id}",
             warp::path!("api" / "v1" / "interactions" / Uuid)
                 .and(warp::get())
-                .and(with_state(s))
-                .and(authenticated(s))
+                .and(authed(s))
                 .then(|id: Uuid, s: Shared, p: Principal| async move {
                     respond(StatusCode::OK, get_interaction(&s, &p, InteractionId(id)).await)
                 }),

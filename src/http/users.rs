@@ -8,9 +8,7 @@ use uuid::Uuid;
 use warp::Filter;
 use warp::http::{Method, StatusCode};
 
-use super::{
-    Endpoint, Page, PageRequest, Shared, authenticated, json_body, no_content, query_map, respond, with_state,
-};
+use super::{Endpoint, Page, PageRequest, Shared, authed, json_body, no_content, query_map, respond};
 use crate::auth::Principal;
 use crate::domain::{Email, Fields, Password, PersonName, Role, User, UserId};
 use crate::error::Error;
@@ -41,8 +39,7 @@ pub fn endpoints(s: &Shared) -> Vec<Endpoint> {
             "/api/v1/users",
             warp::path!("api" / "v1" / "users")
                 .and(warp::post())
-                .and(with_state(s))
-                .and(authenticated(s))
+                .and(authed(s))
                 .and(json_body(s))
                 .then(|s: Shared, p: Principal, body: serde_json::Value| async move {
                     respond(StatusCode::CREATED, create_user(&s, &p, &body).await)
@@ -53,8 +50,7 @@ pub fn endpoints(s: &Shared) -> Vec<Endpoint> {
             "/api/v1/users",
             warp::path!("api" / "v1" / "users")
                 .and(warp::get())
-                .and(with_state(s))
-                .and(authenticated(s))
+                .and(authed(s))
                 .and(query_map())
                 .then(|s: Shared, p: Principal, q: HashMap<String, String>| async move {
                     respond(StatusCode::OK, list_users(&s, &p, &q).await)
@@ -65,8 +61,7 @@ pub fn endpoints(s: &Shared) -> Vec<Endpoint> {
             "/api/v1/users/{id}",
             warp::path!("api" / "v1" / "users" / Uuid)
                 .and(warp::get())
-                .and(with_state(s))
-                .and(authenticated(s))
+                .and(authed(s))
                 .then(|id: Uuid, s: Shared, p: Principal| async move {
                     respond(StatusCode::OK, get_user(&s, &p, UserId(id)).await)
                 }),
@@ -76,8 +71,7 @@ pub fn endpoints(s: &Shared) -> Vec<Endpoint> {
             "/api/v1/users/{id}",
             warp::path!("api" / "v1" / "users" / Uuid)
                 .and(warp::patch())
-                .and(with_state(s))
-                .and(authenticated(s))
+                .and(authed(s))
                 .and(json_body(s))
                 .then(
                     |id: Uuid, s: Shared, p: Principal, body: serde_json::Value| async move {
@@ -90,8 +84,7 @@ pub fn endpoints(s: &Shared) -> Vec<Endpoint> {
             "/api/v1/users/{id}",
             warp::path!("api" / "v1" / "users" / Uuid)
                 .and(warp::delete())
-                .and(with_state(s))
-                .and(authenticated(s))
+                .and(authed(s))
                 .then(|id: Uuid, s: Shared, p: Principal| async move {
                     no_content(delete_user(&s, &p, UserId(id)).await)
                 }),

@@ -8,13 +8,6 @@ fn batch(items: Vec<Value>) -> Value {
     json!({ "interactions": items })
 }
 
-async fn count(app: &crate::helpers::TestApp) -> i64 {
-    sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM customer_interactions"#)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_batch_reports_each_item_and_stores_in_transactions_of_100() {
     let app = spawn_app().await;
@@ -51,7 +44,7 @@ async fn a_batch_reports_each_item_and_stores_in_transactions_of_100() {
     assert_eq!(results[0]["status"], "created");
     assert!(results[0]["id"].is_string());
 
-    assert_eq!(count(&app).await, 248);
+    assert_eq!(app.stored_interactions().await, 248);
     // Rows committed together share a transaction id: 248 valid rows make chunks of 100, 100 and 48.
     let transactions = sqlx::query_scalar!(
         r#"SELECT count(*) AS "n!" FROM (SELECT xmin::text FROM customer_interactions GROUP BY xmin::text) t"#
@@ -105,7 +98,7 @@ async fn duplicates_in_and_across_batches_are_reported_with_the_first_id() {
     assert_eq!(body["results"][0]["status"], "duplicate");
     assert_eq!(body["results"][0]["id"], first["id"]);
     assert_eq!(body["results"][2]["id"], body["results"][1]["id"]);
-    assert_eq!(count(&app).await, 2);
+    assert_eq!(app.stored_interactions().await, 2);
     let profile = app
         .get(&format!("/api/v1/customers/{cid}"), Some(&admin.access))
         .await
@@ -150,7 +143,11 @@ async fn a_failed_transaction_rolls_back_only_its_own_chunk() {
         reason.contains("test_no_poison") && reason.contains("no item of the chunk was stored"),
         "{reason}"
     );
-    assert_eq!(count(&app).await, 150, "no partial rows of the failed chunk");
+    assert_eq!(
+        app.stored_interactions().await,
+        150,
+        "no partial rows of the failed chunk"
+    );
     let stored_second_chunk = sqlx::query_scalar!(
         r#"SELECT count(*) AS "n!" FROM customer_interactions WHERE content IN ('mail 100', 'mail 149', 'mail 199')"#
     )
@@ -270,7 +267,10 @@ async fn batches_do_not_block_single_ingestion() {
         }));
     }
     // Wait until the batches are really running, then ingest singles while they are.
-    crate::helpers::eventually(Duration::from_secs(30), || async { count(&app).await > 0 }).await;
+    crate::helpers::eventually(Duration::from_secs(30), || async {
+        app.stored_interactions().await > 0
+    })
+    .await;
     let mut singles = 0;
     for _ in 0..30 {
         let r = app
@@ -295,7 +295,7 @@ async fn batches_do_not_block_single_ingestion() {
         created += n;
     }
     assert_eq!(created, 4000);
-    assert_eq!(count(&app).await, 4000 + singles);
+    assert_eq!(app.stored_interactions().await, 4000 + singles);
     assert!(still_running, "the singles ran while batches were in progress");
 }
 
@@ -348,7 +348,7 @@ async fn concurrent_batches_over_the_same_customers_all_commit() {
         );
         assert_eq!(body["created"], 1000);
     }
-    assert_eq!(count(&app).await, 6000);
+    assert_eq!(app.stored_interactions().await, 6000);
     let total: i64 = sqlx::query_scalar!(r#"SELECT sum(interaction_count)::bigint AS "n!" FROM customers"#)
         .fetch_one(&app.pool)
         .await

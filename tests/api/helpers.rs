@@ -355,6 +355,14 @@ impl TestApp {
             .unwrap()
     }
 
+    /// Counts the stored interactions of every organization in the test's database.
+    pub async fn stored_interactions(&self) -> i64 {
+        sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM customer_interactions"#)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
     /// Runs a SQL statement on the test's database (test-only triggers and constraints).
     pub async fn sql(&self, statement: &'static str) {
         sqlx::raw_sql(statement).execute(&self.pool).await.unwrap();

@@ -80,10 +80,7 @@ async fn ndjson_import_stores_valid_rows_and_writes_rejects_with_their_errors() 
     assert_eq!(lines[1]["line"], 11);
     assert_eq!(lines[1]["errors"][0]["field"], "channel");
 
-    let rows = sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM customer_interactions"#)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let rows = app.stored_interactions().await;
     assert_eq!(rows, 1048);
     let total: i64 = sqlx::query_scalar!(r#"SELECT sum(interaction_count)::bigint AS "n!" FROM customers"#)
         .fetch_one(&app.pool)

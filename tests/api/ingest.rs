@@ -137,10 +137,7 @@ async fn every_invalid_field_is_listed_and_nothing_is_stored() {
             .unwrap()
             .contains("customer")
     );
-    let rows = sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM customer_interactions"#)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let rows = app.stored_interactions().await;
     assert_eq!(rows, 2);
 }
 
@@ -167,10 +164,7 @@ async fn a_repeated_idempotency_key_returns_the_first_interaction_and_changes_no
     body["customerId"] = c2["id"].clone();
     let other = app.post("/api/v1/interactions", Some(&admin.access), body).await;
     assert_eq!(other.expect(200)["id"], first["id"]);
-    let count = sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM customer_interactions"#)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let count = app.stored_interactions().await;
     assert_eq!(count, 1);
     let profile = app
         .get(
@@ -244,10 +238,7 @@ async fn ingestion_needs_an_analyst_or_an_api_key_and_stays_in_its_organization(
     )
     .await
     .expect_error(404, "not_found");
-    let count = sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM customer_interactions"#)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let count = app.stored_interactions().await;
     assert_eq!(count, 1);
 }
 
@@ -285,10 +276,7 @@ async fn a_failure_inside_the_transaction_rolls_everything_back() {
         !r.body.to_string().contains("injected"),
         "no internal detail leaks"
     );
-    let rows = sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM customer_interactions"#)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let rows = app.stored_interactions().await;
     assert_eq!(rows, 1, "the insert was rolled back with the failed update");
     app.sql("DROP TRIGGER refuse_update ON customers").await;
     // The actor keeps serving and its counters are still right.
@@ -355,11 +343,7 @@ async fn a_panicking_customer_actor_is_restarted_and_loses_nothing_acknowledged(
     // Crash the victim's actor a few times while the stream runs; the bystander is served throughout.
     for _ in 0..3 {
         eventually(Duration::from_secs(10), || async {
-            sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM customer_interactions"#)
-                .fetch_one(&app.pool)
-                .await
-                .unwrap()
-                > 5
+            app.stored_interactions().await > 5
         })
         .await;
         ingest.inject_customer_panic(org.id, victim_id).await.unwrap();
@@ -509,10 +493,7 @@ async fn a_full_ingest_queue_answers_503_and_loses_nothing() {
         created >= 1 && overloaded >= 1,
         "created {created}, overloaded {overloaded}"
     );
-    let rows = sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM customer_interactions"#)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let rows = app.stored_interactions().await;
     assert_eq!(rows, created, "exactly the acknowledged ones are stored");
     assert!(
         app.metric("insights_ingest_rejected_total{reason=\"overloaded\"}")
