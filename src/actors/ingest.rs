@@ -68,13 +68,18 @@ impl Ingest {
 
     /// Returns the organization's actor, starting it on first use.
     async fn org(&self, org: OrganizationId) -> Result<OrgHandle, Error> {
+        if let Some(handle) = self.live_org(org).await {
+            return Ok(handle);
+        }
+        // The database is read without holding the registry lock, so a slow or unreachable PostgreSQL
+        // delays only the requests of organizations that are starting, not every request of the node.
+        let context = self.org_context(org).await?;
         let mut map = self.orgs.registry.0.lock().await;
         if let Some(handle) = map.get(&org)
             && handle.actor.get_status() == ractor::ActorStatus::Running
         {
             return Ok(handle.clone());
         }
-        let context = self.org_context(org).await?;
         let args = OrgArgs {
             org: context,
             pool: self.pool.clone(),
@@ -93,6 +98,13 @@ impl Ingest {
         };
         map.insert(org, handle.clone());
         Ok(handle)
+    }
+
+    async fn live_org(&self, org: OrganizationId) -> Option<OrgHandle> {
+        let map = self.orgs.registry.0.lock().await;
+        map.get(&org)
+            .filter(|h| h.actor.get_status() == ractor::ActorStatus::Running)
+            .cloned()
     }
 
     async fn org_context(&self, org: OrganizationId) -> Result<OrgContext, Error> {

@@ -260,6 +260,9 @@ async fn route_ingest(
 }
 
 /// Returns the customer's live actor, starting it from its row on first use; `None` if no such customer.
+///
+/// The row is read inside the organization actor's handler: the organization waits for that one query
+/// (about a millisecond) on a customer's first message only, and routing stays strictly ordered.
 async fn customer_actor(
     myself: &ActorRef<OrgMsg>,
     state: &mut OrgState,
