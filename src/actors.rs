@@ -15,6 +15,7 @@
 
 pub mod customer;
 pub mod ingest;
+pub mod ml_pool;
 pub mod names;
 pub mod org;
 pub mod org_supervisor;

@@ -91,8 +91,35 @@ pub struct Config {
     pub auth: AuthConfig,
     pub http: HttpConfig,
     pub ingest: IngestConfig,
+    pub ml: MlConfig,
     /// Enables deliberate faults (a customer actor that panics on request), for crash tests only.
     pub fault_injection: bool,
+}
+
+/// The sentiment model and its pool (R3, R8.12, R14.6, R15.7).
+#[derive(Debug, Clone)]
+pub struct MlConfig {
+    /// Whether the node loads the model at all.
+    pub enabled: bool,
+    /// When the model cannot be loaded: refuse to start (true) or start without scoring and say so in /readyz.
+    pub required: bool,
+    /// The ONNX Runtime shared library (default: `ORT_DYLIB_PATH`).
+    pub ort_library: Option<PathBuf>,
+    /// Workers in the pool, each with its own session.
+    pub workers: usize,
+    /// Intra-op threads per session.
+    pub threads_per_worker: usize,
+    /// Most texts scored in one job (R15.7).
+    pub max_batch: usize,
+    /// How long the batcher waits for more texts after the first.
+    pub gather_window: Duration,
+    /// How long a cached prediction lives (R3.12).
+    pub cache_ttl: Duration,
+    /// Predictions slower than this are logged as warnings (R3.11).
+    pub slow_threshold: Duration,
+    pub call_timeout: Duration,
+    /// Most texts in one batch request.
+    pub max_texts: usize,
 }
 
 /// Ingestion through the actors, and batches (R2, R15).
@@ -202,6 +229,19 @@ impl Default for Config {
                 batch_pool_connections: 4,
                 event_buffer: 100,
             },
+            ml: MlConfig {
+                enabled: true,
+                required: true,
+                ort_library: None,
+                workers: 2,
+                threads_per_worker: 1,
+                max_batch: 32,
+                gather_window: Duration::from_millis(5),
+                cache_ttl: Duration::from_secs(3600),
+                slow_threshold: Duration::from_millis(500),
+                call_timeout: Duration::from_secs(10),
+                max_texts: 100,
+            },
             fault_injection: false,
         }
     }
@@ -245,6 +285,15 @@ struct FileConfig {
     batch_chunk: Option<usize>,
     batch_pool_connections: Option<u32>,
     event_buffer: Option<usize>,
+    ml_enabled: Option<bool>,
+    ml_required: Option<bool>,
+    ort_library: Option<PathBuf>,
+    ml_workers: Option<usize>,
+    ml_threads_per_worker: Option<usize>,
+    ml_max_batch: Option<usize>,
+    ml_gather_window_ms: Option<u64>,
+    ml_cache_ttl_secs: Option<u64>,
+    ml_slow_ms: Option<u64>,
     // Named only so that their presence can be refused with a clear message.
     jwt_secret: Option<toml::Value>,
     data_key: Option<toml::Value>,
@@ -383,6 +432,24 @@ impl Config {
         set(&mut self.ingest.batch_chunk, f.batch_chunk);
         set(&mut self.ingest.batch_pool_connections, f.batch_pool_connections);
         set(&mut self.ingest.event_buffer, f.event_buffer);
+        set(&mut self.ml.enabled, f.ml_enabled);
+        set(&mut self.ml.required, f.ml_required);
+        set_opt(&mut self.ml.ort_library, f.ort_library.clone());
+        set(&mut self.ml.workers, f.ml_workers);
+        set(&mut self.ml.threads_per_worker, f.ml_threads_per_worker);
+        set(&mut self.ml.max_batch, f.ml_max_batch);
+        set(
+            &mut self.ml.gather_window,
+            f.ml_gather_window_ms.map(Duration::from_millis),
+        );
+        set(
+            &mut self.ml.cache_ttl,
+            f.ml_cache_ttl_secs.map(Duration::from_secs),
+        );
+        set(
+            &mut self.ml.slow_threshold,
+            f.ml_slow_ms.map(Duration::from_millis),
+        );
         Ok(())
     }
 
@@ -513,6 +580,28 @@ impl Config {
             &mut self.ingest.event_buffer,
             parse_env(env, "INSIGHTS_EVENT_BUFFER")?,
         );
+        set(&mut self.ml.enabled, parse_env(env, "INSIGHTS_ML_ENABLED")?);
+        set(&mut self.ml.required, parse_env(env, "INSIGHTS_ML_REQUIRED")?);
+        set_opt(
+            &mut self.ml.ort_library,
+            env.var("ORT_DYLIB_PATH").map(PathBuf::from),
+        );
+        set_opt(
+            &mut self.ml.ort_library,
+            env.var("INSIGHTS_ORT_LIBRARY").map(PathBuf::from),
+        );
+        set(&mut self.ml.workers, parse_env(env, "INSIGHTS_ML_WORKERS")?);
+        set(
+            &mut self.ml.threads_per_worker,
+            parse_env(env, "INSIGHTS_ML_THREADS_PER_WORKER")?,
+        );
+        set(&mut self.ml.max_batch, parse_env(env, "INSIGHTS_ML_MAX_BATCH")?);
+        set(
+            &mut self.ml.gather_window,
+            millis(env, "INSIGHTS_ML_GATHER_WINDOW_MS")?,
+        );
+        set(&mut self.ml.cache_ttl, secs(env, "INSIGHTS_ML_CACHE_TTL_SECS")?);
+        set(&mut self.ml.slow_threshold, millis(env, "INSIGHTS_ML_SLOW_MS")?);
         set(
             &mut self.fault_injection,
             parse_env(env, "INSIGHTS_FAULT_INJECTION")?,
@@ -578,6 +667,18 @@ impl Config {
         }
         if i.batch_pool_connections == 0 || i.max_content_chars == 0 {
             return Err(invalid("batch_pool_connections", "must be positive"));
+        }
+        if self.ml.workers == 0 || self.ml.threads_per_worker == 0 || self.ml.max_batch == 0 {
+            return Err(invalid(
+                "ml_workers",
+                "ML workers, threads and batch size must be positive",
+            ));
+        }
+        if self.ml.workers == 0 || self.ml.threads_per_worker == 0 || self.ml.max_batch == 0 {
+            return Err(invalid(
+                "ml_workers",
+                "ML workers, threads and batch size must be positive",
+            ));
         }
         if self.redis_prefix.is_empty() || self.redis_prefix.contains(char::is_whitespace) {
             return Err(invalid(

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod customers;
 pub mod errors;
 pub mod interactions;
+pub mod ml;
 pub mod openapi;
 pub mod ops;
 pub mod server;
@@ -44,6 +45,7 @@ pub struct AppState {
     pub metrics: Metrics,
     pub root: ractor::ActorRef<crate::actors::root::RootMsg>,
     pub ingest: crate::actors::ingest::Ingest,
+    pub ml: crate::ml::Ml,
 }
 
 /// Shared handle to the node's state.
@@ -84,6 +86,7 @@ pub fn endpoints(state: &Shared) -> Vec<Endpoint> {
     all.extend(api_keys::endpoints(state));
     all.extend(customers::endpoints(state));
     all.extend(interactions::endpoints(state));
+    all.extend(ml::endpoints(state));
     all
 }
 

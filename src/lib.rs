@@ -76,6 +76,17 @@ impl App {
             metrics.clone(),
         )
         .await?;
+        // Everything that can fail is done before the actors start, so a refused start leaves nothing
+        // running (or registered) behind.
+        let ml = ml::Ml::start(&config.ml, &config.model_dir, cache.clone(), metrics.clone()).await?;
+        let tls = http::server::load_tls(
+            config.tls_cert.as_deref(),
+            config.tls_key.as_deref(),
+            &config.data_dir,
+        )?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
         let orgs = actors::org_supervisor::SupervisorSlot::default();
         let (root, root_handle) = Actor::spawn(
             Some(actors::names::root(&config.node_name)),
@@ -104,14 +115,6 @@ impl App {
             metrics: metrics.clone(),
             fault_injection: config.fault_injection,
         });
-        let tls = http::server::load_tls(
-            config.tls_cert.as_deref(),
-            config.tls_key.as_deref(),
-            &config.data_dir,
-        )?;
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
         let addr = listener.local_addr()?;
         let grace = config.http.shutdown_grace;
         let state: Shared = Arc::new(AppState {
@@ -122,6 +125,7 @@ impl App {
             metrics: metrics.clone(),
             root,
             ingest,
+            ml,
         });
         let routes = http::router(&state);
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -170,6 +174,7 @@ impl App {
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);
         self.server.await?;
+        self.state.ml.shutdown();
         self.state.root.stop(Some("shutdown".to_owned()));
         self.root_handle.await?;
         self.state.pool.close().await;

@@ -37,6 +37,10 @@ pub struct Inner {
     pub events_published: IntCounterVec,
     /// Ingest requests refused before reaching an actor, by reason.
     pub ingest_rejected: IntCounterVec,
+    /// Prediction cache lookups by result (`hit`, `miss`), R11.8.
+    pub ml_cache: IntCounterVec,
+    /// Latency of a prediction request (cache lookups included).
+    pub ml_latency: prometheus::Histogram,
     /// Stored interactions handed on for sentiment scoring.
     pub scoring_handoffs: prometheus::IntCounter,
     /// Connections in the PostgreSQL pool, and how many are idle (R11.9).
@@ -94,6 +98,15 @@ impl Metrics {
             Opts::new("ingest_rejected_total", "ingest requests refused by reason"),
             &["reason"],
         )?;
+        let ml_cache = IntCounterVec::new(
+            Opts::new("ml_cache_total", "prediction cache lookups"),
+            &["result"],
+        )?;
+        let ml_latency = prometheus::Histogram::with_opts(
+            HistogramOpts::new("ml_prediction_seconds", "sentiment prediction latency").buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
+        )?;
         let scoring_handoffs = prometheus::IntCounter::new(
             "scoring_handoffs_total",
             "stored interactions handed on for scoring",
@@ -111,6 +124,8 @@ impl Metrics {
         registry.register(Box::new(events_published.clone()))?;
         registry.register(Box::new(ingest_rejected.clone()))?;
         registry.register(Box::new(scoring_handoffs.clone()))?;
+        registry.register(Box::new(ml_cache.clone()))?;
+        registry.register(Box::new(ml_latency.clone()))?;
         registry.register(Box::new(db_pool_size.clone()))?;
         registry.register(Box::new(db_pool_idle.clone()))?;
         Ok(Self(Arc::new(Inner {
@@ -126,6 +141,8 @@ impl Metrics {
             events_published,
             ingest_rejected,
             scoring_handoffs,
+            ml_cache,
+            ml_latency,
             db_pool_size,
             db_pool_idle,
         })))

@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{api_keys, auth, customers, interactions, ops, users};
+use super::{api_keys, auth, customers, interactions, ml, ops, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -17,6 +17,7 @@ use super::{api_keys, auth, customers, interactions, ops, users};
         customers::create_customer, customers::list_customers, customers::get_customer, customers::update_customer,
         customers::customer_patterns,
         interactions::create_interaction, interactions::create_batch, interactions::get_interaction,
+        ml::sentiment, ml::sentiment_batch,
     ),
     modifiers(&BearerAuth),
     tags(
@@ -25,6 +26,7 @@ use super::{api_keys, auth, customers, interactions, ops, users};
         (name = "api-keys", description = "Ingest-only API keys (admin)"),
         (name = "customers", description = "Customers and their profiles"),
         (name = "interactions", description = "Ingestion and reading of interactions"),
+        (name = "ml", description = "Sentiment predictions"),
         (name = "ops", description = "Health, readiness, metrics"),
     )
 )]

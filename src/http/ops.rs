@@ -40,6 +40,8 @@ pub struct ReadinessChecks {
     pub redis: CacheHealth,
     #[schema(value_type = Object)]
     pub actors: DependencyCheck,
+    #[schema(value_type = Object)]
+    pub model: crate::ml::ModelStatus,
 }
 
 /// One dependency's state.
@@ -132,7 +134,9 @@ pub async fn readyz(s: Shared) -> Readiness {
         latency_ms: None,
         error: None,
     };
-    let status = if postgres.status != "up" || !actors_up {
+    let model = s.ml.status();
+    let model_missing = s.ml.required() && model.status != "up";
+    let status = if postgres.status != "up" || !actors_up || model_missing {
         "not_ready"
     } else if redis.status != "up" {
         "degraded"
@@ -145,6 +149,7 @@ pub async fn readyz(s: Shared) -> Readiness {
             postgres,
             redis,
             actors,
+            model,
         },
     }
 }

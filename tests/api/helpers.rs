@@ -102,6 +102,8 @@ pub fn test_config() -> Config {
     config.db.max_connections = 5;
     config.db.min_connections = 0;
     config.http.shutdown_grace = Duration::from_secs(2);
+    // Most tests do not score texts; the ML tests turn the model on (tests/api/ml.rs).
+    config.ml.enabled = false;
     config
 }
 
