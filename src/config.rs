@@ -120,6 +120,10 @@ pub struct MlConfig {
     pub call_timeout: Duration,
     /// Most texts in one batch request.
     pub max_texts: usize,
+    /// Interactions waiting for scoring before hand-offs are deferred to the sweep.
+    pub queue_capacity: usize,
+    /// How often unscored interactions are swept back into the queue.
+    pub sweep_interval: Duration,
 }
 
 /// Ingestion through the actors, and batches (R2, R15).
@@ -241,6 +245,8 @@ impl Default for Config {
                 slow_threshold: Duration::from_millis(500),
                 call_timeout: Duration::from_secs(10),
                 max_texts: 100,
+                queue_capacity: 10_000,
+                sweep_interval: Duration::from_secs(60),
             },
             fault_injection: false,
         }
@@ -294,6 +300,8 @@ struct FileConfig {
     ml_gather_window_ms: Option<u64>,
     ml_cache_ttl_secs: Option<u64>,
     ml_slow_ms: Option<u64>,
+    ml_queue_capacity: Option<usize>,
+    ml_sweep_secs: Option<u64>,
     // Named only so that their presence can be refused with a clear message.
     jwt_secret: Option<toml::Value>,
     data_key: Option<toml::Value>,
@@ -450,6 +458,11 @@ impl Config {
             &mut self.ml.slow_threshold,
             f.ml_slow_ms.map(Duration::from_millis),
         );
+        set(&mut self.ml.queue_capacity, f.ml_queue_capacity);
+        set(
+            &mut self.ml.sweep_interval,
+            f.ml_sweep_secs.map(Duration::from_secs),
+        );
         Ok(())
     }
 
@@ -602,6 +615,11 @@ impl Config {
         );
         set(&mut self.ml.cache_ttl, secs(env, "INSIGHTS_ML_CACHE_TTL_SECS")?);
         set(&mut self.ml.slow_threshold, millis(env, "INSIGHTS_ML_SLOW_MS")?);
+        set(
+            &mut self.ml.queue_capacity,
+            parse_env(env, "INSIGHTS_ML_QUEUE_CAPACITY")?,
+        );
+        set(&mut self.ml.sweep_interval, secs(env, "INSIGHTS_ML_SWEEP_SECS")?);
         set(
             &mut self.fault_injection,
             parse_env(env, "INSIGHTS_FAULT_INJECTION")?,

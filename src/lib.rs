@@ -87,6 +87,13 @@ impl App {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+        let (scorer, scoring_queue) = if ml.is_up() {
+            let (scorer, queue) = ml::Scorer::with_queue(metrics.clone(), config.ml.queue_capacity);
+            (scorer, Some(queue))
+        } else {
+            (ml::Scorer::without_model(metrics.clone()), None)
+        };
+        let (shutdown, shutdown_rx) = watch::channel(false);
         let orgs = actors::org_supervisor::SupervisorSlot::default();
         let (root, root_handle) = Actor::spawn(
             Some(actors::names::root(&config.node_name)),
@@ -111,12 +118,23 @@ impl App {
             pool: pool.clone(),
             batch_pool,
             config: config.ingest.clone(),
-            scorer: ml::Scorer::new(metrics.clone()),
+            scorer: scorer.clone(),
             metrics: metrics.clone(),
             fault_injection: config.fault_injection,
         });
         let addr = listener.local_addr()?;
         let grace = config.http.shutdown_grace;
+        if let (Some(queue), Some(feed)) = (scoring_queue, scorer.feed()) {
+            ml::pipeline::spawn(
+                queue,
+                feed,
+                ml.clone(),
+                ingest.clone(),
+                pool.clone(),
+                config.ml.sweep_interval,
+                shutdown_rx.clone(),
+            );
+        }
         let state: Shared = Arc::new(AppState {
             config: Arc::new(config),
             pool,
@@ -128,7 +146,6 @@ impl App {
             ml,
         });
         let routes = http::router(&state);
-        let (shutdown, shutdown_rx) = watch::channel(false);
         let server = tokio::spawn(http::server::serve(
             listener,
             tls,

@@ -37,6 +37,8 @@ pub struct Inner {
     pub events_published: IntCounterVec,
     /// Ingest requests refused before reaching an actor, by reason.
     pub ingest_rejected: IntCounterVec,
+    /// Hand-offs that found the scoring queue full (the sweep scores those rows later).
+    pub scoring_deferred: prometheus::IntCounter,
     /// Prediction cache lookups by result (`hit`, `miss`), R11.8.
     pub ml_cache: IntCounterVec,
     /// Latency of a prediction request (cache lookups included).
@@ -98,6 +100,8 @@ impl Metrics {
             Opts::new("ingest_rejected_total", "ingest requests refused by reason"),
             &["reason"],
         )?;
+        let scoring_deferred =
+            prometheus::IntCounter::new("scoring_deferred_total", "hand-offs deferred to the sweep")?;
         let ml_cache = IntCounterVec::new(
             Opts::new("ml_cache_total", "prediction cache lookups"),
             &["result"],
@@ -125,6 +129,7 @@ impl Metrics {
         registry.register(Box::new(ingest_rejected.clone()))?;
         registry.register(Box::new(scoring_handoffs.clone()))?;
         registry.register(Box::new(ml_cache.clone()))?;
+        registry.register(Box::new(scoring_deferred.clone()))?;
         registry.register(Box::new(ml_latency.clone()))?;
         registry.register(Box::new(db_pool_size.clone()))?;
         registry.register(Box::new(db_pool_idle.clone()))?;
@@ -143,6 +148,7 @@ impl Metrics {
             scoring_handoffs,
             ml_cache,
             ml_latency,
+            scoring_deferred,
             db_pool_size,
             db_pool_idle,
         })))

@@ -1,13 +1,14 @@
 //! Machine learning: text preprocessing, the ONNX sentiment model, and the service that scores texts
 //! through the ML pool with a cache in front (R3, R8.12, R14.6, R14.9).
 //!
-//! [`Scorer`] is the hand-off point between ingestion and scoring: every stored interaction with text is
-//! handed to it. Until the ingestion pipeline drives the pool, the hand-off counts the interaction
-//! (`insights_scoring_handoffs_total`) and leaves it with `processed_at` NULL; the partial index
-//! `customer_interactions_unprocessed_idx` is how the scorer will find every such row.
+//! [`Scorer`] is the hand-off point between ingestion and scoring; [`pipeline`] scores what it receives
+//! and sweeps up every row left unscored.
 
 pub mod model;
+pub mod pipeline;
 pub mod preprocess;
+
+pub use pipeline::Scorer;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,33 +20,10 @@ use utoipa::ToSchema;
 
 use crate::actors::ml_pool::{MlPool, PoolSettings};
 use crate::config::MlConfig;
-use crate::domain::interaction::InteractionRecord;
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::store::cache::Cache;
 use model::{MODEL_NAME, Scores, SentimentModel};
-
-/// Where stored interactions go to be scored.
-#[derive(Clone)]
-pub struct Scorer {
-    metrics: Metrics,
-}
-
-impl Scorer {
-    /// Builds the hand-off.
-    pub fn new(metrics: Metrics) -> Self {
-        Self { metrics }
-    }
-
-    /// Hands a stored interaction on for scoring. Rows without text have nothing to score.
-    pub fn hand_off(&self, record: &InteractionRecord) {
-        if record.content.is_none() {
-            return;
-        }
-        self.metrics.scoring_handoffs.inc();
-        tracing::debug!(interaction = %record.id, "queued for scoring: stays unprocessed until the pipeline scores it");
-    }
-}
 
 /// One prediction as the API returns it (R3.2–3.5).
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
@@ -97,7 +75,7 @@ pub struct Ml {
     status: ModelStatus,
     cache: Cache,
     metrics: Metrics,
-    config: MlConfig,
+    pub(crate) config: MlConfig,
 }
 
 impl Ml {
@@ -192,6 +170,11 @@ impl Ml {
         if let Some(pool) = &self.pool {
             pool.stop();
         }
+    }
+
+    /// Tells whether the model is loaded and its pool running.
+    pub fn is_up(&self) -> bool {
+        self.pool.as_ref().is_some_and(MlPool::is_running)
     }
 
     /// Tells whether a missing model must make the node unready.

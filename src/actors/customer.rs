@@ -12,7 +12,7 @@ use crate::domain::customer::CustomerState;
 use crate::domain::enrichment::{Enrichment, OrgContext};
 use crate::domain::event::EventDraft;
 use crate::domain::interaction::{
-    IngestFailure, IngestOutcome, IngestReply, InteractionView, NewInteraction,
+    IngestFailure, IngestOutcome, IngestReply, InteractionView, NewInteraction, ScoredInteraction,
 };
 use crate::error::Error;
 use crate::ml::Scorer;
@@ -50,6 +50,8 @@ pub enum CustomerMsg {
     /// Stores one interaction and answers with the stored row.
     #[rpc]
     Ingest(Wire<NewInteraction>, RpcReplyPort<Wire<IngestReply>>),
+    /// Stores the model's scores on one of the customer's interactions and updates the average.
+    ApplyScores(Wire<ScoredInteraction>),
     /// Re-reads the customer's row (after a PATCH or a batch wrote to it).
     Refresh,
     /// Returns what the actor holds.
@@ -107,6 +109,10 @@ impl Actor for CustomerActor {
                     let _ = state.org_ref.cast(OrgMsg::Publish(Wire::new(draft)));
                 }
             }
+            CustomerMsg::ApplyScores(Wire(Ok(scored))) => apply_scores(state, &scored).await,
+            CustomerMsg::ApplyScores(Wire(Err(e))) => {
+                tracing::error!(customer = %state.customer.id, error = e, "undecodable scores dropped; the sweep retries them");
+            }
             CustomerMsg::Refresh => {
                 match customers::load_state(&state.pool, state.org.id, state.customer.id).await {
                     Ok(Some(fresh)) => state.customer = fresh,
@@ -127,6 +133,43 @@ impl Actor for CustomerActor {
             }
         }
         Ok(())
+    }
+}
+
+/// Stores scores and the new average in one transaction, then announces `sentiment.scored`. On failure
+/// the row stays unscored and the pipeline's sweep scores it again later.
+async fn apply_scores(state: &mut CustomerActorState, scored: &ScoredInteraction) {
+    let result = async {
+        let mut tx = state.pool.begin().await?;
+        let updated = interactions::apply_scores(&mut tx, state.org.id, scored).await?;
+        let average = customers::load_state(&mut *tx, state.org.id, state.customer.id).await?;
+        tx.commit().await?;
+        Ok::<_, Error>((updated, average))
+    }
+    .await;
+    match result {
+        Ok((Some(record), average)) => {
+            if let Some(fresh) = average {
+                state.customer = fresh;
+            }
+            let view = InteractionView::from(record);
+            let data = serde_json::json!({
+                "interactionId": view.id,
+                "customerId": view.customer_id,
+                "sentiment": view.sentiment,
+                "processedAt": view.processed_at,
+                "averageSentiment": state.customer.average_sentiment,
+            });
+            let draft = EventDraft {
+                kind: "sentiment.scored".to_owned(),
+                data: data.to_string(),
+            };
+            let _ = state.org_ref.cast(OrgMsg::Publish(Wire::new(draft)));
+        }
+        Ok((None, _)) => {}
+        Err(e) => {
+            tracing::warn!(customer = %state.customer.id, interaction = %scored.interaction_id, error = %e, "scores not stored; will retry")
+        }
     }
 }
 

@@ -14,7 +14,9 @@ use super::org_supervisor::{OrgHandle, SupervisorSlot};
 use crate::config::IngestConfig;
 use crate::domain::enrichment::OrgContext;
 use crate::domain::event::EventsAfter;
-use crate::domain::interaction::{IngestFailure, IngestOutcome, InteractionRecord, NewInteraction};
+use crate::domain::interaction::{
+    IngestFailure, IngestOutcome, InteractionRecord, NewInteraction, ScoredInteraction,
+};
 use crate::domain::{CustomerId, FieldError, OrganizationId, Wire};
 use crate::error::Error;
 use crate::metrics::Metrics;
@@ -226,6 +228,15 @@ impl Ingest {
             .into_iter()
             .map(|r| r.unwrap_or_else(|| BatchItem::Failed(missing.clone())))
             .collect())
+    }
+
+    /// Hands the model's scores to the organization's actor, which routes them to the customer's.
+    pub async fn scored(&self, org: OrganizationId, scored: ScoredInteraction) -> Result<(), Error> {
+        let handle = self.org(org).await?;
+        handle
+            .actor
+            .cast(OrgMsg::Scored(Wire::new(scored)))
+            .map_err(|e| Error::Internal(anyhow::anyhow!("organization actor unreachable: {e}")))
     }
 
     /// Tells the customer's live actor (if any) that its row changed.

@@ -16,7 +16,7 @@ use crate::config::IngestConfig;
 use crate::domain::enrichment::OrgContext;
 use crate::domain::event::{EventDraft, EventsAfter, OrgEvent};
 use crate::domain::interaction::{
-    IngestFailure, IngestReply, InteractionRecord, InteractionView, NewInteraction,
+    IngestFailure, IngestReply, InteractionRecord, InteractionView, NewInteraction, ScoredInteraction,
 };
 use crate::domain::{CustomerId, Wire};
 use crate::error::Error;
@@ -65,6 +65,8 @@ pub enum OrgMsg {
     Ingest(Wire<NewInteraction>, RpcReplyPort<Wire<IngestReply>>),
     /// Numbers an event and keeps it for replay.
     Publish(Wire<EventDraft>),
+    /// The model scored one of the organization's interactions: its customer's actor stores the scores.
+    Scored(Wire<ScoredInteraction>),
     /// A batch committed these rows: publish them and refresh the live customers they touched.
     BatchStored(Wire<Vec<InteractionRecord>>),
     /// A customer's row changed (by id); its live actor re-reads it.
@@ -127,6 +129,14 @@ impl Actor for OrgActor {
         match msg {
             OrgMsg::Ingest(wire, reply) => route_ingest(&myself, state, wire, reply).await,
             OrgMsg::Publish(Wire(Ok(draft))) => publish(state, draft),
+            OrgMsg::Scored(Wire(Ok(scored))) => {
+                if let Ok(Some(actor)) = customer_actor(&myself, state, scored.customer_id).await {
+                    let _ = actor.cast(CustomerMsg::ApplyScores(Wire::new(scored)));
+                }
+            }
+            OrgMsg::Scored(Wire(Err(e))) => {
+                tracing::error!(org = %state.org.id, error = e, "undecodable scores dropped")
+            }
             OrgMsg::Publish(Wire(Err(e))) => {
                 tracing::error!(org = %state.org.id, error = e, "undecodable event dropped")
             }

@@ -216,6 +216,26 @@ pub enum IngestFailure {
 /// The answer of a customer actor to an ingest request.
 pub type IngestReply = Result<IngestOutcome, IngestFailure>;
 
+/// An interaction waiting to be scored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingScore {
+    pub organization_id: OrganizationId,
+    pub interaction_id: InteractionId,
+    pub customer_id: CustomerId,
+    pub content: String,
+}
+
+/// The model's scores for one interaction, on their way to the customer's actor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScoredInteraction {
+    pub interaction_id: InteractionId,
+    pub customer_id: CustomerId,
+    pub positive: f32,
+    pub negative: f32,
+    pub neutral: f32,
+    pub model: String,
+}
+
 /// Sentiment scores of an interaction (R3.2–3.5).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct SentimentView {

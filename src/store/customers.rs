@@ -167,7 +167,7 @@ pub async fn id_by_external_id(
 
 /// Reads what a customer actor keeps in memory.
 pub async fn load_state(
-    pool: &PgPool,
+    conn: impl sqlx::PgExecutor<'_>,
     org: OrganizationId,
     id: CustomerId,
 ) -> Result<Option<CustomerState>, Error> {
@@ -178,7 +178,7 @@ pub async fn load_state(
         org.as_uuid(),
         id.as_uuid()
     )
-    .fetch_optional(pool)
+    .fetch_optional(conn)
     .await?)
 }
 

@@ -283,3 +283,142 @@ async fn a_missing_model_stops_start_up_unless_optional() {
     .await
     .expect_error(503, "service_unavailable");
 }
+
+#[tokio::test]
+async fn ingested_texts_are_scored_averaged_and_announced() {
+    let app = ml_app().await;
+    let org = app.create_org().await;
+    let admin = app.admin(&org).await;
+    let cid = app.customer(&admin.access, "scored", None).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut ids = Vec::new();
+    for (channel, text) in [
+        ("chat", "I love it, thank you so much!"),
+        ("email", "This is awful, I want my money back."),
+    ] {
+        let r = app
+            .post(
+                "/api/v1/interactions",
+                Some(&admin.access),
+                crate::helpers::interaction(&cid, channel, Some(text)),
+            )
+            .await;
+        ids.push(r.expect(201)["id"].as_str().unwrap().to_owned());
+    }
+    let web = app
+        .post(
+            "/api/v1/interactions",
+            Some(&admin.access),
+            crate::helpers::interaction(&cid, "web", None),
+        )
+        .await;
+    let web_id = web.expect(201)["id"].as_str().unwrap().to_owned();
+    let scored = crate::helpers::eventually(std::time::Duration::from_secs(20), || async {
+        let mut all = true;
+        for id in &ids {
+            let r = app
+                .get(&format!("/api/v1/interactions/{id}"), Some(&admin.access))
+                .await;
+            all &= !r.body["sentiment"].is_null() && r.body["processedAt"].is_string();
+        }
+        all
+    })
+    .await;
+    assert!(scored, "every ingested text is scored");
+    let mut scores = Vec::new();
+    for id in &ids {
+        let r = app
+            .get(&format!("/api/v1/interactions/{id}"), Some(&admin.access))
+            .await
+            .expect(200)
+            .clone();
+        let s = &r["sentiment"];
+        let (pos, neg, neu) = (
+            s["positive"].as_f64().unwrap(),
+            s["negative"].as_f64().unwrap(),
+            s["neutral"].as_f64().unwrap(),
+        );
+        assert!((pos + neg + neu - 1.0).abs() <= 0.001);
+        assert!((s["confidence"].as_f64().unwrap() - pos.max(neg).max(neu)).abs() < 1e-6);
+        scores.push(s["score"].as_f64().unwrap());
+    }
+    let first: Value = app
+        .get(&format!("/api/v1/interactions/{}", ids[0]), Some(&admin.access))
+        .await
+        .body;
+    assert_eq!(first["sentiment"]["label"], "positive");
+    let second: Value = app
+        .get(&format!("/api/v1/interactions/{}", ids[1]), Some(&admin.access))
+        .await
+        .body;
+    assert_eq!(second["sentiment"]["label"], "negative");
+    let untouched = app
+        .get(&format!("/api/v1/interactions/{web_id}"), Some(&admin.access))
+        .await
+        .expect(200)
+        .clone();
+    assert!(
+        untouched["processedAt"].is_null(),
+        "nothing to score without text"
+    );
+
+    let profile = app
+        .get(&format!("/api/v1/customers/{cid}"), Some(&admin.access))
+        .await
+        .expect(200)
+        .clone();
+    let average = profile["averageSentiment"].as_f64().unwrap();
+    assert!(
+        (average - (scores[0] + scores[1]) / 2.0).abs() < 1e-5,
+        "average over the scored interactions: {average} vs {scores:?}"
+    );
+    let events = app.events_after(org.id, 0).await;
+    let kinds: Vec<&str> = events.events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "sentiment.scored").count(),
+        2,
+        "{kinds:?}"
+    );
+}
+
+#[tokio::test]
+async fn interactions_left_unscored_are_scored_when_a_node_with_the_model_starts() {
+    // A node without the model stores texts; a node with it, on the same database, scores every one.
+    let mut app = crate::helpers::spawn_app().await;
+    let org = app.create_org().await;
+    let admin = app.admin(&org).await;
+    let cid = app.customer(&admin.access, "later", None).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for i in 0..12 {
+        let body = crate::helpers::interaction(&cid, "chat", Some(&format!("message number {i}, thanks")));
+        app.post("/api/v1/interactions", Some(&admin.access), body)
+            .await
+            .expect(201);
+    }
+    let unscored = || async {
+        sqlx::query_scalar!(
+            r#"SELECT count(*) AS "n!" FROM customer_interactions WHERE processed_at IS NULL"#
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+    };
+    assert_eq!(unscored().await, 12);
+    app.app.take().unwrap().shutdown().await.unwrap();
+
+    let mut config = app.config.clone();
+    config.ml.enabled = true;
+    config.ml.workers = 1;
+    config.model_dir = model_dir();
+    let node = insights::App::build(config).await.unwrap();
+    let done = crate::helpers::eventually(std::time::Duration::from_secs(30), || async {
+        unscored().await == 0
+    })
+    .await;
+    node.shutdown().await.unwrap();
+    assert!(done, "the start-up sweep scored every unscored interaction");
+}

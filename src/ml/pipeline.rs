@@ -1,0 +1,187 @@
+//! The scoring pipeline (R2.10, R12.8–12.10): every stored interaction with text is scored by the model,
+//! and its customer's actor stores the scores, recomputes the average sentiment and announces
+//! `sentiment.scored`.
+//!
+//! Hand-offs arrive on a bounded queue; when it is full, or the node restarts, or scoring fails, the row
+//! simply stays `processed_at IS NULL`: a sweep at start and then periodically feeds every such row back
+//! in, so none stays unscored. Storing scores is idempotent (only an unscored row is updated).
+
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use super::Ml;
+use super::model::MODEL_NAME;
+use crate::actors::ingest::Ingest;
+use crate::domain::interaction::{InteractionRecord, PendingScore, ScoredInteraction};
+use crate::metrics::Metrics;
+use crate::store::interactions;
+
+/// Rows read per page by the sweep.
+const SWEEP_PAGE: i64 = 500;
+/// How long a new row is left to the live hand-off before a periodic sweep takes it.
+const SWEEP_GRACE: Duration = Duration::from_secs(30);
+
+/// Where stored interactions go to be scored.
+#[derive(Clone)]
+pub struct Scorer {
+    queue: Option<mpsc::Sender<PendingScore>>,
+    metrics: Metrics,
+}
+
+/// The receiving end of the scoring queue.
+pub struct ScoringQueue(mpsc::Receiver<PendingScore>);
+
+impl Scorer {
+    /// A scorer feeding a queue of `capacity` for the pipeline.
+    pub fn with_queue(metrics: Metrics, capacity: usize) -> (Self, ScoringQueue) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        (
+            Self {
+                queue: Some(tx),
+                metrics,
+            },
+            ScoringQueue(rx),
+        )
+    }
+
+    /// A scorer for a node without the model: rows stay unscored until a node with the model sweeps them.
+    pub fn without_model(metrics: Metrics) -> Self {
+        Self { queue: None, metrics }
+    }
+
+    /// The queue's sending end, for the sweep.
+    pub fn feed(&self) -> Option<mpsc::Sender<PendingScore>> {
+        self.queue.clone()
+    }
+
+    /// Hands a stored interaction on for scoring. Rows without text have nothing to score.
+    pub fn hand_off(&self, record: &InteractionRecord) {
+        let Some(content) = &record.content else {
+            return;
+        };
+        self.metrics.scoring_handoffs.inc();
+        let Some(queue) = &self.queue else {
+            return;
+        };
+        let pending = PendingScore {
+            organization_id: record.organization_id,
+            interaction_id: record.id,
+            customer_id: record.customer_id,
+            content: content.clone(),
+        };
+        if queue.try_send(pending).is_err() {
+            // Full (or shutting down): the periodic sweep picks the row up.
+            self.metrics.scoring_deferred.inc();
+        }
+    }
+}
+
+/// Starts the pipeline: the consumer of the queue and the sweep. Both end when `shutdown` turns true.
+pub fn spawn(
+    queue: ScoringQueue,
+    feed: mpsc::Sender<PendingScore>,
+    ml: Ml,
+    ingest: Ingest,
+    pool: sqlx::PgPool,
+    sweep_every: Duration,
+    shutdown: watch::Receiver<bool>,
+) {
+    tokio::spawn(consume(queue, ml, ingest, shutdown.clone()));
+    tokio::spawn(sweep(feed, pool, sweep_every, shutdown));
+}
+
+/// Scores what the queue holds, in batches of whatever is waiting (up to the model's batch size).
+async fn consume(mut queue: ScoringQueue, ml: Ml, ingest: Ingest, mut shutdown: watch::Receiver<bool>) {
+    let max = ml.config.max_batch;
+    loop {
+        let first = tokio::select! {
+            item = queue.0.recv() => match item { Some(item) => item, None => return },
+            _ = shutdown.changed() => return,
+        };
+        let mut batch = vec![first];
+        while batch.len() < max {
+            match queue.0.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
+        let texts: Vec<String> = batch.iter().map(|p| p.content.clone()).collect();
+        match ml.predict(&texts).await {
+            Ok(predictions) => {
+                for (pending, p) in batch.into_iter().zip(predictions) {
+                    let scored = ScoredInteraction {
+                        interaction_id: pending.interaction_id,
+                        customer_id: pending.customer_id,
+                        positive: p.positive,
+                        negative: p.negative,
+                        neutral: p.neutral,
+                        model: MODEL_NAME.to_owned(),
+                    };
+                    if let Err(e) = ingest.scored(pending.organization_id, scored).await {
+                        tracing::warn!(interaction = %pending.interaction_id, error = %e, "scores not delivered; the sweep retries");
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(texts = texts.len(), error = %e, "scoring failed; the sweep retries these rows");
+                // Do not spin while the model is unavailable.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Feeds every unscored row into the queue: all of them at start, then rows older than a grace period
+/// every `sweep_every`.
+async fn sweep(
+    feed: mpsc::Sender<PendingScore>,
+    pool: sqlx::PgPool,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut first = true;
+    loop {
+        let cutoff = if first {
+            None
+        } else {
+            Some(chrono::Utc::now() - SWEEP_GRACE)
+        };
+        let mut after = None;
+        let mut fed = 0usize;
+        loop {
+            let page = match interactions::unscored(&pool, after, SWEEP_PAGE).await {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(error = %e, "scoring sweep cannot read unscored rows; retrying later");
+                    break;
+                }
+            };
+            let Some((last_at, last)) = page.last().map(|(at, p)| (*at, p.interaction_id)) else {
+                break;
+            };
+            let done = page.len() < SWEEP_PAGE as usize;
+            for (created_at, pending) in page {
+                if cutoff.is_some_and(|c| created_at > c) {
+                    continue;
+                }
+                if feed.send(pending).await.is_err() {
+                    return;
+                }
+                fed += 1;
+            }
+            if done {
+                break;
+            }
+            after = Some((last_at, last));
+        }
+        if fed > 0 {
+            tracing::info!(rows = fed, "scoring sweep queued unscored interactions");
+        }
+        first = false;
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
