@@ -1,4 +1,5 @@
-//! Load generator for a running node (loopback only): ingestion scenarios for now.
+//! Load generator for a running node (loopback only). Scenarios: `single` and `batch` ingestion,
+//! `ml-single` and `ml-batch` sentiment predictions (texts made unique so the cache cannot answer).
 //!
 //! ```text
 //! cargo run --release --example loadtest -- --email admin@demo.local --password 'change-me-please' \
@@ -84,6 +85,21 @@ const TEXTS: [&str; 6] = [
     "I'd like to change the delivery address for order 1234.",
 ];
 
+/// A text no other request uses, so the prediction cache cannot answer it (digits would all become
+/// `[NUM]` in preprocessing, so the uniqueness is spelled in letters).
+fn unique_text(i: usize) -> String {
+    const WORDS: [&str; 16] = [
+        "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo",
+        "lima", "mike", "november", "oscar", "papa",
+    ];
+    let run = std::process::id() as usize;
+    let code: Vec<&str> = [i, i >> 4, i >> 8, i >> 12, run, run >> 4]
+        .iter()
+        .map(|n| WORDS[n % 16])
+        .collect();
+    format!("{} (ref {})", TEXTS[i % TEXTS.len()], code.join(" "))
+}
+
 fn item(customer: &str, i: usize) -> Value {
     let channels = ["web", "mobile", "email", "chat", "phone"];
     let channel = channels[i % channels.len()];
@@ -148,7 +164,19 @@ async fn main() {
                 if i >= requests || Instant::now() > deadline {
                     break;
                 }
-                let (url, body) = if scenario == "batch" {
+                let (url, body) = if scenario == "ml-single" {
+                    (
+                        format!("{base}/api/v1/ml/sentiment"),
+                        json!({"text": unique_text(i)}),
+                    )
+                } else if scenario == "ml-batch" {
+                    let texts: Vec<String> =
+                        (0..batch_size).map(|k| unique_text(i * batch_size + k)).collect();
+                    (
+                        format!("{base}/api/v1/ml/sentiment/batch"),
+                        json!({"texts": texts}),
+                    )
+                } else if scenario == "batch" {
                     let items: Vec<Value> = (0..batch_size)
                         .map(|k| item(&customers[(i * batch_size + k) % customers.len()], i + k))
                         .collect();
