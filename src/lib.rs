@@ -87,6 +87,7 @@ impl App {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+        tracing::debug!(model_up = ml.is_up(), "scoring pipeline");
         let (scorer, scoring_queue) = if ml.is_up() {
             let (scorer, queue) = ml::Scorer::with_queue(metrics.clone(), config.ml.queue_capacity);
             (scorer, Some(queue))

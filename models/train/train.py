@@ -6,7 +6,8 @@ packages only, on CPU with 2 threads, in about 25-30 minutes.
     /var/tmp/insights-ml-venv/bin/pip install -r models/train/requirements.txt
     HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 /var/tmp/insights-ml-venv/bin/python models/train/train.py
 
-Stages (all by default): data, train, export, eval, golden.  Large intermediates (checkpoint, fp32
+Stages (default: data,train,export,eval,golden; also `verify`, which re-checks models/golden.json
+against the shipped tokenizer.json and .onnx: `train.py --stages verify`).  Large intermediates (checkpoint, fp32
 and optimized ONNX, embeddings) go to --work (default /var/tmp/insights-ml-work), never the repo.
 `--stages export,eval,golden` reuses the checkpoint of an earlier run.
 """
@@ -41,6 +42,7 @@ THREADS = 2
 AIRLINE_RE = r"@(?:united|americanair|usairways|southwestair|jetblue|virginamerica)\b"
 
 MODELS_DIR = Path(__file__).resolve().parent.parent
+OUT = {"dir": MODELS_DIR}  # where the .onnx / tokenizer.json / golden.json go (--out-dir)
 
 
 def log(*a):
@@ -101,7 +103,7 @@ def load_data(work: Path):
     stats["test_rows"] = int(len(te))
     stats["train_per_class"] = {l: int((tr["label"] == i).sum()) for i, l in enumerate(LABELS)}
     stats["test_per_class"] = {l: int((te["label"] == i).sum()) for i, l in enumerate(LABELS)}
-    tr.to_parquet(work / "train.parquet") if False else tr.to_pickle(work / "train.pkl")
+    tr.to_pickle(work / "train.pkl")
     te.to_pickle(work / "test.pkl")
     (work / "data_stats.json").write_text(json.dumps(stats, indent=2))
     log("data", json.dumps(stats))
@@ -288,7 +290,7 @@ def export(work: Path):
     log("fused ops", opt.get_fused_operator_statistics())
     opt_path = work / "sentiment-opt.onnx"
     opt.save_model_to_file(str(opt_path))
-    out = MODELS_DIR / "sentiment-minilm-v1.onnx"
+    out = OUT["dir"] / "sentiment-minilm-v1.onnx"
     import onnx
 
     # contrib ops (Attention, SkipLayerNormalization...) defeat shape inference: float by default
@@ -302,7 +304,7 @@ def export(work: Path):
     log("int8 onnx", out, out.stat().st_size)
 
     # shipped tokenizer: truncation 256, batch-longest padding
-    tok.save(str(MODELS_DIR / "tokenizer.json"))
+    tok.save(str(OUT["dir"] / "tokenizer.json"))
 
     # parity: torch fp32 vs quantized ONNX, one text per run
     import onnxruntime as ort
@@ -352,8 +354,8 @@ def evaluate(work: Path, te):
     from sklearn.metrics import confusion_matrix
     from tokenizers import Tokenizer
 
-    path = MODELS_DIR / "sentiment-minilm-v1.onnx"
-    tok = Tokenizer.from_file(str(MODELS_DIR / "tokenizer.json"))
+    path = OUT["dir"] / "sentiment-minilm-v1.onnx"
+    tok = Tokenizer.from_file(str(OUT["dir"] / "tokenizer.json"))
     sess = make_session(path)
     texts = te["clean"].tolist()
     y = te["label"].to_numpy()
@@ -472,8 +474,8 @@ GOLDEN_TEXTS = [
 def golden(work: Path):
     from tokenizers import Tokenizer
 
-    tok = Tokenizer.from_file(str(MODELS_DIR / "tokenizer.json"))
-    sess = make_session(MODELS_DIR / "sentiment-minilm-v1.onnx")
+    tok = Tokenizer.from_file(str(OUT["dir"] / "tokenizer.json"))
+    sess = make_session(OUT["dir"] / "sentiment-minilm-v1.onnx")
     items = []
     for raw in GOLDEN_TEXTS:
         pre = preprocess(raw)
@@ -498,9 +500,29 @@ def golden(work: Path):
         "note": "token ids from models/tokenizer.json on `preprocessed`; probs from one text per session.run, 2 intra-op threads; compare with a tolerance of ~1e-4",
         "items": items,
     }
-    (MODELS_DIR / "golden.json").write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+    (OUT["dir"] / "golden.json").write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
     for it in items:
         log("golden", repr(it["preprocessed"][:60]), it["label"], [round(v, 3) for v in it["probs"]])
+
+
+def verify_golden():
+    """Re-derives every golden item from the shipped files; exits non-zero on any mismatch."""
+    from tokenizers import Tokenizer
+
+    doc = json.loads((OUT["dir"] / "golden.json").read_text())
+    tok = Tokenizer.from_file(str(OUT["dir"] / "tokenizer.json"))
+    sess = make_session(OUT["dir"] / "sentiment-minilm-v1.onnx")
+    bad = 0
+    for it in doc["items"]:
+        pre = preprocess(it["text"])
+        ids = tok.encode(pre).ids
+        p = ort_probs(sess, tok, [pre], batch=1)[0]
+        d = float(np.abs(p - np.array(it["probs"])).max())
+        ok = pre == it["preprocessed"] and ids == it["input_ids"] and d <= 1e-5
+        bad += not ok
+        log("verify", "ok " if ok else "BAD", repr(pre[:50]), f"max|dp|={d:.2e}")
+    if bad:
+        sys.exit(f"{bad} golden items differ")
 
 
 def main():
@@ -514,16 +536,25 @@ def main():
     ap.add_argument("--lr-c", type=float, default=10.0)
     ap.add_argument("--train-minutes", type=float, default=0, help="cap fine-tuning time (0: no cap)")
     ap.add_argument("--reuse-emb", action="store_true")
+    ap.add_argument("--out-dir", default=str(MODELS_DIR), help="for experiments: not models/")
+    ap.add_argument(
+        "--exclude-airline", action="store_true", help="ablation: train without the airline tweets"
+    )
     args = ap.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     stages = set(args.stages.split(","))
+    OUT["dir"] = Path(args.out_dir)
+    OUT["dir"].mkdir(parents=True, exist_ok=True)
     import pandas as pd
 
     if "data" in stages or not (work / "train.pkl").exists():
         tr, te, _ = load_data(work)
     else:
         tr, te = pd.read_pickle(work / "train.pkl"), pd.read_pickle(work / "test.pkl")
+    if args.exclude_airline:
+        tr = tr[~tr["airline"]].reset_index(drop=True)  # same test split, evaluated in full
+        log("excluding airline rows: train rows", len(tr))
     if "train" in stages:
         train(work, tr, args)
     if "export" in stages:
@@ -532,6 +563,8 @@ def main():
         evaluate(work, te)
     if "golden" in stages:
         golden(work)
+    if "verify" in stages:
+        verify_golden()
 
 
 if __name__ == "__main__":

@@ -137,9 +137,12 @@ impl MlPool {
             .map_err(|_| "ML batcher dropped the request".to_owned())?
     }
 
-    /// Tells whether the factory is running.
+    /// Tells whether the factory is up (it reports `Starting` until its first message is handled).
     pub fn is_running(&self) -> bool {
-        self.factory.get_status() == ractor::ActorStatus::Running
+        matches!(
+            self.factory.get_status(),
+            ractor::ActorStatus::Starting | ractor::ActorStatus::Running | ractor::ActorStatus::Upgrading
+        )
     }
 
     /// Stops the pool.

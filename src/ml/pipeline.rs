@@ -70,6 +70,7 @@ impl Scorer {
             customer_id: record.customer_id,
             content: content.clone(),
         };
+        tracing::debug!(interaction = %record.id, "queued for scoring");
         if queue.try_send(pending).is_err() {
             // Full (or shutting down): the periodic sweep picks the row up.
             self.metrics.scoring_deferred.inc();
@@ -107,6 +108,7 @@ async fn consume(mut queue: ScoringQueue, ml: Ml, ingest: Ingest, mut shutdown: 
             }
         }
         let texts: Vec<String> = batch.iter().map(|p| p.content.clone()).collect();
+        tracing::debug!(texts = texts.len(), "scoring a batch of stored interactions");
         match ml.predict(&texts).await {
             Ok(predictions) => {
                 for (pending, p) in batch.into_iter().zip(predictions) {

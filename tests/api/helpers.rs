@@ -121,6 +121,13 @@ pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
 
 /// Starts a node with exactly this config.
 pub async fn start(config: Config) -> TestApp {
+    // RUST_LOG=... shows the nodes' logs in failing tests.
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
     let db_url = config.database_url.clone();
     let db_name = db_url.rsplit('/').next().unwrap().to_owned();
     let data_dir = config.data_dir.clone();
