@@ -221,7 +221,7 @@ async fn main() {
             .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
             .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
     };
-    let per_request = if args.scenario == "batch" {
+    let per_request = if args.scenario == "batch" || args.scenario == "ml-batch" {
         args.batch_size
     } else {
         1

@@ -240,7 +240,7 @@ impl Default for Config {
                 workers: 2,
                 threads_per_worker: 1,
                 max_batch: 32,
-                gather_window: Duration::from_millis(5),
+                gather_window: Duration::from_millis(2),
                 cache_ttl: Duration::from_secs(3600),
                 slow_threshold: Duration::from_millis(500),
                 call_timeout: Duration::from_secs(10),

@@ -117,7 +117,7 @@ impl MlPool {
             .build();
         let (factory, _) = Actor::spawn(None, factory_def, args).await?;
         let (requests, rx) = mpsc::channel(settings.max_batch * 64);
-        tokio::spawn(batcher(rx, factory.clone(), settings));
+        tokio::spawn(batcher(rx, factory.clone(), workers, settings));
         Ok(Self { factory, requests })
     }
 
@@ -167,26 +167,38 @@ async fn run_job(
     }
 }
 
-/// Gathers single requests into batches: the first request opens a window of `gather_window`, closed
-/// early when `max_batch` texts are waiting; each batch is one factory job, awaited on its own task so
-/// the next batch gathers meanwhile.
+/// Gathers single requests into batches. A batch goes out as soon as a worker is free: while every
+/// worker is busy, requests accumulate and the next batch takes up to `max_batch` of them (so batches
+/// grow with load by themselves); once a worker is free, the batcher waits at most `gather_window` for
+/// more texts. Each batch is one factory job, awaited on its own task.
 async fn batcher(
     mut rx: mpsc::Receiver<(String, oneshot::Sender<Result<Scores, String>>)>,
     factory: FactoryRef<(), MlJob>,
+    workers: usize,
     settings: PoolSettings,
 ) {
+    let free = Arc::new(tokio::sync::Semaphore::new(workers.max(1)));
     while let Some(first) = rx.recv().await {
+        let Ok(permit) = free.clone().acquire_owned().await else {
+            return;
+        };
         let mut batch = vec![first];
         let deadline = Instant::now() + settings.gather_window;
         while batch.len() < settings.max_batch {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, rx.recv()).await {
-                Ok(Some(next)) => batch.push(next),
-                _ => break,
+            match rx.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match tokio::time::timeout(left, rx.recv()).await {
+                        Ok(Some(next)) => batch.push(next),
+                        _ => break,
+                    }
+                }
             }
         }
         let factory = factory.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let (texts, replies): (Vec<String>, Vec<_>) = batch.into_iter().unzip();
             match run_job(&factory, texts, settings.call_timeout).await {
                 Ok(scores) => {
