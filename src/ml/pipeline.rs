@@ -144,6 +144,13 @@ async fn sweep(
 ) {
     let mut first = true;
     loop {
+        // While the queue still holds work, a periodic sweep would only queue the same rows again.
+        if !first && feed.capacity() < feed.max_capacity() {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => continue,
+                _ = shutdown.changed() => return,
+            }
+        }
         let cutoff = if first {
             None
         } else {
