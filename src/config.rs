@@ -147,6 +147,8 @@ pub struct IngestConfig {
     pub batch_pool_connections: u32,
     /// Events an organization keeps for replay (R6.7).
     pub event_buffer: usize,
+    /// How long a customer's actor gathers new interactions before detecting patterns again.
+    pub pattern_debounce: Duration,
 }
 
 /// Connection pool settings (R8.9: 10–50 connections).
@@ -232,6 +234,7 @@ impl Default for Config {
                 batch_chunk: 100,
                 batch_pool_connections: 4,
                 event_buffer: 100,
+                pattern_debounce: Duration::from_secs(1),
             },
             ml: MlConfig {
                 enabled: true,
@@ -291,6 +294,7 @@ struct FileConfig {
     batch_chunk: Option<usize>,
     batch_pool_connections: Option<u32>,
     event_buffer: Option<usize>,
+    pattern_debounce_ms: Option<u64>,
     ml_enabled: Option<bool>,
     ml_required: Option<bool>,
     ort_library: Option<PathBuf>,
@@ -440,6 +444,10 @@ impl Config {
         set(&mut self.ingest.batch_chunk, f.batch_chunk);
         set(&mut self.ingest.batch_pool_connections, f.batch_pool_connections);
         set(&mut self.ingest.event_buffer, f.event_buffer);
+        set(
+            &mut self.ingest.pattern_debounce,
+            f.pattern_debounce_ms.map(Duration::from_millis),
+        );
         set(&mut self.ml.enabled, f.ml_enabled);
         set(&mut self.ml.required, f.ml_required);
         set_opt(&mut self.ml.ort_library, f.ort_library.clone());

@@ -5,6 +5,7 @@
 //! and sweeps up every row left unscored.
 
 pub mod model;
+pub mod patterns;
 pub mod pipeline;
 pub mod preprocess;
 

@@ -14,8 +14,10 @@ use crate::domain::event::EventDraft;
 use crate::domain::interaction::{
     IngestFailure, IngestOutcome, IngestReply, InteractionView, NewInteraction, ScoredInteraction,
 };
+use crate::domain::{CustomerId, InteractionId, OrganizationId};
 use crate::error::Error;
 use crate::ml::Scorer;
+use crate::ml::patterns::{self, Event, PatternType};
 use crate::store::{customers, interactions};
 
 /// The customer actor (stateless struct; see [`CustomerActorState`]).
@@ -23,6 +25,8 @@ pub struct CustomerActor;
 
 /// What a customer actor starts from.
 pub struct CustomerArgs {
+    /// How long new interactions are gathered before patterns are detected again.
+    pub pattern_debounce: std::time::Duration,
     pub org: OrgContext,
     pub customer: CustomerState,
     pub pool: PgPool,
@@ -33,6 +37,12 @@ pub struct CustomerArgs {
 
 /// The live state of a customer actor.
 pub struct CustomerActorState {
+    /// The rolling pattern window: the newest interactions of the last 30 days, at most `WINDOW_CAP`.
+    window: std::collections::VecDeque<(InteractionId, Event)>,
+    /// What the last detection found (type, frequency, confidence), to publish only changes.
+    last_patterns: Vec<(PatternType, i32, i64)>,
+    detect_scheduled: bool,
+    pattern_debounce: std::time::Duration,
     org: OrgContext,
     customer: CustomerState,
     pool: PgPool,
@@ -59,6 +69,8 @@ pub enum CustomerMsg {
     Snapshot(RpcReplyPort<Wire<CustomerState>>),
     /// Panics, when fault injection is enabled (crash tests); ignored otherwise.
     InjectPanic,
+    /// Detects patterns again (sent to itself, debounced, after new or scored interactions).
+    Detect,
 }
 
 impl Actor for CustomerActor {
@@ -71,7 +83,12 @@ impl Actor for CustomerActor {
         _myself: ActorRef<CustomerMsg>,
         args: CustomerArgs,
     ) -> Result<CustomerActorState, ActorProcessingErr> {
+        let window = load_window(&args.pool, args.org.id, args.customer.id).await?;
         Ok(CustomerActorState {
+            window,
+            last_patterns: Vec::new(),
+            detect_scheduled: false,
+            pattern_debounce: args.pattern_debounce,
             org: args.org,
             customer: args.customer,
             pool: args.pool,
@@ -83,7 +100,7 @@ impl Actor for CustomerActor {
 
     async fn handle(
         &self,
-        _myself: ActorRef<CustomerMsg>,
+        myself: ActorRef<CustomerMsg>,
         msg: CustomerMsg,
         state: &mut CustomerActorState,
     ) -> Result<(), ActorProcessingErr> {
@@ -100,6 +117,16 @@ impl Actor for CustomerActor {
                 // The client is answered first; publishing and the scoring hand-off follow the commit.
                 let _ = reply.send(Wire::new(result.clone()));
                 if let Ok(IngestOutcome::Created(record)) = result {
+                    remember(
+                        state,
+                        record.id,
+                        Event {
+                            at: record.occurred_at,
+                            channel: record.channel,
+                            score: None,
+                        },
+                    );
+                    schedule_detection(&myself, state);
                     state.scorer.hand_off(&record);
                     let data = serde_json::to_string(&InteractionView::from(record)).unwrap_or_default();
                     let draft = EventDraft {
@@ -109,13 +136,34 @@ impl Actor for CustomerActor {
                     let _ = state.org_ref.cast(OrgMsg::Publish(Wire::new(draft)));
                 }
             }
-            CustomerMsg::ApplyScores(Wire(Ok(scored))) => apply_scores(state, &scored).await,
+            CustomerMsg::ApplyScores(Wire(Ok(scored))) => {
+                apply_scores(state, &scored).await;
+                let score = scored.positive - scored.negative;
+                if let Some((_, event)) = state
+                    .window
+                    .iter_mut()
+                    .find(|(id, _)| *id == scored.interaction_id)
+                {
+                    event.score = Some(score);
+                }
+                schedule_detection(&myself, state);
+            }
+            CustomerMsg::Detect => {
+                state.detect_scheduled = false;
+                detect_patterns(state).await;
+            }
             CustomerMsg::ApplyScores(Wire(Err(e))) => {
                 tracing::error!(customer = %state.customer.id, error = e, "undecodable scores dropped; the sweep retries them");
             }
             CustomerMsg::Refresh => {
                 match customers::load_state(&state.pool, state.org.id, state.customer.id).await {
-                    Ok(Some(fresh)) => state.customer = fresh,
+                    Ok(Some(fresh)) => {
+                        state.customer = fresh;
+                        if let Ok(window) = load_window(&state.pool, state.org.id, state.customer.id).await {
+                            state.window = window;
+                            schedule_detection(&myself, state);
+                        }
+                    }
                     Ok(None) => return Err("customer no longer exists".into()),
                     Err(e) => {
                         tracing::warn!(customer = %state.customer.id, error = %e, "cannot refresh customer")
@@ -133,6 +181,81 @@ impl Actor for CustomerActor {
             }
         }
         Ok(())
+    }
+}
+
+/// Most interactions the pattern window keeps; beyond, the oldest are dropped (about 66 a day for 30 days).
+pub const WINDOW_CAP: usize = 2000;
+
+async fn load_window(
+    pool: &PgPool,
+    org: OrganizationId,
+    customer: CustomerId,
+) -> Result<std::collections::VecDeque<(InteractionId, Event)>, Error> {
+    let since = chrono::Utc::now() - chrono::Duration::days(patterns::WINDOW_DAYS);
+    let mut events = customers::recent_events(pool, org, customer, since, WINDOW_CAP as i64).await?;
+    events.reverse();
+    Ok(events.into())
+}
+
+fn remember(state: &mut CustomerActorState, id: InteractionId, event: Event) {
+    state.window.push_back((id, event));
+    while state.window.len() > WINDOW_CAP {
+        state.window.pop_front();
+    }
+}
+
+fn schedule_detection(myself: &ActorRef<CustomerMsg>, state: &mut CustomerActorState) {
+    if !state.detect_scheduled {
+        state.detect_scheduled = true;
+        myself.send_after(state.pattern_debounce, || CustomerMsg::Detect);
+    }
+}
+
+/// Detects patterns over the window; when the set changed, replaces the stored set in one transaction and
+/// publishes `pattern.detected`.
+async fn detect_patterns(state: &mut CustomerActorState) {
+    let now = chrono::Utc::now();
+    let cutoff = now - chrono::Duration::days(patterns::WINDOW_DAYS);
+    while state.window.front().is_some_and(|(_, e)| e.at < cutoff) {
+        state.window.pop_front();
+    }
+    let events: Vec<Event> = state.window.iter().map(|(_, e)| *e).collect();
+    let found = patterns::detect(&events, now);
+    let signature: Vec<(PatternType, i32, i64)> = found
+        .iter()
+        .map(|p| (p.kind, p.frequency, (p.confidence * 100.0).round() as i64))
+        .collect();
+    if signature == state.last_patterns {
+        return;
+    }
+    let stored = async {
+        let mut tx = state.pool.begin().await?;
+        customers::replace_patterns(&mut tx, state.org.id, state.customer.id, &found).await?;
+        tx.commit().await?;
+        Ok::<_, Error>(())
+    }
+    .await;
+    match stored {
+        Ok(()) => {
+            state.last_patterns = signature;
+            let list: Vec<serde_json::Value> = found
+                .iter()
+                .map(|p| {
+                    serde_json::json!({"patternType": p.kind.as_str(), "confidence": p.confidence,
+                    "frequency": p.frequency, "description": p.description})
+                })
+                .collect();
+            let data = serde_json::json!({"customerId": state.customer.id, "patterns": list});
+            let draft = EventDraft {
+                kind: "pattern.detected".to_owned(),
+                data: data.to_string(),
+            };
+            let _ = state.org_ref.cast(OrgMsg::Publish(Wire::new(draft)));
+        }
+        Err(e) => {
+            tracing::warn!(customer = %state.customer.id, error = %e, "patterns not stored; next detection retries")
+        }
     }
 }
 

@@ -286,6 +286,7 @@ async fn customer_actor(
         return Ok(None);
     };
     let args = CustomerArgs {
+        pattern_debounce: state.config.pattern_debounce,
         org: state.org.clone(),
         customer,
         pool: state.pool.clone(),

@@ -288,3 +288,74 @@ pub async fn update(
     .await
     .map_err(conflict)
 }
+
+/// Returns the customer's interactions of the pattern window, newest first, at most `cap` of them.
+pub async fn recent_events(
+    conn: impl sqlx::PgExecutor<'_>,
+    org: OrganizationId,
+    id: CustomerId,
+    since: DateTime<Utc>,
+    cap: i64,
+) -> Result<Vec<(crate::domain::InteractionId, crate::ml::patterns::Event)>, Error> {
+    let rows = sqlx::query!(
+        r#"SELECT id AS "id: crate::domain::InteractionId", occurred_at, channel AS "channel: crate::domain::interaction::Channel",
+                  sentiment_score
+           FROM customer_interactions
+           WHERE organization_id = $1 AND customer_id = $2 AND occurred_at >= $3
+           ORDER BY occurred_at DESC, id DESC LIMIT $4"#,
+        org.as_uuid(),
+        id.as_uuid(),
+        since,
+        cap
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            (
+                r.id,
+                crate::ml::patterns::Event {
+                    at: r.occurred_at,
+                    channel: r.channel,
+                    score: r.sentiment_score,
+                },
+            )
+        })
+        .collect())
+}
+
+/// Replaces the customer's stored patterns with `patterns`, inside `tx` (R4.10, R10.7–10.8).
+pub async fn replace_patterns(
+    tx: &mut sqlx::PgConnection,
+    org: OrganizationId,
+    id: CustomerId,
+    patterns: &[crate::ml::patterns::Pattern],
+) -> Result<(), Error> {
+    sqlx::query!(
+        "DELETE FROM behavior_patterns WHERE organization_id = $1 AND customer_id = $2",
+        org.as_uuid(),
+        id.as_uuid()
+    )
+    .execute(&mut *tx)
+    .await?;
+    for p in patterns {
+        sqlx::query!(
+            "INSERT INTO behavior_patterns (organization_id, customer_id, pattern_type, confidence, frequency, description,
+                 evidence, window_start, window_end)
+             VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8, $9)",
+            org.as_uuid(),
+            id.as_uuid(),
+            p.kind.as_str(),
+            p.confidence,
+            p.frequency,
+            p.description,
+            p.evidence,
+            p.window_start,
+            p.window_end
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}

@@ -14,6 +14,7 @@ mod import;
 mod ingest;
 mod ml;
 mod openapi;
+mod patterns;
 mod roles;
 mod schema;
 mod tls;
