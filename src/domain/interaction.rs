@@ -161,7 +161,7 @@ pub fn parse_new_interaction(
 }
 
 /// A stored interaction, as actors pass it (JSON columns as text).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct InteractionRecord {
     pub id: InteractionId,
     pub organization_id: OrganizationId,

@@ -8,13 +8,17 @@ use warp::Filter;
 use warp::http::{Method, StatusCode};
 use warp::reply::Response;
 
-use super::{Endpoint, Shared, authed, json_body, json_body_limited, respond};
+use std::collections::HashMap;
+
+use super::{Endpoint, Page, PageRequest, Shared, authed, json_body, json_body_limited, query_map, respond};
 use crate::actors::ingest::BatchItem;
 use crate::auth::Principal;
-use crate::domain::interaction::{IngestLimits, IngestOutcome, InteractionView, parse_new_interaction};
-use crate::domain::{FieldError, InteractionId, Role};
+use crate::domain::interaction::{
+    Channel, IngestLimits, IngestOutcome, InteractionView, parse_new_interaction,
+};
+use crate::domain::{CustomerId, FieldError, InteractionId, Role};
 use crate::error::Error;
-use crate::store::interactions;
+use crate::store::interactions::{self, InteractionQuery, InteractionSort};
 
 /// A new interaction.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -89,6 +93,17 @@ pub fn endpoints(s: &Shared) -> Vec<Endpoint> {
                 .and(json_body_limited(s.config.http.batch_body_limit_bytes))
                 .then(|s: Shared, p: Principal, body: serde_json::Value| async move {
                     respond(StatusCode::OK, create_batch(&s, &p, &body).await)
+                }),
+        ),
+        Endpoint::new(
+            Method::GET,
+            "/api/v1/interactions",
+            warp::path!("api" / "v1" / "interactions")
+                .and(warp::get())
+                .and(authed(s))
+                .and(query_map())
+                .then(|s: Shared, p: Principal, q: HashMap<String, String>| async move {
+                    respond(StatusCode::OK, list_interactions(&s, &p, &q).await)
                 }),
         ),
         Endpoint::new(
@@ -212,6 +227,137 @@ pub async fn create_batch(
         failed = response.failed, elapsed_ms = started.elapsed().as_millis() as u64, "batch ingested"
     );
     Ok(response)
+}
+
+/// Lists the organization's interactions with every filter combined freely (R5.1–5.8, R5.10, R5.12).
+#[utoipa::path(get, path = "/api/v1/interactions", tag = "interactions", security(("bearer" = [])),
+    params(
+        ("from" = Option<String>, Query, description = "RFC 3339; interactions at or after"),
+        ("to" = Option<String>, Query, description = "RFC 3339; interactions before"),
+        ("channels" = Option<String>, Query, description = "comma-separated: web,mobile,email,chat,phone"),
+        ("sentimentMin" = Option<f32>, Query, description = "score (positive − negative) at least, in [-1, 1]"),
+        ("sentimentMax" = Option<f32>, Query, description = "score at most, in [-1, 1]"),
+        ("segments" = Option<String>, Query, description = "comma-separated customer segments"),
+        ("customerId" = Option<String>, Query),
+        ("q" = Option<String>, Query, description = "full-text search in the content"),
+        ("sort" = Option<String>, Query, description = "timestamp (default), sentiment, channel, createdAt"),
+        ("order" = Option<String>, Query, description = "asc or desc (default)"),
+        ("page" = Option<u32>, Query), ("pageSize" = Option<u32>, Query, description = "1 to 100, default 20"),
+    ),
+    responses((status = 200, body = Page<InteractionView>), (status = 400, body = super::errors::ErrorBody)))]
+pub async fn list_interactions(
+    s: &Shared,
+    p: &Principal,
+    query: &HashMap<String, String>,
+) -> Result<Page<InteractionView>, Error> {
+    let org = p.require(Role::Viewer)?.organization_id;
+    let mut errors: Vec<FieldError> = Vec::new();
+    let page = PageRequest::parse(query, &mut errors);
+    let text = |name: &str| query.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
+    let mut time = |name: &str| {
+        text(name).and_then(|v| match chrono::DateTime::parse_from_rfc3339(v) {
+            Ok(t) => Some(t.with_timezone(&chrono::Utc)),
+            Err(_) => {
+                errors.push(FieldError::new(name, "must be an RFC 3339 date-time with offset"));
+                None
+            }
+        })
+    };
+    let from = time("from");
+    let to = time("to");
+    let mut channels = Vec::new();
+    for c in text("channels")
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default()
+    {
+        match Channel::parse(c) {
+            Ok(c) => channels.push(c),
+            Err(m) => errors.push(FieldError::new("channels", format!("{c:?} {m}"))),
+        }
+    }
+    let mut score = |name: &str| {
+        text(name).and_then(|v| match v.parse::<f32>() {
+            Ok(x) if (-1.0..=1.0).contains(&x) => Some(x),
+            _ => {
+                errors.push(FieldError::new(name, "must be a number from -1 to 1"));
+                None
+            }
+        })
+    };
+    let sentiment_min = score("sentimentMin");
+    let sentiment_max = score("sentimentMax");
+    if let (Some(min), Some(max)) = (sentiment_min, sentiment_max)
+        && min > max
+    {
+        errors.push(FieldError::new(
+            "sentimentMin",
+            "must not be greater than sentimentMax",
+        ));
+    }
+    let segments: Vec<String> = text("segments")
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|x| !x.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    let customer = text("customerId").and_then(|v| match CustomerId::parse(v) {
+        Ok(id) => Some(id),
+        Err(_) => {
+            errors.push(FieldError::new("customerId", "must be a UUID"));
+            None
+        }
+    });
+    let q = text("q").map(str::to_owned);
+    if q.as_ref().is_some_and(|q| q.chars().count() > 200) {
+        errors.push(FieldError::new("q", "must be at most 200 characters"));
+    }
+    let sort = match text("sort") {
+        None => InteractionSort::Timestamp,
+        Some(v) => InteractionSort::parse(v).unwrap_or_else(|m| {
+            errors.push(FieldError::new("sort", m));
+            InteractionSort::Timestamp
+        }),
+    };
+    let descending = match text("order") {
+        None | Some("desc") => true,
+        Some("asc") => false,
+        Some(_) => {
+            errors.push(FieldError::new("order", "must be asc or desc"));
+            true
+        }
+    };
+    if !errors.is_empty() {
+        return Err(Error::Validation(errors));
+    }
+    let (limit, offset) = page.limit_offset();
+    let filter = InteractionQuery {
+        from,
+        to,
+        channels,
+        sentiment_min,
+        sentiment_max,
+        segments,
+        customer,
+        text: q,
+        sort,
+        descending,
+        limit,
+        offset,
+    };
+    let (rows, total) = interactions::list(&s.pool, org, &filter).await?;
+    Ok(Page::new(
+        rows.into_iter().map(InteractionView::from).collect(),
+        page,
+        total,
+    ))
 }
 
 /// Returns one interaction of the caller's organization.
