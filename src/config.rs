@@ -92,6 +92,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub ingest: IngestConfig,
     pub ml: MlConfig,
+    pub query: QueryConfig,
     /// Enables deliberate faults (a customer actor that panics on request), for crash tests only.
     pub fault_injection: bool,
 }
@@ -149,6 +150,30 @@ pub struct IngestConfig {
     pub event_buffer: usize,
     /// How long a customer's actor gathers new interactions before detecting patterns again.
     pub pattern_debounce: Duration,
+}
+
+/// Summaries, their caches and exports (R5, R8.5–8.8, R14.3–14.8, R15.9).
+#[derive(Debug, Clone)]
+pub struct QueryConfig {
+    /// How long a dashboard summary stays cached (R8.6, R14.3).
+    pub dashboard_cache_ttl: Duration,
+    /// How long a customer profile stays cached (R8.7, R14.4).
+    pub profile_cache_ttl: Duration,
+    /// How long a sentiment trend stays cached (R8.8, R14.5).
+    pub trends_cache_ttl: Duration,
+    /// The range summarized when a request names no `from`.
+    pub default_range: Duration,
+    /// Most time buckets one summary may have.
+    pub max_buckets: usize,
+    /// How many customers the dashboard lists as most negative.
+    pub top_customers: i64,
+    /// Rows fetched from the export cursor at a time.
+    pub export_fetch_rows: usize,
+    /// Exports running at once on a node; more get 503.
+    pub export_max_concurrent: usize,
+    /// Cache hit rate below which a warning is logged (R14.10), checked every `hit_rate_window`.
+    pub cache_hit_rate_alert: f64,
+    pub hit_rate_window: Duration,
 }
 
 /// Connection pool settings (R8.9: 10–50 connections).
@@ -251,6 +276,18 @@ impl Default for Config {
                 queue_capacity: 10_000,
                 sweep_interval: Duration::from_secs(60),
             },
+            query: QueryConfig {
+                dashboard_cache_ttl: Duration::from_secs(300),
+                profile_cache_ttl: Duration::from_secs(600),
+                trends_cache_ttl: Duration::from_secs(900),
+                default_range: Duration::from_secs(30 * 24 * 3600),
+                max_buckets: 1000,
+                top_customers: 10,
+                export_fetch_rows: 1000,
+                export_max_concurrent: 4,
+                cache_hit_rate_alert: 0.7,
+                hit_rate_window: Duration::from_secs(300),
+            },
             fault_injection: false,
         }
     }
@@ -306,6 +343,16 @@ struct FileConfig {
     ml_slow_ms: Option<u64>,
     ml_queue_capacity: Option<usize>,
     ml_sweep_secs: Option<u64>,
+    dashboard_cache_ttl_secs: Option<u64>,
+    profile_cache_ttl_secs: Option<u64>,
+    trends_cache_ttl_secs: Option<u64>,
+    query_default_range_days: Option<u64>,
+    query_max_buckets: Option<usize>,
+    query_top_customers: Option<i64>,
+    export_fetch_rows: Option<usize>,
+    export_max_concurrent: Option<usize>,
+    cache_hit_rate_alert: Option<f64>,
+    cache_hit_rate_window_secs: Option<u64>,
     // Named only so that their presence can be refused with a clear message.
     jwt_secret: Option<toml::Value>,
     data_key: Option<toml::Value>,
@@ -471,6 +518,33 @@ impl Config {
             &mut self.ml.sweep_interval,
             f.ml_sweep_secs.map(Duration::from_secs),
         );
+        let q = &mut self.query;
+        set(
+            &mut q.dashboard_cache_ttl,
+            f.dashboard_cache_ttl_secs.map(Duration::from_secs),
+        );
+        set(
+            &mut q.profile_cache_ttl,
+            f.profile_cache_ttl_secs.map(Duration::from_secs),
+        );
+        set(
+            &mut q.trends_cache_ttl,
+            f.trends_cache_ttl_secs.map(Duration::from_secs),
+        );
+        set(
+            &mut q.default_range,
+            f.query_default_range_days
+                .map(|d| Duration::from_secs(d * 86_400)),
+        );
+        set(&mut q.max_buckets, f.query_max_buckets);
+        set(&mut q.top_customers, f.query_top_customers);
+        set(&mut q.export_fetch_rows, f.export_fetch_rows);
+        set(&mut q.export_max_concurrent, f.export_max_concurrent);
+        set(&mut q.cache_hit_rate_alert, f.cache_hit_rate_alert);
+        set(
+            &mut q.hit_rate_window,
+            f.cache_hit_rate_window_secs.map(Duration::from_secs),
+        );
         Ok(())
     }
 
@@ -628,6 +702,45 @@ impl Config {
             parse_env(env, "INSIGHTS_ML_QUEUE_CAPACITY")?,
         );
         set(&mut self.ml.sweep_interval, secs(env, "INSIGHTS_ML_SWEEP_SECS")?);
+        let q = &mut self.query;
+        set(
+            &mut q.dashboard_cache_ttl,
+            secs(env, "INSIGHTS_DASHBOARD_CACHE_TTL_SECS")?,
+        );
+        set(
+            &mut q.profile_cache_ttl,
+            secs(env, "INSIGHTS_PROFILE_CACHE_TTL_SECS")?,
+        );
+        set(
+            &mut q.trends_cache_ttl,
+            secs(env, "INSIGHTS_TRENDS_CACHE_TTL_SECS")?,
+        );
+        set(
+            &mut q.default_range,
+            parse_env::<u64>(env, "INSIGHTS_QUERY_DEFAULT_RANGE_DAYS")?
+                .map(|d| Duration::from_secs(d * 86_400)),
+        );
+        set(&mut q.max_buckets, parse_env(env, "INSIGHTS_QUERY_MAX_BUCKETS")?);
+        set(
+            &mut q.top_customers,
+            parse_env(env, "INSIGHTS_QUERY_TOP_CUSTOMERS")?,
+        );
+        set(
+            &mut q.export_fetch_rows,
+            parse_env(env, "INSIGHTS_EXPORT_FETCH_ROWS")?,
+        );
+        set(
+            &mut q.export_max_concurrent,
+            parse_env(env, "INSIGHTS_EXPORT_MAX_CONCURRENT")?,
+        );
+        set(
+            &mut q.cache_hit_rate_alert,
+            parse_env(env, "INSIGHTS_CACHE_HIT_RATE_ALERT")?,
+        );
+        set(
+            &mut q.hit_rate_window,
+            secs(env, "INSIGHTS_CACHE_HIT_RATE_WINDOW_SECS")?,
+        );
         set(
             &mut self.fault_injection,
             parse_env(env, "INSIGHTS_FAULT_INJECTION")?,
@@ -705,6 +818,19 @@ impl Config {
                 "ml_workers",
                 "ML workers, threads and batch size must be positive",
             ));
+        }
+        let q = &self.query;
+        if q.default_range.is_zero() || q.max_buckets == 0 || q.top_customers <= 0 {
+            return Err(invalid(
+                "query_max_buckets",
+                "summary range, buckets and top customers must be positive",
+            ));
+        }
+        if q.export_fetch_rows == 0 || q.export_max_concurrent == 0 || q.hit_rate_window.is_zero() {
+            return Err(invalid("export_fetch_rows", "export limits must be positive"));
+        }
+        if !(0.0..=1.0).contains(&q.cache_hit_rate_alert) {
+            return Err(invalid("cache_hit_rate_alert", "must be between 0 and 1"));
         }
         if self.redis_prefix.is_empty() || self.redis_prefix.contains(char::is_whitespace) {
             return Err(invalid(

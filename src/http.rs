@@ -12,6 +12,7 @@ pub mod interactions;
 pub mod ml;
 pub mod openapi;
 pub mod ops;
+pub mod query;
 pub mod server;
 pub mod users;
 
@@ -46,6 +47,8 @@ pub struct AppState {
     pub root: ractor::ActorRef<crate::actors::root::RootMsg>,
     pub ingest: crate::actors::ingest::Ingest,
     pub ml: crate::ml::Ml,
+    /// Permits for exports running at once (`export_max_concurrent`).
+    pub exports: Arc<tokio::sync::Semaphore>,
 }
 
 /// Shared handle to the node's state.
@@ -87,6 +90,7 @@ pub fn endpoints(state: &Shared) -> Vec<Endpoint> {
     all.extend(customers::endpoints(state));
     all.extend(interactions::endpoints(state));
     all.extend(ml::endpoints(state));
+    all.extend(query::endpoints(state));
     all
 }
 
@@ -283,10 +287,16 @@ pub struct Page<T: Serialize> {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Pagination {
-    pub page: u32,
+    /// The page number; absent when the page was read with a cursor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page: Option<u32>,
     pub page_size: u32,
     pub total: i64,
     pub total_pages: i64,
+    /// Present when another page follows: pass it as `cursor` to read that page without the cost of
+    /// an offset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 impl<T: Serialize> Page<T> {
@@ -297,13 +307,19 @@ impl<T: Serialize> Page<T> {
         Self {
             data,
             pagination: Pagination {
-                page: request.page,
+                page: Some(request.page),
                 page_size: request.page_size,
                 total,
                 total_pages,
+                next_cursor: None,
             },
         }
     }
+}
+
+/// Returns a ready response, or the error response.
+pub fn respond_with(result: Result<Response, Error>) -> Response {
+    result.unwrap_or_else(|e| errors::error_response(&e))
 }
 
 /// Turns a handler's result into a JSON response with `status`, or an error response.

@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::domain::enrichment::OrgContext;
 use crate::domain::interaction::{IngestLimits, IngestOutcome, NewInteraction, parse_new_interaction};
 use crate::domain::{CustomerId, FieldError, OrganizationId};
+use crate::store::cache::Cache;
 use crate::store::interactions::{self, ItemOutcome};
 
 /// The file formats `import` reads.
@@ -117,6 +118,12 @@ pub async fn run(pool: &PgPool, config: &Config, opts: &ImportOptions) -> anyhow
     let mut chunk_rows: Vec<(u64, String)> = Vec::with_capacity(config.ingest.batch_chunk);
     let mut last_log = Instant::now();
     let mut in_flight = FuturesOrdered::new();
+    // Summaries cached by running nodes (through Redis) are invalidated as chunks commit.
+    let cache = Cache::new(
+        config.redis_url.as_deref(),
+        &config.redis_prefix,
+        crate::metrics::Metrics::new()?,
+    )?;
 
     while let Some(row) = rx.recv().await {
         summary.rows += 1;
@@ -162,6 +169,7 @@ pub async fn run(pool: &PgPool, config: &Config, opts: &ImportOptions) -> anyhow
                 && let Some((outcomes, rows)) = in_flight.next().await
             {
                 record(outcomes?, &rows, &mut rejects, &mut summary)?;
+                cache.bump_data_version(org.id).await;
             }
         }
         bar.set_position(read_bytes.load(Ordering::Relaxed));
@@ -176,6 +184,7 @@ pub async fn run(pool: &PgPool, config: &Config, opts: &ImportOptions) -> anyhow
     }
     while let Some((outcomes, rows)) = in_flight.next().await {
         record(outcomes?, &rows, &mut rejects, &mut summary)?;
+        cache.bump_data_version(org.id).await;
     }
     reader.await??;
     bar.finish_and_clear();

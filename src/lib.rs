@@ -49,6 +49,9 @@ pub struct App {
     root_handle: JoinHandle<()>,
 }
 
+/// Fewer lookups than this in a window are too few to judge a cache's hit rate by.
+const HIT_RATE_MIN_LOOKUPS: u64 = 50;
+
 impl App {
     /// Builds and starts a node: checks the secret, migrates (unless disabled), connects the cache, starts
     /// the actor tree, loads or generates the TLS certificate and binds the listener.
@@ -120,6 +123,7 @@ impl App {
             batch_pool,
             config: config.ingest.clone(),
             scorer: scorer.clone(),
+            cache: cache.clone(),
             metrics: metrics.clone(),
             fault_injection: config.fault_injection,
         });
@@ -136,6 +140,13 @@ impl App {
                 shutdown_rx.clone(),
             );
         }
+        metrics.spawn_hit_rate_watch(
+            config.query.hit_rate_window,
+            config.query.cache_hit_rate_alert,
+            HIT_RATE_MIN_LOOKUPS,
+            shutdown_rx.clone(),
+        );
+        let exports = Arc::new(tokio::sync::Semaphore::new(config.query.export_max_concurrent));
         let state: Shared = Arc::new(AppState {
             config: Arc::new(config),
             pool,
@@ -145,6 +156,7 @@ impl App {
             root,
             ingest,
             ml,
+            exports,
         });
         let routes = http::router(&state);
         let server = tokio::spawn(http::server::serve(

@@ -48,6 +48,14 @@ pub struct Inner {
     /// Connections in the PostgreSQL pool, and how many are idle (R11.9).
     pub db_pool_size: IntGauge,
     pub db_pool_idle: IntGauge,
+    /// Summary cache lookups by endpoint (`dashboard`, `trends`, `customer`) and result (`hit`, `miss`).
+    pub summary_cache: IntCounterVec,
+    /// Hit rate of each cache over the last check window (R14.10), in percent; -1 without lookups.
+    pub cache_hit_rate: IntGaugeVec,
+    /// Exports by format and outcome (`completed`, `failed`, `aborted` by the client).
+    pub exports: IntCounterVec,
+    /// Rows written by exports.
+    pub export_rows: prometheus::IntCounter,
 }
 
 impl std::ops::Deref for Metrics {
@@ -117,6 +125,26 @@ impl Metrics {
         )?;
         let db_pool_size = IntGauge::new("db_pool_connections", "open PostgreSQL connections")?;
         let db_pool_idle = IntGauge::new("db_pool_idle_connections", "idle PostgreSQL connections")?;
+        let summary_cache = IntCounterVec::new(
+            Opts::new("summary_cache_total", "summary cache lookups"),
+            &["endpoint", "result"],
+        )?;
+        let cache_hit_rate = IntGaugeVec::new(
+            Opts::new(
+                "cache_hit_rate_percent",
+                "cache hit rate over the last check window",
+            ),
+            &["cache"],
+        )?;
+        let exports = IntCounterVec::new(
+            Opts::new("exports_total", "interaction exports by format and outcome"),
+            &["format", "outcome"],
+        )?;
+        let export_rows = prometheus::IntCounter::new("export_rows_total", "rows written by exports")?;
+        registry.register(Box::new(summary_cache.clone()))?;
+        registry.register(Box::new(cache_hit_rate.clone()))?;
+        registry.register(Box::new(exports.clone()))?;
+        registry.register(Box::new(export_rows.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
         registry.register(Box::new(password_verifications.clone()))?;
@@ -151,7 +179,76 @@ impl Metrics {
             scoring_deferred,
             db_pool_size,
             db_pool_idle,
+            summary_cache,
+            cache_hit_rate,
+            exports,
+            export_rows,
         })))
+    }
+
+    /// Hits and misses counted so far by each cache: `summary`, `ml` and `token`.
+    fn cache_counts(&self) -> [(&'static str, u64, u64); 3] {
+        let summary = |result: &str| -> u64 {
+            SUMMARY_ENDPOINTS
+                .iter()
+                .map(|e| self.summary_cache.with_label_values(&[e, result]).get())
+                .sum()
+        };
+        let plain = |c: &IntCounterVec, result: &str| c.with_label_values(&[result]).get();
+        [
+            ("summary", summary("hit"), summary("miss")),
+            ("ml", plain(&self.ml_cache, "hit"), plain(&self.ml_cache, "miss")),
+            (
+                "token",
+                plain(&self.token_cache, "hit"),
+                plain(&self.token_cache, "miss"),
+            ),
+        ]
+    }
+
+    /// Every `window`, sets each cache's hit rate gauge and logs a warning when a cache that was used at
+    /// least `min_lookups` times hit less often than `alert` (R14.10). Ends with `shutdown`.
+    pub fn spawn_hit_rate_watch(
+        &self,
+        window: std::time::Duration,
+        alert: f64,
+        min_lookups: u64,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let metrics = self.clone();
+        tokio::spawn(async move {
+            let mut last = metrics.cache_counts();
+            let mut tick = tokio::time::interval(window);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = shutdown.changed() => return,
+                }
+                let now = metrics.cache_counts();
+                for ((cache, hits, misses), (_, hits0, misses0)) in now.iter().zip(last.iter()) {
+                    let (h, m) = (hits - hits0, misses - misses0);
+                    let Some(rate) = hit_rate(h, m) else {
+                        metrics.cache_hit_rate.with_label_values(&[cache]).set(-1);
+                        continue;
+                    };
+                    metrics
+                        .cache_hit_rate
+                        .with_label_values(&[cache])
+                        .set((rate * 100.0).round() as i64);
+                    if h + m >= min_lookups && rate < alert {
+                        tracing::warn!(
+                            cache,
+                            hit_rate = format!("{:.1}%", rate * 100.0),
+                            lookups = h + m,
+                            threshold = format!("{:.0}%", alert * 100.0),
+                            "cache hit rate below the alert threshold"
+                        );
+                    }
+                }
+                last = now;
+            }
+        });
     }
 
     /// Renders every series in the Prometheus text format.
@@ -160,4 +257,13 @@ impl Metrics {
         TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
         String::from_utf8(out).map_err(|e| prometheus::Error::Msg(e.to_string()))
     }
+}
+
+/// The endpoints whose responses are cached, as labelled in `summary_cache_total`.
+pub const SUMMARY_ENDPOINTS: [&str; 3] = ["dashboard", "trends", "customer"];
+
+/// The share of lookups that hit, or `None` without lookups.
+pub fn hit_rate(hits: u64, misses: u64) -> Option<f64> {
+    let total = hits + misses;
+    (total > 0).then(|| hits as f64 / total as f64)
 }

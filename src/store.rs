@@ -5,10 +5,12 @@ pub mod api_keys;
 pub mod auth_events;
 pub mod cache;
 pub mod customers;
+pub mod insights;
 pub mod interactions;
 pub mod limiter;
 pub mod orgs;
 pub mod sessions;
+pub mod synthetic;
 pub mod users;
 
 use std::time::Duration;

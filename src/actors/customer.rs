@@ -18,6 +18,7 @@ use crate::domain::{CustomerId, InteractionId, OrganizationId};
 use crate::error::Error;
 use crate::ml::Scorer;
 use crate::ml::patterns::{self, Event, PatternType};
+use crate::store::cache::Cache;
 use crate::store::{customers, interactions};
 
 /// The customer actor (stateless struct; see [`CustomerActorState`]).
@@ -32,6 +33,7 @@ pub struct CustomerArgs {
     pub pool: PgPool,
     pub org_ref: ActorRef<OrgMsg>,
     pub scorer: Scorer,
+    pub cache: Cache,
     pub fault_injection: bool,
 }
 
@@ -48,6 +50,7 @@ pub struct CustomerActorState {
     pool: PgPool,
     org_ref: ActorRef<OrgMsg>,
     scorer: Scorer,
+    cache: Cache,
     fault_injection: bool,
 }
 
@@ -94,6 +97,7 @@ impl Actor for CustomerActor {
             pool: args.pool,
             org_ref: args.org_ref,
             scorer: args.scorer,
+            cache: args.cache,
             fault_injection: args.fault_injection,
         })
     }
@@ -238,6 +242,7 @@ async fn detect_patterns(state: &mut CustomerActorState) {
     .await;
     match stored {
         Ok(()) => {
+            state.cache.bump_data_version(state.org.id).await;
             state.last_patterns = signature;
             let list: Vec<serde_json::Value> = found
                 .iter()
@@ -272,6 +277,7 @@ async fn apply_scores(state: &mut CustomerActorState, scored: &ScoredInteraction
     .await;
     match result {
         Ok((Some(record), average)) => {
+            state.cache.bump_data_version(state.org.id).await;
             if let Some(fresh) = average {
                 state.customer = fresh;
             }

@@ -21,6 +21,7 @@ use crate::domain::{CustomerId, FieldError, OrganizationId, Wire};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::ml::Scorer;
+use crate::store::cache::Cache;
 use crate::store::interactions::{self, ItemOutcome};
 
 /// Handle to the ingestion actors of this node; cheap to clone.
@@ -31,6 +32,7 @@ pub struct Ingest {
     batch_pool: PgPool,
     config: IngestConfig,
     scorer: Scorer,
+    cache: Cache,
     metrics: Metrics,
     fault_injection: bool,
 }
@@ -50,6 +52,7 @@ pub struct IngestParts {
     pub batch_pool: PgPool,
     pub config: IngestConfig,
     pub scorer: Scorer,
+    pub cache: Cache,
     pub metrics: Metrics,
     pub fault_injection: bool,
 }
@@ -63,6 +66,7 @@ impl Ingest {
             batch_pool: p.batch_pool,
             config: p.config,
             scorer: p.scorer,
+            cache: p.cache,
             metrics: p.metrics,
             fault_injection: p.fault_injection,
         }
@@ -87,6 +91,7 @@ impl Ingest {
             pool: self.pool.clone(),
             config: self.config.clone(),
             scorer: self.scorer.clone(),
+            cache: self.cache.clone(),
             metrics: self.metrics.clone(),
             fault_injection: self.fault_injection,
         };
@@ -137,7 +142,12 @@ impl Ingest {
             .await
             .map_err(|e| Error::Internal(anyhow::anyhow!("organization actor unreachable: {e}")))?;
         match call {
-            CallResult::Success(Wire(Ok(Ok(outcome)))) => Ok(outcome),
+            CallResult::Success(Wire(Ok(Ok(outcome)))) => {
+                if matches!(outcome, IngestOutcome::Created(_)) {
+                    self.cache.bump_data_version(org).await;
+                }
+                Ok(outcome)
+            }
             CallResult::Success(Wire(Ok(Err(IngestFailure::CustomerNotFound)))) => {
                 Err(Error::NotFound("customer"))
             }
@@ -210,6 +220,9 @@ impl Ingest {
             }
             done += 1;
             tracing::debug!(org = %org, chunk = done, chunks = total_chunks, "batch chunk stored");
+        }
+        if !created.is_empty() {
+            self.cache.bump_data_version(org).await;
         }
         for record in &created {
             self.scorer.hand_off(record);

@@ -22,6 +22,7 @@ use crate::domain::{CustomerId, Wire};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::ml::Scorer;
+use crate::store::cache::Cache;
 use crate::store::customers;
 
 /// The organization actor (stateless struct; see [`OrgState`]).
@@ -33,6 +34,7 @@ pub struct OrgArgs {
     pub pool: PgPool,
     pub config: IngestConfig,
     pub scorer: Scorer,
+    pub cache: Cache,
     pub metrics: Metrics,
     pub fault_injection: bool,
 }
@@ -48,6 +50,7 @@ pub struct OrgState {
     pool: PgPool,
     config: IngestConfig,
     scorer: Scorer,
+    cache: Cache,
     metrics: Metrics,
     fault_injection: bool,
     customers: HashMap<CustomerId, LiveCustomer>,
@@ -104,6 +107,7 @@ impl Actor for OrgActor {
             pool: args.pool,
             config: args.config,
             scorer: args.scorer,
+            cache: args.cache,
             metrics: args.metrics,
             fault_injection: args.fault_injection,
             customers: HashMap::new(),
@@ -292,6 +296,7 @@ async fn customer_actor(
         pool: state.pool.clone(),
         org_ref: myself.clone(),
         scorer: state.scorer.clone(),
+        cache: state.cache.clone(),
         fault_injection: state.fault_injection,
     };
     let (actor, _) = Actor::spawn_linked(None, CustomerActor, args, myself.get_cell())

@@ -7,6 +7,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 use warp::Filter;
 use warp::http::{Method, StatusCode};
+use warp::reply::Response;
 
 use super::{Endpoint, Page, PageRequest, Shared, authed, json_body, query_map, respond};
 use crate::auth::Principal;
@@ -78,7 +79,7 @@ pub fn endpoints(s: &Shared) -> Vec<Endpoint> {
                 .and(warp::get())
                 .and(authed(s))
                 .then(|id: Uuid, s: Shared, p: Principal| async move {
-                    respond(StatusCode::OK, get_customer(&s, &p, CustomerId(id)).await)
+                    super::respond_with(get_customer(&s, &p, CustomerId(id)).await)
                 }),
         ),
         Endpoint::new(
@@ -154,6 +155,7 @@ pub async fn create_customer(
         })
         .map_err(Error::Validation)?;
     let row = customers::create(&s.pool, org, &new).await?;
+    s.cache.bump_data_version(org).await;
     Ok(row.into_view(Some(Vec::new())))
 }
 
@@ -222,14 +224,19 @@ pub async fn list_customers(
 /// Returns a customer's profile with its current patterns.
 #[utoipa::path(get, path = "/api/v1/customers/{id}", tag = "customers", security(("bearer" = [])),
     params(("id" = Uuid, Path)),
-    responses((status = 200, body = CustomerView), (status = 404, body = super::errors::ErrorBody)))]
-pub async fn get_customer(s: &Shared, p: &Principal, id: CustomerId) -> Result<CustomerView, Error> {
+    responses((status = 200, body = CustomerView, headers(("x-cache" = String, description = "hit or miss"))),
+        (status = 404, body = super::errors::ErrorBody)))]
+pub async fn get_customer(s: &Shared, p: &Principal, id: CustomerId) -> Result<Response, Error> {
     let org = p.require(Role::Viewer)?.organization_id;
-    let row = customers::get(&s.pool, org, id)
-        .await?
-        .ok_or(Error::NotFound("customer"))?;
-    let patterns = customers::patterns(&s.pool, org, id).await?;
-    Ok(row.into_view(Some(patterns)))
+    let ttl = s.config.query.profile_cache_ttl;
+    super::query::cached(s, org, "customer", &id.to_string(), ttl, || async {
+        let row = customers::get(&s.pool, org, id)
+            .await?
+            .ok_or(Error::NotFound("customer"))?;
+        let patterns = customers::patterns(&s.pool, org, id).await?;
+        Ok(row.into_view(Some(patterns)))
+    })
+    .await
 }
 
 /// Changes a customer.
@@ -282,6 +289,7 @@ pub async fn update_customer(
     let row = customers::update(&s.pool, org, id, &patch)
         .await?
         .ok_or(Error::NotFound("customer"))?;
+    s.cache.bump_data_version(org).await;
     s.ingest.customer_changed(org, id).await;
     let patterns = customers::patterns(&s.pool, org, id).await?;
     Ok(row.into_view(Some(patterns)))

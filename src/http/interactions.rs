@@ -10,15 +10,14 @@ use warp::reply::Response;
 
 use std::collections::HashMap;
 
+use super::query;
 use super::{Endpoint, Page, PageRequest, Shared, authed, json_body, json_body_limited, query_map, respond};
 use crate::actors::ingest::BatchItem;
 use crate::auth::Principal;
-use crate::domain::interaction::{
-    Channel, IngestLimits, IngestOutcome, InteractionView, parse_new_interaction,
-};
-use crate::domain::{CustomerId, FieldError, InteractionId, Role};
+use crate::domain::interaction::{IngestLimits, IngestOutcome, InteractionView, parse_new_interaction};
+use crate::domain::{FieldError, InteractionId, Role};
 use crate::error::Error;
-use crate::store::interactions::{self, InteractionQuery, InteractionSort};
+use crate::store::interactions::{self, InteractionQuery};
 
 /// A new interaction.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -243,6 +242,7 @@ pub async fn create_batch(
         ("sort" = Option<String>, Query, description = "timestamp (default), sentiment, channel, createdAt"),
         ("order" = Option<String>, Query, description = "asc or desc (default)"),
         ("page" = Option<u32>, Query), ("pageSize" = Option<u32>, Query, description = "1 to 100, default 20"),
+        ("cursor" = Option<String>, Query, description = "`pagination.nextCursor` of the previous page (keyset paging; not with `page`)"),
     ),
     responses((status = 200, body = Page<InteractionView>), (status = 400, body = super::errors::ErrorBody)))]
 pub async fn list_interactions(
@@ -253,111 +253,46 @@ pub async fn list_interactions(
     let org = p.require(Role::Viewer)?.organization_id;
     let mut errors: Vec<FieldError> = Vec::new();
     let page = PageRequest::parse(query, &mut errors);
-    let text = |name: &str| query.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
-    let mut time = |name: &str| {
-        text(name).and_then(|v| match chrono::DateTime::parse_from_rfc3339(v) {
-            Ok(t) => Some(t.with_timezone(&chrono::Utc)),
-            Err(_) => {
-                errors.push(FieldError::new(name, "must be an RFC 3339 date-time with offset"));
-                None
+    let filter = query::parse_filter(query, &mut errors);
+    let (sort, descending) = query::parse_sort(query, &mut errors);
+    let cursor = query.get("cursor").map(|v| v.trim()).filter(|v| !v.is_empty());
+    let mut after = None;
+    if let Some(raw) = cursor {
+        if query.contains_key("page") {
+            errors.push(FieldError::new("cursor", "cannot be combined with page"));
+        } else {
+            match query::decode_cursor(raw, &filter, sort, descending) {
+                Ok(key) => after = Some(key),
+                Err(m) => errors.push(FieldError::new("cursor", m)),
             }
-        })
-    };
-    let from = time("from");
-    let to = time("to");
-    let mut channels = Vec::new();
-    for c in text("channels")
-        .map(|v| {
-            v.split(',')
-                .map(str::trim)
-                .filter(|c| !c.is_empty())
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default()
-    {
-        match Channel::parse(c) {
-            Ok(c) => channels.push(c),
-            Err(m) => errors.push(FieldError::new("channels", format!("{c:?} {m}"))),
         }
     }
-    let mut score = |name: &str| {
-        text(name).and_then(|v| match v.parse::<f32>() {
-            Ok(x) if (-1.0..=1.0).contains(&x) => Some(x),
-            _ => {
-                errors.push(FieldError::new(name, "must be a number from -1 to 1"));
-                None
-            }
-        })
-    };
-    let sentiment_min = score("sentimentMin");
-    let sentiment_max = score("sentimentMax");
-    if let (Some(min), Some(max)) = (sentiment_min, sentiment_max)
-        && min > max
-    {
-        errors.push(FieldError::new(
-            "sentimentMin",
-            "must not be greater than sentimentMax",
-        ));
-    }
-    let segments: Vec<String> = text("segments")
-        .map(|v| {
-            v.split(',')
-                .map(str::trim)
-                .filter(|x| !x.is_empty())
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default();
-    let customer = text("customerId").and_then(|v| match CustomerId::parse(v) {
-        Ok(id) => Some(id),
-        Err(_) => {
-            errors.push(FieldError::new("customerId", "must be a UUID"));
-            None
-        }
-    });
-    let q = text("q").map(str::to_owned);
-    if q.as_ref().is_some_and(|q| q.chars().count() > 200) {
-        errors.push(FieldError::new("q", "must be at most 200 characters"));
-    }
-    let sort = match text("sort") {
-        None => InteractionSort::Timestamp,
-        Some(v) => InteractionSort::parse(v).unwrap_or_else(|m| {
-            errors.push(FieldError::new("sort", m));
-            InteractionSort::Timestamp
-        }),
-    };
-    let descending = match text("order") {
-        None | Some("desc") => true,
-        Some("asc") => false,
-        Some(_) => {
-            errors.push(FieldError::new("order", "must be asc or desc"));
-            true
-        }
-    };
     if !errors.is_empty() {
         return Err(Error::Validation(errors));
     }
     let (limit, offset) = page.limit_offset();
-    let filter = InteractionQuery {
-        from,
-        to,
-        channels,
-        sentiment_min,
-        sentiment_max,
-        segments,
-        customer,
-        text: q,
+    let keyset = after.is_some();
+    let request = InteractionQuery {
+        filter,
         sort,
         descending,
         limit,
-        offset,
+        offset: if keyset { 0 } else { offset },
+        after,
     };
-    let (rows, total) = interactions::list(&s.pool, org, &filter).await?;
-    Ok(Page::new(
-        rows.into_iter().map(InteractionView::from).collect(),
-        page,
-        total,
-    ))
+    let (mut rows, total) = interactions::list(&s.pool, org, &request).await?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let next_cursor = rows
+        .last()
+        .filter(|_| more)
+        .map(|last| query::encode_cursor(&request.filter, sort, descending, last));
+    let mut result = Page::new(rows.into_iter().map(InteractionView::from).collect(), page, total);
+    result.pagination.next_cursor = next_cursor;
+    if keyset {
+        result.pagination.page = None;
+    }
+    Ok(result)
 }
 
 /// Returns one interaction of the caller's organization.

@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{api_keys, auth, customers, interactions, ml, ops, users};
+use super::{api_keys, auth, customers, interactions, ml, ops, query, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -19,6 +19,7 @@ use super::{api_keys, auth, customers, interactions, ml, ops, users};
         interactions::create_interaction, interactions::create_batch, interactions::list_interactions,
         interactions::get_interaction,
         ml::sentiment, ml::sentiment_batch,
+        query::dashboard, query::trends, query::export,
     ),
     modifiers(&BearerAuth),
     tags(
@@ -28,6 +29,7 @@ use super::{api_keys, auth, customers, interactions, ml, ops, users};
         (name = "customers", description = "Customers and their profiles"),
         (name = "interactions", description = "Ingestion and reading of interactions"),
         (name = "ml", description = "Sentiment predictions"),
+        (name = "insights", description = "Dashboard summaries and sentiment trends (cached)"),
         (name = "ops", description = "Health, readiness, metrics"),
     )
 )]

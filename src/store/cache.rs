@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+use crate::domain::OrganizationId;
 use crate::metrics::Metrics;
 
 /// The cache used by a node.
@@ -49,6 +50,14 @@ pub struct WindowCount {
     pub count: u64,
     /// Time until the window (and its count) expires.
     pub resets_in: Duration,
+}
+
+/// How long a data version is kept after the last write: far longer than any summary is cached, so a
+/// version that expires has no summary left under it.
+const DATA_VERSION_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+fn version_key(org: OrganizationId) -> String {
+    format!("dv:{}", org.as_uuid())
 }
 
 /// Counts an attempt and (on the first one) starts the window, atomically, in one round trip.
@@ -203,6 +212,23 @@ impl Cache {
                 }
             }
         }
+    }
+
+    /// The organization's data version, part of the key of every summary cached for it. It changes after
+    /// each committed write to the organization's customers or interactions, so a cached summary is never
+    /// served once the data it summarizes changed (R14.7). `"0"` until the first write.
+    pub async fn data_version(&self, org: OrganizationId) -> String {
+        self.get(&version_key(org))
+            .await
+            .unwrap_or_else(|| "0".to_owned())
+    }
+
+    /// Gives the organization a new data version; called after a write commits and before it is
+    /// acknowledged. A random value (not a counter) cannot come back after the key is evicted. If Redis
+    /// is down the summaries keep their key until their TTL ends, the bound the TTLs promise (R14.3–14.5).
+    pub async fn bump_data_version(&self, org: OrganizationId) {
+        let version = uuid::Uuid::new_v4().simple().to_string();
+        self.set(&version_key(org), &version, DATA_VERSION_TTL).await;
     }
 
     fn degraded(&self, op: &'static str, e: &redis::RedisError) {

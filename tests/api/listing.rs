@@ -3,7 +3,7 @@ use serde_json::{Value, json};
 use crate::helpers::{TestApp, spawn_app};
 
 /// Six interactions with known channels, times, segments, texts and scores.
-async fn dataset(app: &TestApp, token: &str) -> (String, String) {
+pub async fn dataset(app: &TestApp, token: &str) -> (String, String) {
     let smb = app.customer(token, "smb-1", Some("smb")).await["id"]
         .as_str()
         .unwrap()
@@ -60,22 +60,35 @@ async fn dataset(app: &TestApp, token: &str) -> (String, String) {
             let s: f32 = s;
             let (pos, neg) = if s >= 0.0 { (s, 0.0) } else { (0.0, -s) };
             let neu = 1.0 - pos - neg;
-            sqlx::query!(
+            sqlx::query(
                 "UPDATE customer_interactions SET sentiment_positive = $2, sentiment_negative = $3, sentiment_neutral = $4,
-                     sentiment_score = $5, sentiment_label = 'neutral', sentiment_confidence = $4, processed_at = now()
+                     sentiment_score = $5, sentiment_label = $6::text::sentiment_label, sentiment_confidence = $4,
+                     processed_at = now()
                  WHERE id = $1",
-                uuid::Uuid::parse_str(&id).unwrap(),
-                pos,
-                neg,
-                neu,
-                s
             )
+            .bind(uuid::Uuid::parse_str(&id).unwrap())
+            .bind(pos)
+            .bind(neg)
+            .bind(neu)
+            .bind(s)
+            .bind(label(s))
             .execute(&app.pool)
             .await
             .unwrap();
         }
     }
     (smb, ent)
+}
+
+/// The model's label for a score.
+fn label(score: f32) -> &'static str {
+    if score > 0.05 {
+        "positive"
+    } else if score < -0.05 {
+        "negative"
+    } else {
+        "neutral"
+    }
 }
 
 fn sorted(days: &[u32]) -> Vec<u32> {
@@ -209,4 +222,93 @@ async fn bad_parameters_are_all_listed_and_other_tenants_see_nothing() {
         .expect(200)
         .clone();
     assert_eq!(none["pagination"]["total"], 0);
+}
+
+/// Every id of a listing, read page by page through `nextCursor`.
+async fn walk(app: &TestApp, token: &str, query: &str, page_size: u32) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut url = format!("/api/v1/interactions?{query}&pageSize={page_size}");
+    for _ in 0..20 {
+        let body = app.get(&url, Some(token)).await.expect(200).clone();
+        for item in body["data"].as_array().unwrap() {
+            ids.push(item["id"].as_str().unwrap().to_owned());
+        }
+        match body["pagination"]["nextCursor"].as_str() {
+            Some(cursor) => {
+                url = format!("/api/v1/interactions?{query}&pageSize={page_size}&cursor={cursor}");
+            }
+            None => return ids,
+        }
+    }
+    panic!("the cursor never ended");
+}
+
+#[tokio::test]
+async fn cursors_walk_every_sort_exactly_like_offsets_do() {
+    let app = spawn_app().await;
+    let org = app.create_org().await;
+    let admin = app.admin(&org).await;
+    dataset(&app, &admin.access).await;
+    for sort in ["timestamp", "sentiment", "channel", "createdAt"] {
+        for order in ["asc", "desc"] {
+            for filter in ["", "&channels=chat,web,mobile", "&segments=smb"] {
+                let query = format!("sort={sort}&order={order}{filter}");
+                let all: Vec<String> = app
+                    .get(
+                        &format!("/api/v1/interactions?{query}&pageSize=100"),
+                        Some(&admin.access),
+                    )
+                    .await
+                    .expect(200)["data"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|i| i["id"].as_str().unwrap().to_owned())
+                    .collect();
+                for size in [1, 2, 4] {
+                    assert_eq!(
+                        walk(&app, &admin.access, &query, size).await,
+                        all,
+                        "{query} by {size}"
+                    );
+                }
+            }
+        }
+    }
+    // A cursor belongs to its query.
+    let first = app
+        .get("/api/v1/interactions?pageSize=2", Some(&admin.access))
+        .await
+        .expect(200)
+        .clone();
+    let cursor = first["pagination"]["nextCursor"].as_str().unwrap().to_owned();
+    assert_eq!(first["pagination"]["page"], 1);
+    let next = app
+        .get(
+            &format!("/api/v1/interactions?pageSize=2&cursor={cursor}"),
+            Some(&admin.access),
+        )
+        .await
+        .expect(200)
+        .clone();
+    assert!(
+        next["pagination"].get("page").is_none(),
+        "no page number with a cursor"
+    );
+    assert_eq!(next["pagination"]["total"], 6);
+    for (query, fragment) in [
+        (format!("order=asc&cursor={cursor}"), "sort or order"),
+        (format!("sort=sentiment&cursor={cursor}"), "sort or order"),
+        (format!("channels=chat&cursor={cursor}"), "filters"),
+        (format!("page=2&cursor={cursor}"), "page"),
+        ("cursor=abc".to_owned(), "not a cursor"),
+        ("cursor=eyJwIjoxfQ".to_owned(), "not a cursor"),
+    ] {
+        let r = app
+            .get(&format!("/api/v1/interactions?{query}"), Some(&admin.access))
+            .await;
+        let body = r.expect_error(400, "validation_failed");
+        assert_eq!(body["error"]["details"][0]["field"], "cursor", "{query}");
+        assert!(body.to_string().contains(fragment), "{query}: {body}");
+    }
 }

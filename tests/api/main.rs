@@ -12,6 +12,7 @@ mod health;
 mod helpers;
 mod import;
 mod ingest;
+mod insights;
 mod listing;
 mod ml;
 mod openapi;
