@@ -74,7 +74,9 @@ fn parse_args() -> Args {
 /// Creates the organizations that do not exist yet and fills them; returns every organization's id.
 async fn seed(args: &Args) -> Vec<OrganizationId> {
     let pool = sqlx::PgPool::connect(&args.database_url).await.unwrap();
-    let hash = insights::auth::hash_password(PASSWORD.to_owned(), 10).await.unwrap();
+    let hash = insights::auth::hash_password(PASSWORD.to_owned(), 10)
+        .await
+        .unwrap();
     let mut ids = Vec::new();
     let started = Instant::now();
     for n in 0..args.orgs {
@@ -110,7 +112,11 @@ async fn seed(args: &Args) -> Vec<OrganizationId> {
                 .await
                 .unwrap();
                 if n % 10 == 9 {
-                    eprintln!("seeded {} organizations in {:.0} s", n + 1, started.elapsed().as_secs_f64());
+                    eprintln!(
+                        "seeded {} organizations in {:.0} s",
+                        n + 1,
+                        started.elapsed().as_secs_f64()
+                    );
                 }
                 org
             }
@@ -128,7 +134,11 @@ async fn seed(args: &Args) -> Vec<OrganizationId> {
 /// What one request of a scenario asks for, given the request number and a customer of the org.
 fn path(scenario: &str, i: usize, customer: &str) -> String {
     let now = chrono::Utc::now();
-    let days_ago = |d: i64| (now - chrono::Duration::days(d)).format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let days_ago = |d: i64| {
+        (now - chrono::Duration::days(d))
+            .format("%Y-%m-%dT%H:%M:%SZ")
+            .to_string()
+    };
     let channels = ["web", "mobile", "email", "chat", "phone"];
     let segments = ["smb", "enterprise", "consumer"];
     match scenario {
@@ -150,12 +160,14 @@ fn path(scenario: &str, i: usize, customer: &str) -> String {
         // Cold: a `to` no other request uses, so every request misses the cache.
         "dashboard:cold" => format!(
             "/api/v1/insights/dashboard?to={}",
-            (now - chrono::Duration::milliseconds(i as i64)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            (now - chrono::Duration::milliseconds(i as i64))
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
         ),
         "dashboard:cached" => "/api/v1/insights/dashboard".to_owned(),
         "trends:cold" => format!(
             "/api/v1/insights/trends?interval=day&to={}",
-            (now - chrono::Duration::milliseconds(i as i64)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            (now - chrono::Duration::milliseconds(i as i64))
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
         ),
         "trends:cached" => "/api/v1/insights/trends?interval=day".to_owned(),
         "profile:cached" => format!("/api/v1/customers/{customer}"),
@@ -221,7 +233,9 @@ async fn main() {
         "trends:cached",
         "profile:cached",
     ];
-    println!("| scenario | requests | errors | cache hits | concurrency | req/s | p50 ms | p95 ms | p99 ms |");
+    println!(
+        "| scenario | requests | errors | cache hits | concurrency | req/s | p50 ms | p95 ms | p99 ms |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|");
     let mut reports = Vec::new();
     for scenario in scenarios {
@@ -250,7 +264,11 @@ async fn main() {
                     }
                     let org = &sessions[i % sessions.len()];
                     // Profiles: the same customer per organization, so the cached run can hit.
-                    let customer = &org.customers[if scenario.starts_with("profile") { 0 } else { i % org.customers.len() }];
+                    let customer = &org.customers[if scenario.starts_with("profile") {
+                        0
+                    } else {
+                        i % org.customers.len()
+                    }];
                     let url = format!("{base}{}", path(scenario, i, customer));
                     let t = Instant::now();
                     let ok = match client.get(url).bearer_auth(&org.token).send().await {
@@ -303,5 +321,8 @@ async fn main() {
         );
         reports.push(report);
     }
-    println!("{}", json!({ "orgs": orgs.len(), "perOrg": args.per_org, "results": reports }));
+    println!(
+        "{}",
+        json!({ "orgs": orgs.len(), "perOrg": args.per_org, "results": reports })
+    );
 }
