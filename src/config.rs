@@ -148,6 +148,9 @@ pub struct IngestConfig {
     pub batch_pool_connections: u32,
     /// Events an organization keeps for replay (R6.7).
     pub event_buffer: usize,
+    /// Sequence numbers an organization actor reserves in PostgreSQL at a time, so numbering continues
+    /// above every number already handed out after a restart (R6.7).
+    pub event_seq_block: u64,
     /// How long a customer's actor gathers new interactions before detecting patterns again.
     pub pattern_debounce: Duration,
 }
@@ -259,6 +262,7 @@ impl Default for Config {
                 batch_chunk: 100,
                 batch_pool_connections: 4,
                 event_buffer: 100,
+                event_seq_block: 1000,
                 pattern_debounce: Duration::from_secs(1),
             },
             ml: MlConfig {
@@ -331,6 +335,7 @@ struct FileConfig {
     batch_chunk: Option<usize>,
     batch_pool_connections: Option<u32>,
     event_buffer: Option<usize>,
+    event_seq_block: Option<u64>,
     pattern_debounce_ms: Option<u64>,
     ml_enabled: Option<bool>,
     ml_required: Option<bool>,
@@ -491,6 +496,7 @@ impl Config {
         set(&mut self.ingest.batch_chunk, f.batch_chunk);
         set(&mut self.ingest.batch_pool_connections, f.batch_pool_connections);
         set(&mut self.ingest.event_buffer, f.event_buffer);
+        set(&mut self.ingest.event_seq_block, f.event_seq_block);
         set(
             &mut self.ingest.pattern_debounce,
             f.pattern_debounce_ms.map(Duration::from_millis),
@@ -675,6 +681,10 @@ impl Config {
             &mut self.ingest.event_buffer,
             parse_env(env, "INSIGHTS_EVENT_BUFFER")?,
         );
+        set(
+            &mut self.ingest.event_seq_block,
+            parse_env(env, "INSIGHTS_EVENT_SEQ_BLOCK")?,
+        );
         set(&mut self.ml.enabled, parse_env(env, "INSIGHTS_ML_ENABLED")?);
         set(&mut self.ml.required, parse_env(env, "INSIGHTS_ML_REQUIRED")?);
         set_opt(
@@ -801,7 +811,12 @@ impl Config {
                 "ingest durations must be positive",
             ));
         }
-        if i.org_max_inflight == 0 || i.batch_max_items == 0 || i.batch_chunk == 0 || i.event_buffer == 0 {
+        if i.org_max_inflight == 0
+            || i.batch_max_items == 0
+            || i.batch_chunk == 0
+            || i.event_buffer == 0
+            || i.event_seq_block == 0
+        {
             return Err(invalid("batch_chunk", "ingest limits must be positive"));
         }
         if i.batch_pool_connections == 0 || i.max_content_chars == 0 {

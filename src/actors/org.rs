@@ -18,7 +18,7 @@ use crate::domain::event::{EventDraft, EventsAfter, OrgEvent};
 use crate::domain::interaction::{
     IngestFailure, IngestReply, InteractionRecord, InteractionView, NewInteraction, ScoredInteraction,
 };
-use crate::domain::{CustomerId, Wire};
+use crate::domain::{CustomerId, OrganizationId, Wire};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::ml::Scorer;
@@ -55,6 +55,8 @@ pub struct OrgState {
     fault_injection: bool,
     customers: HashMap<CustomerId, LiveCustomer>,
     seq: u64,
+    /// The highest number reserved in PostgreSQL (`organizations.event_seq_reserved`).
+    reserved: u64,
     ring: VecDeque<OrgEvent>,
 }
 
@@ -100,7 +102,10 @@ impl Actor for OrgActor {
         let period = (args.config.passivate_after / 4).max(Duration::from_millis(20));
         myself.send_interval(period, || OrgMsg::PassivateIdle);
         args.metrics.live_actors.with_label_values(&["org"]).inc();
-        tracing::debug!(org = %args.org.id, "organization actor started");
+        // Numbering continues above everything an earlier actor of this organization may have handed out.
+        let block = args.config.event_seq_block;
+        let seq = reserve_seq(&args.pool, args.org.id, block).await?;
+        tracing::debug!(org = %args.org.id, seq, "organization actor started");
         Ok(OrgState {
             ring: VecDeque::with_capacity(args.config.event_buffer),
             org: args.org,
@@ -111,7 +116,8 @@ impl Actor for OrgActor {
             metrics: args.metrics,
             fault_injection: args.fault_injection,
             customers: HashMap::new(),
-            seq: 0,
+            seq,
+            reserved: seq + block,
         })
     }
 
@@ -132,7 +138,7 @@ impl Actor for OrgActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             OrgMsg::Ingest(wire, reply) => route_ingest(&myself, state, wire, reply).await,
-            OrgMsg::Publish(Wire(Ok(draft))) => publish(state, draft),
+            OrgMsg::Publish(Wire(Ok(draft))) => publish(state, draft).await,
             OrgMsg::Scored(Wire(Ok(scored))) => {
                 if let Ok(Some(actor)) = customer_actor(&myself, state, scored.customer_id).await {
                     let _ = actor.cast(CustomerMsg::ApplyScores(Wire::new(scored)));
@@ -155,7 +161,8 @@ impl Actor for OrgActor {
                             kind: "interaction.created".to_owned(),
                             data,
                         },
-                    );
+                    )
+                    .await;
                 }
                 touched.sort_unstable();
                 touched.dedup();
@@ -313,7 +320,38 @@ async fn customer_actor(
     Ok(Some(actor))
 }
 
-fn publish(state: &mut OrgState, draft: EventDraft) {
+/// Reserves the next `block` event numbers of the organization; returns the last number before them.
+async fn reserve_seq(pool: &PgPool, org: OrganizationId, block: u64) -> Result<u64, Error> {
+    let block = i64::try_from(block).unwrap_or(i64::MAX);
+    let start = sqlx::query_scalar!(
+        "UPDATE organizations SET event_seq_reserved = event_seq_reserved + $2 WHERE id = $1
+         RETURNING event_seq_reserved - $2",
+        org.as_uuid(),
+        block
+    )
+    .fetch_optional(pool)
+    .await?
+    .flatten()
+    .ok_or(Error::NotFound("organization"))?;
+    Ok(u64::try_from(start).unwrap_or(0))
+}
+
+async fn publish(state: &mut OrgState, draft: EventDraft) {
+    if state.seq >= state.reserved {
+        match reserve_seq(&state.pool, state.org.id, state.config.event_seq_block).await {
+            Ok(start) => {
+                // Another actor of this organization (a previous life of this one) may have reserved
+                // meanwhile: never go back below what is already handed out.
+                state.seq = state.seq.max(start);
+                state.reserved = state.seq + state.config.event_seq_block;
+            }
+            Err(e) => tracing::error!(
+                org = %state.org.id,
+                error = %e,
+                "cannot reserve event numbers; numbering continues unreserved and a restart may reuse them"
+            ),
+        }
+    }
     state.seq += 1;
     state
         .metrics
@@ -335,7 +373,8 @@ fn events_after(state: &OrgState, after: u64) -> EventsAfter {
     let oldest = state.ring.front().map_or(state.seq + 1, |e| e.seq);
     EventsAfter {
         events: state.ring.iter().filter(|e| e.seq > after).cloned().collect(),
-        complete: after + 1 >= oldest || after >= state.seq,
+        // A number beyond the newest is from before a restart (or made up): only a resync is right.
+        complete: after <= state.seq && (after + 1 >= oldest || after == state.seq),
         last_seq: state.seq,
     }
 }

@@ -573,3 +573,59 @@ async fn a_customer_patch_reaches_the_live_actor() {
     .await;
     assert!(ok, "new interactions carry the new segment");
 }
+
+#[tokio::test]
+async fn event_numbers_continue_after_a_restart_and_older_ones_ask_for_a_resync() {
+    let mut app = crate::helpers::spawn_with(|c| c.ingest.event_seq_block = 5).await;
+    let org = app.create_org().await;
+    let admin = app.admin(&org).await;
+    let customer = app.customer(&admin.access, "c-1", None).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Seven events cross the first reserved block of five without a gap.
+    for _ in 0..7 {
+        post_one(&app, &admin.access, &customer).await;
+    }
+    let all = app.events_after(org.id, 0).await;
+    assert_eq!(
+        all.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=7).collect::<Vec<_>>()
+    );
+    let resumed = app.events_after(org.id, 4).await;
+    assert!(resumed.complete);
+    assert_eq!(
+        resumed.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [5, 6, 7]
+    );
+    assert!(
+        !app.events_after(org.id, 99).await.complete,
+        "a number never handed out is a resync"
+    );
+
+    // A new node on the same database continues above every number reserved before.
+    app.app.take().unwrap().shutdown().await.unwrap();
+    let node = insights::App::build(app.config.clone()).await.unwrap();
+    app.base = format!("https://localhost:{}", node.local_addr().port());
+    app.app = Some(node);
+    post_one(&app, &admin.access, &customer).await;
+    let after = app.events_after(org.id, 0).await;
+    assert_eq!(after.events.len(), 1);
+    assert_eq!(
+        after.events[0].seq, 11,
+        "blocks 1-5 and 6-10 were reserved before the restart"
+    );
+    let old = app.events_after(org.id, 7).await;
+    assert!(!old.complete, "a client at 7 missed 8-10's fate: it must resync");
+    assert!(app.events_after(org.id, 11).await.complete);
+}
+
+async fn post_one(app: &crate::helpers::TestApp, token: &str, customer: &str) {
+    app.post(
+        "/api/v1/interactions",
+        Some(token),
+        interaction(customer, "web", None),
+    )
+    .await
+    .expect(201);
+}
