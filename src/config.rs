@@ -77,6 +77,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Directory of the sentiment model.
     pub model_dir: PathBuf,
+    /// The web dashboard's files, served at `/` and `/static/`.
+    pub web_dir: PathBuf,
     /// Origins allowed by CORS; empty means no cross-origin access.
     pub cors_origins: Vec<String>,
     /// HS256 signing secret, from the environment only.
@@ -93,6 +95,7 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub ml: MlConfig,
     pub query: QueryConfig,
+    pub ws: WsConfig,
     /// Enables deliberate faults (a customer actor that panics on request), for crash tests only.
     pub fault_injection: bool,
 }
@@ -153,6 +156,17 @@ pub struct IngestConfig {
     pub event_seq_block: u64,
     /// How long a customer's actor gathers new interactions before detecting patterns again.
     pub pattern_debounce: Duration,
+}
+
+/// Live dashboard connections (R6).
+#[derive(Debug, Clone)]
+pub struct WsConfig {
+    /// How often the server pings; a client silent for two intervals is dropped (R6.5).
+    pub ping_interval: Duration,
+    /// Events within this window go out as one `batch` frame (R6.10).
+    pub batch_window: Duration,
+    /// Frames waiting for a slow client before it is told to resync and dropped.
+    pub outbound_queue: usize,
 }
 
 /// Summaries, their caches and exports (R5, R8.5–8.8, R14.3–14.8, R15.9).
@@ -227,6 +241,7 @@ impl Default for Config {
             tls_key: None,
             data_dir: PathBuf::from("data"),
             model_dir: PathBuf::from("models"),
+            web_dir: PathBuf::from("web"),
             cors_origins: Vec::new(),
             jwt_secret: None,
             data_key: None,
@@ -280,6 +295,11 @@ impl Default for Config {
                 queue_capacity: 10_000,
                 sweep_interval: Duration::from_secs(60),
             },
+            ws: WsConfig {
+                ping_interval: Duration::from_secs(30),
+                batch_window: Duration::from_millis(50),
+                outbound_queue: 256,
+            },
             query: QueryConfig {
                 dashboard_cache_ttl: Duration::from_secs(300),
                 profile_cache_ttl: Duration::from_secs(600),
@@ -309,6 +329,7 @@ struct FileConfig {
     tls_key: Option<PathBuf>,
     data_dir: Option<PathBuf>,
     model_dir: Option<PathBuf>,
+    web_dir: Option<PathBuf>,
     cors_origins: Option<Vec<String>>,
     migrate_on_start: Option<bool>,
     node_name: Option<String>,
@@ -349,6 +370,9 @@ struct FileConfig {
     ml_queue_capacity: Option<usize>,
     ml_sweep_secs: Option<u64>,
     dashboard_cache_ttl_secs: Option<u64>,
+    ws_ping_interval_secs: Option<u64>,
+    ws_batch_window_ms: Option<u64>,
+    ws_outbound_queue: Option<usize>,
     profile_cache_ttl_secs: Option<u64>,
     trends_cache_ttl_secs: Option<u64>,
     query_default_range_days: Option<u64>,
@@ -437,6 +461,7 @@ impl Config {
         set_opt(&mut self.tls_key, f.tls_key.clone());
         set(&mut self.data_dir, f.data_dir.clone());
         set(&mut self.model_dir, f.model_dir.clone());
+        set(&mut self.web_dir, f.web_dir.clone());
         set(&mut self.cors_origins, f.cors_origins.clone());
         set(&mut self.migrate_on_start, f.migrate_on_start);
         set(&mut self.node_name, f.node_name.clone());
@@ -524,6 +549,15 @@ impl Config {
             &mut self.ml.sweep_interval,
             f.ml_sweep_secs.map(Duration::from_secs),
         );
+        set(
+            &mut self.ws.ping_interval,
+            f.ws_ping_interval_secs.map(Duration::from_secs),
+        );
+        set(
+            &mut self.ws.batch_window,
+            f.ws_batch_window_ms.map(Duration::from_millis),
+        );
+        set(&mut self.ws.outbound_queue, f.ws_outbound_queue);
         let q = &mut self.query;
         set(
             &mut q.dashboard_cache_ttl,
@@ -576,6 +610,7 @@ impl Config {
             &mut self.model_dir,
             env.var("INSIGHTS_MODEL_DIR").map(PathBuf::from),
         );
+        set(&mut self.web_dir, env.var("INSIGHTS_WEB_DIR").map(PathBuf::from));
         if let Some(origins) = env.var("INSIGHTS_CORS_ORIGINS") {
             self.cors_origins = origins
                 .split(',')
@@ -712,6 +747,18 @@ impl Config {
             parse_env(env, "INSIGHTS_ML_QUEUE_CAPACITY")?,
         );
         set(&mut self.ml.sweep_interval, secs(env, "INSIGHTS_ML_SWEEP_SECS")?);
+        set(
+            &mut self.ws.ping_interval,
+            secs(env, "INSIGHTS_WS_PING_INTERVAL_SECS")?,
+        );
+        set(
+            &mut self.ws.batch_window,
+            millis(env, "INSIGHTS_WS_BATCH_WINDOW_MS")?,
+        );
+        set(
+            &mut self.ws.outbound_queue,
+            parse_env(env, "INSIGHTS_WS_OUTBOUND_QUEUE")?,
+        );
         let q = &mut self.query;
         set(
             &mut q.dashboard_cache_ttl,
@@ -832,6 +879,12 @@ impl Config {
             return Err(invalid(
                 "ml_workers",
                 "ML workers, threads and batch size must be positive",
+            ));
+        }
+        if self.ws.ping_interval.is_zero() || self.ws.outbound_queue == 0 {
+            return Err(invalid(
+                "ws_ping_interval_secs",
+                "the ping interval and outbound queue must be positive",
             ));
         }
         let q = &self.query;

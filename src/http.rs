@@ -15,6 +15,8 @@ pub mod ops;
 pub mod query;
 pub mod server;
 pub mod users;
+pub mod web;
+pub mod ws;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -49,6 +51,10 @@ pub struct AppState {
     pub ml: crate::ml::Ml,
     /// Permits for exports running at once (`export_max_concurrent`).
     pub exports: Arc<tokio::sync::Semaphore>,
+    /// The supervisor of the node's dashboard sessions.
+    pub sessions: ractor::ActorRef<crate::actors::session::SupervisorMsg>,
+    /// Becomes true when the node stops: long-lived connections close.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Shared handle to the node's state.
@@ -91,6 +97,7 @@ pub fn endpoints(state: &Shared) -> Vec<Endpoint> {
     all.extend(interactions::endpoints(state));
     all.extend(ml::endpoints(state));
     all.extend(query::endpoints(state));
+    all.extend(ws::endpoints(state));
     all
 }
 
@@ -108,6 +115,7 @@ pub fn router(state: &Shared) -> BoxedFilter<(Response,)> {
             .and_then(|| async { Err::<Response, _>(warp::reject::not_found()) })
             .boxed()
     });
+    let routes = routes.or(web::routes(&state.config.web_dir)).unify().boxed();
     let origins = &state.config.cors_origins;
     if origins.is_empty() {
         return routes.recover(errors::recover).unify().boxed();

@@ -47,6 +47,7 @@ pub struct App {
     shutdown: watch::Sender<bool>,
     server: JoinHandle<()>,
     root_handle: JoinHandle<()>,
+    sessions_handle: JoinHandle<()>,
 }
 
 /// Fewer lookups than this in a window are too few to judge a cache's hit rate by.
@@ -147,6 +148,12 @@ impl App {
             shutdown_rx.clone(),
         );
         let exports = Arc::new(tokio::sync::Semaphore::new(config.query.export_max_concurrent));
+        let (sessions, sessions_handle) = Actor::spawn(
+            Some(actors::names::sessions(&config.node_name)),
+            actors::session::SessionSupervisor,
+            metrics.clone(),
+        )
+        .await?;
         let state: Shared = Arc::new(AppState {
             config: Arc::new(config),
             pool,
@@ -157,6 +164,8 @@ impl App {
             ingest,
             ml,
             exports,
+            sessions,
+            shutdown: shutdown_rx.clone(),
         });
         let routes = http::router(&state);
         let server = tokio::spawn(http::server::serve(
@@ -174,6 +183,7 @@ impl App {
             shutdown,
             server,
             root_handle,
+            sessions_handle,
         })
     }
 
@@ -205,6 +215,12 @@ impl App {
         let _ = self.shutdown.send(true);
         self.server.await?;
         self.state.ml.shutdown();
+        self.state
+            .sessions
+            .stop_children_and_wait(None, Some(std::time::Duration::from_secs(5)))
+            .await;
+        self.state.sessions.stop(Some("shutdown".to_owned()));
+        self.sessions_handle.await?;
         self.state.root.stop(Some("shutdown".to_owned()));
         self.root_handle.await?;
         self.state.pool.close().await;

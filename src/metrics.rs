@@ -56,6 +56,12 @@ pub struct Inner {
     pub exports: IntCounterVec,
     /// Rows written by exports.
     pub export_rows: prometheus::IntCounter,
+    /// Dashboard connections dropped by the server, by reason (`slow`, `heartbeat`).
+    pub ws_dropped: IntCounterVec,
+    /// Resumes answered with `resync`.
+    pub ws_resyncs: prometheus::IntCounter,
+    /// `batch` frames sent.
+    pub ws_batches: prometheus::IntCounter,
 }
 
 impl std::ops::Deref for Metrics {
@@ -141,6 +147,15 @@ impl Metrics {
             &["format", "outcome"],
         )?;
         let export_rows = prometheus::IntCounter::new("export_rows_total", "rows written by exports")?;
+        let ws_dropped = IntCounterVec::new(
+            Opts::new("ws_dropped_total", "dashboard connections dropped by the server"),
+            &["reason"],
+        )?;
+        let ws_resyncs = prometheus::IntCounter::new("ws_resyncs_total", "resumes answered with resync")?;
+        let ws_batches = prometheus::IntCounter::new("ws_batches_total", "batch frames sent")?;
+        registry.register(Box::new(ws_dropped.clone()))?;
+        registry.register(Box::new(ws_resyncs.clone()))?;
+        registry.register(Box::new(ws_batches.clone()))?;
         registry.register(Box::new(summary_cache.clone()))?;
         registry.register(Box::new(cache_hit_rate.clone()))?;
         registry.register(Box::new(exports.clone()))?;
@@ -183,6 +198,9 @@ impl Metrics {
             cache_hit_rate,
             exports,
             export_rows,
+            ws_dropped,
+            ws_resyncs,
+            ws_batches,
         })))
     }
 

@@ -11,6 +11,11 @@ pub fn org_supervisor(node: &str) -> String {
     format!("{node}/orgs")
 }
 
+/// The name of a node's session supervisor.
+pub fn sessions(node: &str) -> String {
+    format!("{node}/sessions")
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

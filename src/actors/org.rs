@@ -358,12 +358,14 @@ async fn publish(state: &mut OrgState, draft: EventDraft) {
         .events_published
         .with_label_values(&[draft.kind.as_str()])
         .inc();
-    state.ring.push_back(OrgEvent {
+    let event = OrgEvent {
         seq: state.seq,
         kind: draft.kind,
         data: draft.data,
         at: Utc::now(),
-    });
+    };
+    super::session::fan_out(state.org.id, &event);
+    state.ring.push_back(event);
     while state.ring.len() > state.config.event_buffer {
         state.ring.pop_front();
     }
@@ -374,7 +376,7 @@ fn events_after(state: &OrgState, after: u64) -> EventsAfter {
     EventsAfter {
         events: state.ring.iter().filter(|e| e.seq > after).cloned().collect(),
         // A number beyond the newest is from before a restart (or made up): only a resync is right.
-        complete: after <= state.seq && (after + 1 >= oldest || after == state.seq),
+        complete: after <= state.seq && (after.saturating_add(1) >= oldest || after == state.seq),
         last_seq: state.seq,
     }
 }

@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{api_keys, auth, customers, interactions, ml, ops, query, users};
+use super::{api_keys, auth, customers, interactions, ml, ops, query, users, ws};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -20,6 +20,7 @@ use super::{api_keys, auth, customers, interactions, ml, ops, query, users};
         interactions::get_interaction,
         ml::sentiment, ml::sentiment_batch,
         query::dashboard, query::trends, query::export,
+        ws::upgrade,
     ),
     modifiers(&BearerAuth),
     tags(
@@ -29,6 +30,7 @@ use super::{api_keys, auth, customers, interactions, ml, ops, query, users};
         (name = "customers", description = "Customers and their profiles"),
         (name = "interactions", description = "Ingestion and reading of interactions"),
         (name = "ml", description = "Sentiment predictions"),
+        (name = "live", description = "Live events over WSS (see the contract for the frames)"),
         (name = "insights", description = "Dashboard summaries and sentiment trends (cached)"),
         (name = "ops", description = "Health, readiness, metrics"),
     )

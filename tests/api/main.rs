@@ -14,6 +14,7 @@ mod import;
 mod ingest;
 mod insights;
 mod listing;
+mod live;
 mod ml;
 mod openapi;
 mod patterns;

@@ -1,0 +1,318 @@
+//! Live events over WSS with a real WebSocket client (tokio-tungstenite over rustls): authentication
+//! before the upgrade, isolation, order, batching, replay, resync, heartbeat drop, slow clients, and no
+//! leaked session actors.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, ServerName};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+use crate::helpers::{TestApp, eventually, interaction, spawn_with};
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+/// Opens `/api/v1/ws` over TLS (trusting the node's certificate) with the token as subprotocol.
+async fn open(app: &TestApp, token: Option<&str>) -> Result<Socket, tungstenite::Error> {
+    let port = app.app.as_ref().unwrap().local_addr().port();
+    let pem = std::fs::read(app.data_dir.join("tls/cert.pem")).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let mut request = format!("wss://localhost:{port}/api/v1/ws")
+        .into_client_request()
+        .unwrap();
+    if let Some(token) = token {
+        request.headers_mut().insert(
+            "sec-websocket-protocol",
+            format!("bearer, {token}").parse().unwrap(),
+        );
+    }
+    let (socket, response) = tokio_tungstenite::client_async(request, stream).await?;
+    if token.is_some() {
+        assert_eq!(response.headers()["sec-websocket-protocol"], "bearer");
+    }
+    Ok(socket)
+}
+
+/// The next data frame as JSON, or `None` if nothing comes within `wait`.
+async fn next(socket: &mut Socket, wait: Duration) -> Option<Value> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let msg = tokio::time::timeout_at(deadline, socket.next())
+            .await
+            .ok()??
+            .ok()?;
+        if let Message::Text(text) = msg {
+            return Some(serde_json::from_str(&text).unwrap());
+        }
+        if let Message::Close(_) = msg {
+            return None;
+        }
+    }
+}
+
+/// The events of a frame (a single event or a batch), as (seq, type).
+fn events(frame: &Value) -> Vec<(u64, String)> {
+    let list = if frame["type"] == "batch" {
+        frame["events"].as_array().unwrap().clone()
+    } else {
+        vec![frame.clone()]
+    };
+    list.iter()
+        .map(|e| (e["seq"].as_u64().unwrap(), e["type"].as_str().unwrap().to_owned()))
+        .collect()
+}
+
+async fn sessions(app: &TestApp) -> u64 {
+    let supervisor = app.app.as_ref().unwrap().state().sessions.clone();
+    ractor::call_t!(
+        supervisor,
+        insights::actors::session::SupervisorMsg::CountSessions,
+        2_000
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn events_reach_their_organization_only_in_order_and_batched() {
+    let app = spawn_with(|_| {}).await;
+    let org = app.create_org().await;
+    let admin = app.admin(&org).await;
+    let customer = app.customer(&admin.access, "c-1", None).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let other = app.create_org().await;
+    let other_admin = app.admin(&other).await;
+
+    let mut mine = open(&app, Some(&admin.access)).await.unwrap();
+    let mut theirs = open(&app, Some(&other_admin.access)).await.unwrap();
+    let ready = next(&mut mine, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(ready, json!({"type": "ready", "lastSeq": 0}));
+    assert_eq!(
+        next(&mut theirs, Duration::from_secs(5)).await.unwrap()["type"],
+        "ready"
+    );
+
+    let created = app
+        .post(
+            "/api/v1/interactions",
+            Some(&admin.access),
+            interaction(&customer, "chat", Some("hello there")),
+        )
+        .await
+        .expect(201)["id"]
+        .clone();
+    let frame = next(&mut mine, Duration::from_secs(1))
+        .await
+        .expect("within a second");
+    assert_eq!(events(&frame), [(1, "interaction.created".to_owned())]);
+    assert_eq!(frame["data"]["id"], created);
+    assert_eq!(frame["data"]["content"], "hello there");
+
+    // Three rows of one batch are published together: one batch frame, in order.
+    let items: Vec<Value> = (0..3)
+        .map(|i| interaction(&customer, "web", Some(&format!("b{i}"))))
+        .collect();
+    app.post(
+        "/api/v1/interactions/batch",
+        Some(&admin.access),
+        json!({"interactions": items}),
+    )
+    .await
+    .expect(200);
+    let frame = next(&mut mine, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(frame["type"], "batch");
+    assert_eq!(events(&frame).iter().map(|e| e.0).collect::<Vec<_>>(), [2, 3, 4]);
+    assert!(
+        next(&mut theirs, Duration::from_millis(500)).await.is_none(),
+        "another organization's client hears nothing"
+    );
+    assert!(eventually(Duration::from_secs(5), || async { sessions(&app).await == 2 }).await);
+    mine.close(None).await.unwrap();
+    theirs.close(None).await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || async { sessions(&app).await == 0 }).await,
+        "no leaked sessions"
+    );
+}
+
+#[tokio::test]
+async fn bad_tokens_are_refused_before_the_upgrade() {
+    let app = spawn_with(|_| {}).await;
+    for token in [None, Some("not-a-token")] {
+        match open(&app, token).await {
+            Err(tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), 401);
+                let body: Value = serde_json::from_slice(response.body().as_deref().unwrap()).unwrap();
+                assert_eq!(body["error"]["code"], "unauthenticated");
+            }
+            other => panic!("expected a 401, got {:?}", other.map(|_| ())),
+        }
+    }
+    assert_eq!(sessions(&app).await, 0);
+}
+
+#[tokio::test]
+async fn a_resume_replays_what_was_missed_or_asks_for_a_resync() {
+    let app = spawn_with(|c| c.ingest.event_buffer = 3).await;
+    let org = app.create_org().await;
+    let admin = app.admin(&org).await;
+    let customer = app.customer(&admin.access, "c-1", None).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for i in 0..5 {
+        app.post(
+            "/api/v1/interactions",
+            Some(&admin.access),
+            interaction(&customer, "web", Some(&format!("t{i}"))),
+        )
+        .await
+        .expect(201);
+    }
+    let mut socket = open(&app, Some(&admin.access)).await.unwrap();
+    assert_eq!(
+        next(&mut socket, Duration::from_secs(5)).await.unwrap()["lastSeq"],
+        5
+    );
+    // Seen up to 2: the buffer (the last 3) still holds 3, 4 and 5.
+    socket
+        .send(Message::text(r#"{"type":"resume","lastSeq":2}"#))
+        .await
+        .unwrap();
+    let frame = next(&mut socket, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(events(&frame).iter().map(|e| e.0).collect::<Vec<_>>(), [3, 4, 5]);
+    // Seen up to 1: event 2 is gone from the buffer.
+    socket
+        .send(Message::text(r#"{"type":"resume","lastSeq":1}"#))
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut socket, Duration::from_secs(2)).await.unwrap(),
+        json!({"type": "resync"})
+    );
+    // A number never handed out is from another life of the server.
+    socket
+        .send(Message::text(r#"{"type":"resume","lastSeq":99}"#))
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut socket, Duration::from_secs(2)).await.unwrap(),
+        json!({"type": "resync"})
+    );
+    // Live events go on after the resumes, without repeats.
+    app.post(
+        "/api/v1/interactions",
+        Some(&admin.access),
+        interaction(&customer, "web", Some("after")),
+    )
+    .await
+    .expect(201);
+    let frame = next(&mut socket, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(events(&frame), [(6, "interaction.created".to_owned())]);
+    assert!(app.metric("insights_ws_resyncs_total").await >= 2.0);
+}
+
+#[tokio::test]
+async fn silent_clients_are_dropped_and_answering_ones_stay() {
+    let app = spawn_with(|c| c.ws.ping_interval = Duration::from_millis(300)).await;
+    let org = app.create_org().await;
+    let admin = app.admin(&org).await;
+    // This client never reads, so it never answers a ping.
+    let _silent = open(&app, Some(&admin.access)).await.unwrap();
+    let mut answering = open(&app, Some(&admin.access)).await.unwrap();
+    // Sessions start right after the handshake.
+    assert!(eventually(Duration::from_secs(5), || async { sessions(&app).await == 2 }).await);
+    // Reading answers pings (tungstenite replies with pongs as it reads).
+    let started = tokio::time::Instant::now();
+    let mut pings_answered = 0;
+    while started.elapsed() < Duration::from_millis(1500) {
+        if let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_millis(100), answering.next()).await
+            && msg.is_ping()
+        {
+            pings_answered += 1;
+        }
+    }
+    assert!(pings_answered >= 3, "pinged every 300 ms: {pings_answered}");
+    assert_eq!(
+        sessions(&app).await,
+        1,
+        "the silent client was dropped, the answering one stays"
+    );
+    assert_eq!(
+        app.metric("insights_ws_dropped_total{reason=\"heartbeat\"}")
+            .await,
+        1.0
+    );
+    drop(answering);
+    assert!(
+        eventually(Duration::from_secs(5), || async { sessions(&app).await == 0 }).await,
+        "no leaked sessions"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_falls_behind_is_told_to_resync_and_dropped() {
+    let app = spawn_with(|c| {
+        c.ws.outbound_queue = 4;
+        c.ws.batch_window = Duration::from_millis(1);
+    })
+    .await;
+    let org = app.create_org().await;
+    let admin = app.admin(&org).await;
+    let customer = app.customer(&admin.access, "c-1", None).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut slow = open(&app, Some(&admin.access)).await.unwrap();
+    // Events larger than the socket buffers can hold, while the client reads nothing.
+    let text = "x".repeat(9_000);
+    for _ in 0..4 {
+        let items: Vec<Value> = (0..250)
+            .map(|_| interaction(&customer, "chat", Some(&text)))
+            .collect();
+        app.post(
+            "/api/v1/interactions/batch",
+            Some(&admin.access),
+            json!({"interactions": items}),
+        )
+        .await
+        .expect(200);
+    }
+    let dropped = eventually(Duration::from_secs(20), || async {
+        app.metric("insights_ws_dropped_total{reason=\"slow\"}").await >= 1.0
+    })
+    .await;
+    assert!(dropped, "the slow client was dropped");
+    assert!(eventually(Duration::from_secs(15), || async { sessions(&app).await == 0 }).await);
+    // What reached the client ends with the resync and the close.
+    let mut last = None;
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_secs(15), slow.next()).await {
+        match msg {
+            Message::Text(t) => last = Some(t.to_string()),
+            Message::Close(frame) => {
+                assert_eq!(frame.map(|f| u16::from(f.code)), Some(1013));
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(last.as_deref(), Some(r#"{"type":"resync"}"#));
+}
