@@ -23,6 +23,9 @@ pub enum Error {
     /// 404: no such resource in the caller's organization.
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// 426: a WebSocket handshake in a protocol version this server does not speak (it speaks 13).
+    #[error("{0}")]
+    UpgradeRequired(&'static str),
     /// 409: the request conflicts with existing data (a duplicate, the last admin).
     #[error("{0}")]
     Conflict(String),

@@ -7,6 +7,7 @@
 pub mod api_keys;
 pub mod auth;
 pub mod customers;
+pub mod deflate;
 pub mod errors;
 pub mod interactions;
 pub mod ml;

@@ -133,6 +133,8 @@ export class LiveClient {
 
     ws.onopen = () => {
       opened = true;
+      // What the server agreed to (permessage-deflate), for the browser test and for debugging.
+      document.body.dataset.wsExtensions = ws.extensions || '';
       this.failures = 0;
       this.setState('live');
       if (this.lastSeq != null) this.sendFrame({ type: 'resume', lastSeq: this.lastSeq });

@@ -95,6 +95,17 @@ pub fn error_response(e: &Error) -> Response {
         ),
         Error::NotFound(_) => body(StatusCode::NOT_FOUND, "not_found", e.to_string(), Vec::new()),
         Error::Conflict(message) => body(StatusCode::CONFLICT, "conflict", message.clone(), Vec::new()),
+        Error::UpgradeRequired(message) => {
+            let mut r = body(
+                StatusCode::UPGRADE_REQUIRED,
+                "upgrade_required",
+                (*message).to_owned(),
+                Vec::new(),
+            );
+            r.headers_mut()
+                .insert("sec-websocket-version", HeaderValue::from_static("13"));
+            r
+        }
         Error::PayloadTooLarge { .. } => body(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",

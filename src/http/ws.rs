@@ -1,7 +1,9 @@
 //! `GET /api/v1/ws`: live events for dashboards over WSS (R6).
 //!
 //! The access token is checked before the upgrade (`Sec-WebSocket-Protocol: bearer, <token>` or
-//! `?token=`): a bad one gets the usual 401 and no socket. Each connection gets a
+//! `?token=`): a bad one gets the usual 401 and no socket. The handshake is done here rather than by
+//! warp's `ws()` filter so that permessage-deflate can be negotiated and run beneath tungstenite
+//! ([`super::deflate`]). Each connection gets a
 //! [`SessionActor`](crate::actors::session::SessionActor); this module only moves frames between it and
 //! the socket, pings, and ends the connection when the client goes silent, falls behind or the node stops.
 
@@ -11,30 +13,43 @@ use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use ractor::{Actor, ActorRef};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use warp::Filter;
-use warp::Reply as _;
-use warp::http::Method;
+use warp::http::header::{
+    CONNECTION, HeaderMap, HeaderValue, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_EXTENSIONS,
+    SEC_WEBSOCKET_PROTOCOL, UPGRADE,
+};
+use warp::http::{Method, StatusCode};
 use warp::reply::Response;
-use warp::ws::{Message, WebSocket, Ws};
 
+use super::deflate::{self, DeflateStream};
 use super::{Endpoint, Shared, query_map, respond_with, with_state};
 use crate::actors::session::{RESYNC_FRAME, SessionActor, SessionArgs, SessionMsg};
 use crate::auth::UserPrincipal;
-use crate::domain::Role;
+use crate::domain::Role as UserRole;
 use crate::error::Error;
 
 pub fn endpoints(state: &Shared) -> Vec<Endpoint> {
     let ws = warp::path!("api" / "v1" / "ws")
         .and(warp::get())
         .and(with_state(state))
-        .and(warp::header::optional::<String>("sec-websocket-protocol"))
+        .and(warp::header::headers_cloned())
         .and(query_map())
-        .and(warp::ws())
+        .and(warp::ext::optional::<hyper::upgrade::OnUpgrade>())
         .then(
-            |s: Shared, protocols: Option<String>, query: HashMap<String, String>, ws: Ws| async move {
-                respond_with(upgrade(s, protocols, query, ws).await)
+            |s: Shared,
+             headers: HeaderMap,
+             query: HashMap<String, String>,
+             on_upgrade: Option<hyper::upgrade::OnUpgrade>| async move {
+                respond_with(upgrade(s, headers, query, on_upgrade).await)
             },
         );
     vec![Endpoint::new(Method::GET, "/api/v1/ws", ws)]
@@ -60,31 +75,79 @@ fn token(protocols: Option<&str>, query: &HashMap<String, String>) -> Option<(St
 /// Live events for the caller's organization: the `ready` frame, then every event as it happens.
 #[utoipa::path(get, path = "/api/v1/ws", tag = "live",
     params(("token" = Option<String>, Query, description = "the access token, unless sent as `Sec-WebSocket-Protocol: bearer, <token>`")),
-    responses((status = 101, description = "switching to the WebSocket protocol"),
-        (status = 401, body = super::errors::ErrorBody)))]
+    responses((status = 101, description = "switching to the WebSocket protocol (permessage-deflate when offered)"),
+        (status = 400, body = super::errors::ErrorBody), (status = 401, body = super::errors::ErrorBody),
+        (status = 426, body = super::errors::ErrorBody)))]
 pub async fn upgrade(
     s: Shared,
-    protocols: Option<String>,
+    headers: HeaderMap,
     query: HashMap<String, String>,
-    ws: Ws,
+    on_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Result<Response, Error> {
-    let (token, as_protocol) = token(protocols.as_deref(), &query).ok_or(Error::Unauthenticated)?;
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let (token, as_protocol) =
+        token(header("sec-websocket-protocol"), &query).ok_or(Error::Unauthenticated)?;
     // API keys ingest only; a dashboard is a user's.
     let user = s.auth.verify_access(&token).await?;
-    if !user.role.allows(Role::Viewer) {
+    if !user.role.allows(UserRole::Viewer) {
         return Err(Error::Forbidden("this role cannot watch live events"));
     }
-    let reply = ws
-        .max_message_size(MAX_CLIENT_FRAME)
-        .on_upgrade(move |socket| serve(s, user, socket));
-    let mut response = reply.into_response();
+    let is_upgrade = header("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+        && header("connection")
+            .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")));
+    let key = header("sec-websocket-key").filter(|k| !k.is_empty());
+    let (Some(on_upgrade), Some(key), true) = (on_upgrade, key, is_upgrade) else {
+        return Err(Error::BadRequest(
+            "this is a WebSocket endpoint: send a WebSocket upgrade request".to_owned(),
+        ));
+    };
+    if header("sec-websocket-version") != Some("13") {
+        return Err(Error::UpgradeRequired("only WebSocket version 13 is spoken here"));
+    }
+    let deflate = deflate::negotiate(header("sec-websocket-extensions"));
+    let mut response = Response::new(warp::hyper::body::Bytes::new().into());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = response.headers_mut();
+    h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+        h.insert(SEC_WEBSOCKET_ACCEPT, accept);
+    }
     if as_protocol {
         // A browser that offered a subprotocol refuses a handshake that does not pick one.
-        response.headers_mut().insert(
-            "sec-websocket-protocol",
-            warp::http::HeaderValue::from_static("bearer"),
-        );
+        h.insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("bearer"));
     }
+    if let Some(extension) = &deflate
+        && let Ok(v) = HeaderValue::from_str(extension)
+    {
+        h.insert(SEC_WEBSOCKET_EXTENSIONS, v);
+    }
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => hyper_util::rt::TokioIo::new(upgraded),
+            Err(e) => {
+                tracing::debug!(error = %e, "the WebSocket upgrade did not complete");
+                return;
+            }
+        };
+        let config = Some(WebSocketConfig::default().max_message_size(Some(MAX_CLIENT_FRAME)));
+        if deflate.is_some() {
+            let stream = DeflateStream::new(upgraded);
+            serve(
+                s,
+                user,
+                WebSocketStream::from_raw_socket(stream, Role::Server, config).await,
+            )
+            .await;
+        } else {
+            serve(
+                s,
+                user,
+                WebSocketStream::from_raw_socket(upgraded, Role::Server, config).await,
+            )
+            .await;
+        }
+    });
     Ok(response)
 }
 
@@ -103,7 +166,10 @@ enum End {
     SessionEnded,
 }
 
-async fn serve(s: Shared, user: UserPrincipal, socket: WebSocket) {
+async fn serve<S>(s: Shared, user: UserPrincipal, socket: WebSocketStream<S>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let org = user.organization_id;
     let config = s.config.ws.clone();
     let (tx, mut rx) = mpsc::channel::<String>(config.outbound_queue);
@@ -122,9 +188,7 @@ async fn serve(s: Shared, user: UserPrincipal, socket: WebSocket) {
             Ok((session, _)) => session,
             Err(e) => {
                 tracing::error!(%org, error = %e, "cannot start a session; closing the connection");
-                let _ = sink
-                    .send(Message::close_with(1011u16, "cannot start a session"))
-                    .await;
+                let _ = sink.send(close(1011, "cannot start a session")).await;
                 return;
             }
         };
@@ -150,11 +214,10 @@ async fn serve(s: Shared, user: UserPrincipal, socket: WebSocket) {
             incoming = stream.next() => match incoming {
                 Some(Ok(msg)) => {
                     last_heard = Instant::now();
-                    if msg.is_close() {
-                        break End::ClientClosed;
-                    }
-                    if let Ok(text) = msg.to_str() {
-                        client_frame(&session, text);
+                    match msg {
+                        Message::Close(_) => break End::ClientClosed,
+                        Message::Text(text) => client_frame(&session, text.as_str()),
+                        _ => {}
                     }
                 }
                 Some(Err(_)) | None => break End::ClientClosed,
@@ -163,7 +226,7 @@ async fn serve(s: Shared, user: UserPrincipal, socket: WebSocket) {
                 if last_heard.elapsed() >= config.ping_interval * 2 {
                     break End::Silent;
                 }
-                if tokio::time::timeout(SEND_TIMEOUT, sink.send(Message::ping(Vec::new()))).await.is_err() {
+                if tokio::time::timeout(SEND_TIMEOUT, sink.send(Message::Ping(Default::default()))).await.is_err() {
                     break End::TooSlow;
                 }
             },
@@ -185,12 +248,15 @@ async fn serve(s: Shared, user: UserPrincipal, socket: WebSocket) {
         }
         End::Stopping => (1001, "server stopping"),
     };
-    let _ = tokio::time::timeout(
-        Duration::from_secs(1),
-        sink.send(Message::close_with(code, reason)),
-    )
-    .await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(close(code, reason))).await;
     tracing::debug!(%org, code, reason, "dashboard connection ended");
+}
+
+fn close(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.into(),
+    }))
 }
 
 /// A client frame: `{"type":"resume","lastSeq":N}`; anything else is ignored.

@@ -167,6 +167,26 @@ async fn bad_tokens_are_refused_before_the_upgrade() {
         }
     }
     assert_eq!(sessions(&app).await, 0);
+    // A valid token on a request that is not a WebSocket handshake, or in another protocol version.
+    let org = app.create_org().await;
+    let admin = app.admin(&org).await;
+    let url = format!("{}/api/v1/ws?token={}", app.base, admin.access);
+    let r = crate::helpers::read(app.client.get(&url).send().await.unwrap()).await;
+    r.expect_error(400, "bad_request");
+    let r = crate::helpers::read(
+        app.client
+            .get(&url)
+            .header("upgrade", "websocket")
+            .header("connection", "Upgrade")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .header("sec-websocket-version", "8")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    r.expect_error(426, "upgrade_required");
+    assert_eq!(r.headers["sec-websocket-version"], "13");
 }
 
 #[tokio::test]
@@ -315,4 +335,79 @@ async fn a_client_that_falls_behind_is_told_to_resync_and_dropped() {
         }
     }
     assert_eq!(last.as_deref(), Some(r#"{"type":"resync"}"#));
+}
+
+#[tokio::test]
+async fn a_third_party_client_negotiates_permessage_deflate() {
+    use tokio::io::AsyncBufReadExt as _;
+    let app = spawn_with(|_| {}).await;
+    let org = app.create_org().await;
+    let admin = app.admin(&org).await;
+    let customer = app.customer(&admin.access, "c-1", None).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for text in ["one", "two"] {
+        app.post(
+            "/api/v1/interactions",
+            Some(&admin.access),
+            interaction(&customer, "chat", Some(text)),
+        )
+        .await
+        .expect(201);
+    }
+    let port = app.app.as_ref().unwrap().local_addr().port();
+    let mut client = tokio::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/clients/ws_deflate.py"
+        ))
+        .arg(format!("wss://localhost:{port}/api/v1/ws"))
+        .arg(&admin.access)
+        .arg(app.data_dir.join("tls/cert.pem"))
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 runs");
+    let mut lines = tokio::io::BufReader::new(client.stdout.take().unwrap()).lines();
+    let handshake = read_line(&mut lines).await;
+    assert!(
+        handshake["extensions"]
+            .as_str()
+            .unwrap()
+            .starts_with("permessage-deflate"),
+        "{handshake}"
+    );
+    assert_eq!(handshake["subprotocol"], "bearer");
+    assert_eq!(
+        read_line(&mut lines).await,
+        json!({"type": "ready", "lastSeq": 2})
+    );
+    // The client's resume went out compressed; the replay shows it was inflated and understood.
+    let replay = read_line(&mut lines).await;
+    assert_eq!(events(&replay).iter().map(|e| e.0).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(replay["events"][1]["data"]["content"], "two");
+    let id = app
+        .post(
+            "/api/v1/interactions",
+            Some(&admin.access),
+            interaction(&customer, "chat", Some("compressed on the wire")),
+        )
+        .await
+        .expect(201)["id"]
+        .clone();
+    let live = read_line(&mut lines).await;
+    assert_eq!(live["seq"], 3);
+    assert_eq!(live["data"]["id"], id);
+    assert_eq!(live["data"]["content"], "compressed on the wire");
+    assert!(client.wait().await.unwrap().success());
+}
+
+async fn read_line(lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>) -> Value {
+    let l = tokio::time::timeout(Duration::from_secs(15), lines.next_line())
+        .await
+        .expect("the client answers")
+        .unwrap()
+        .expect("the client printed its line (pip install websockets, as .ci/run does)");
+    serde_json::from_str::<Value>(&l).unwrap()
 }

@@ -222,6 +222,10 @@ async function main() {
       })));
 
     await step('live connection', () => page.waitForFunction(() => document.body.dataset.connection === 'live'));
+    await step('the connection negotiated permessage-deflate', async () => {
+      const ext = await page.evaluate(() => document.body.dataset.wsExtensions || '');
+      if (!ext.includes('permessage-deflate')) throw new Error(`extensions: "${ext}"`);
+    });
 
     const first = await step('ingest a first interaction through the API', () => ingest('one'));
     await step(`first interaction ${first.id} appears in the feed (≤ ${FEED_MS} ms)`, () => waitInFeed(page, first, FEED_MS));
