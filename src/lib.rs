@@ -21,6 +21,7 @@
 pub mod actors;
 pub mod auth;
 pub mod config;
+pub mod demo;
 pub mod domain;
 pub mod error;
 pub mod http;

@@ -22,6 +22,22 @@ enum Command {
         #[arg(long)]
         no_migrate: bool,
     },
+    /// Runs a node with a demo organization: generated customers and interactions scored by the model,
+    /// a live trickle of new ones, and the dashboard at https://<listen>/. A second run reuses the data.
+    Demo {
+        /// Interactions to generate.
+        #[arg(long, default_value_t = 50_000)]
+        interactions: usize,
+        /// Customers to generate.
+        #[arg(long, default_value_t = 2_000)]
+        customers: usize,
+        /// Seed of the generator (the same seed gives the same data).
+        #[arg(long, default_value_t = 2026)]
+        seed: u64,
+        /// Milliseconds between live interactions (jittered); 0 turns the trickle off.
+        #[arg(long, default_value_t = 3_000)]
+        trickle_ms: u64,
+    },
     /// Creates the database if needed and applies every pending migration.
     Migrate,
     /// Imports interactions from an NDJSON or CSV file (streamed; rejected rows go to a side file).
@@ -75,7 +91,8 @@ enum OrgCommand {
 
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,ort=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -110,6 +127,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             config.require_jwt_secret()?;
             let app = insights::App::build(config).await?;
             app.run_until_stopped().await
+        }
+        Command::Demo {
+            interactions,
+            customers,
+            seed,
+            trickle_ms,
+        } => {
+            let opts = insights::demo::DemoOptions {
+                interactions,
+                customers,
+                seed,
+                trickle: std::time::Duration::from_millis(trickle_ms),
+                ..insights::demo::DemoOptions::default()
+            };
+            run_demo(config, opts).await
         }
         Command::Migrate => {
             store::ensure_database(&config.database_url).await?;
@@ -210,4 +242,50 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `insights demo`: prepares the demo organization, starts the node, waits for the model to score the
+/// generated texts, prints where to log in, then keeps a live trickle going until stopped.
+async fn run_demo(mut config: Config, opts: insights::demo::DemoOptions) -> anyhow::Result<()> {
+    if let Some(path) = insights::demo::ensure_secret(&mut config)? {
+        eprintln!(
+            "INSIGHTS_JWT_SECRET is not set: the demo signs tokens with a secret it generated in {} (kept for the next run)",
+            path.display()
+        );
+    }
+    store::ensure_database(&config.database_url).await?;
+    let pool = store::connect(&config.database_url, &config.db)?;
+    store::migrate(&pool).await?;
+    let (org, logins) = insights::demo::prepare(&pool, &config, &opts).await?;
+    let listen = config.listen;
+    let app = insights::App::build(config).await?;
+    if app.state().ml.is_up() {
+        insights::demo::wait_for_scores(&pool, org).await?;
+    } else {
+        eprintln!(
+            "the sentiment model is not loaded (set ORT_DYLIB_PATH=$(scripts/ort.sh)): texts stay unscored"
+        );
+    }
+    let host = if listen.ip().is_loopback() {
+        "localhost".to_owned()
+    } else {
+        listen.ip().to_string()
+    };
+    println!();
+    println!(
+        "Insights demo is running: https://{host}:{}/",
+        app.local_addr().port()
+    );
+    println!("(self-signed certificate: your browser will ask you to accept it)");
+    for (email, password, role) in &logins.0 {
+        println!("  {:<8} {email:<32} {password}", role.as_str());
+    }
+    println!("Passwords are new on every run. Ctrl-C stops the node; the data stays for the next run.");
+    println!();
+    let trickle = tokio::spawn(insights::demo::trickle(app.state().clone(), org, opts));
+    let stopped = app.run_until_stopped().await;
+    if let Ok(Err(e)) = trickle.await {
+        tracing::warn!(error = %e, "the demo trickle stopped early");
+    }
+    stopped
 }

@@ -234,7 +234,7 @@ function renderKpis() {
   }
   if (t) {
     setKpi('kpi-sentiment', fmt.score(t.averageSentiment), t.averageSentiment ?? '', scoreClass(t.averageSentiment));
-    $('kpi-sentiment-sub').textContent = `${fmt.int(t.scored)} scored · ${fmt.int(t.unscored)} pending`;
+    $('kpi-sentiment-sub').textContent = `${fmt.int(t.scored)} scored · ${fmt.int(t.unscored)} unscored (no text or pending)`;
     setKpi('kpi-negative', fmt.pct(t.negativeShare), t.negativeShare ?? '', t.negativeShare > 0.3 ? 'neg' : '');
     $('kpi-negative-sub').textContent = 'of scored interactions';
     setKpi('kpi-customers', fmt.int(t.customers), t.customers);
@@ -397,7 +397,7 @@ function feedRow(item) {
       customerButton(item.customerId),
       el('span', { className: 'feed-event muted', text: item.eventType || '' }),
       el('span', { className: 'spacer' }),
-      el('span', { className: 'feed-sent' }, sentimentChip(item.sentiment))),
+      el('span', { className: 'feed-sent' }, sentimentChip(item.sentiment, Boolean(item.content)))),
     content);
 }
 
@@ -677,7 +677,7 @@ function interactionRow(item, { customer = true } = {}) {
   }
   cells.push(el('td', { className: 'col-content', title: item.content || '' },
     el('div', { className: 'clamp', text: item.content == null ? '' : item.content })));
-  cells.push(el('td', { className: 'num cell-sent' }, sentimentChip(item.sentiment)));
+  cells.push(el('td', { className: 'num cell-sent' }, sentimentChip(item.sentiment, Boolean(item.content))));
   return el('tr', { dataset: { id: item.id } }, ...cells);
 }
 

@@ -73,8 +73,12 @@ export function sentimentClass(sentiment) {
   return label === 'positive' ? 'sent-pos' : label === 'negative' ? 'sent-neg' : 'sent-neu';
 }
 
-/** A chip showing a sentiment (label and score), or "scoring…" while it is null. */
-export function sentimentChip(sentiment) {
+/**
+ * A chip showing a sentiment (label and score); while it is null, "scoring…" for an interaction with
+ * text and "—" for one without (page views, app opens: nothing to score).
+ */
+export function sentimentChip(sentiment, hasText = true) {
+  if (!sentiment && !hasText) return el('span', { className: 'chip sent-none', text: '—', title: 'No text to score' });
   if (!sentiment) return el('span', { className: 'chip sent-pending', text: 'scoring…', title: 'Not scored yet' });
   const label = sentiment.label || '';
   const title = `${label} · score ${fmt.score(sentiment.score)} · confidence ${fmt.pct(sentiment.confidence)}\n`

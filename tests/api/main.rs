@@ -7,6 +7,7 @@ mod auth;
 mod batch;
 mod cli;
 mod customers;
+mod demo;
 mod errors;
 mod health;
 mod helpers;
