@@ -1,15 +1,23 @@
-//! Load generator for a running node (loopback only). Scenarios: `single` and `batch` ingestion,
-//! `ml-single` and `ml-batch` sentiment predictions (texts made unique so the cache cannot answer).
+//! Load generator for a running node (loopback only), every scenario in one command:
 //!
 //! ```text
-//! cargo run --release --example loadtest -- --email admin@demo.local --password 'change-me-please' \
-//!     --scenario single --requests 5000 --concurrency 32
+//! cargo run --release --example loadtest -- --email E --password P --scenario all --baselines
 //! ```
 //!
-//! Closed loop: `--concurrency` workers each send their next request when the previous one is answered,
-//! until `--requests` are done or `--max-secs` have passed. Prints a table and a JSON line with the
-//! throughput and p50/p95/p99 latency of the scenario.
+//! Scenarios: `login`, `single` (one interaction per request), `batch` (`--batch-size` per request),
+//! `query` (filtered listings and summaries), `ml-single`, `ml-batch` (texts made unique so the
+//! prediction cache cannot answer), `fanout` (`--clients` WSS clients, time from an ingest's 201 to its
+//! frame at each client), `single-open` (single ingest at a fixed `--rate`), and `all`.
+//!
+//! Closed loop (default): `--concurrency` workers each send their next request when the previous one is
+//! answered, until `--requests` are done or `--max-secs` have passed. Open loop (`--mode open --rate R`):
+//! requests start at R per second whatever the answers, and each latency counts from the moment its
+//! request was due (no coordinated omission); at most 2,000 may be in flight, beyond that they count as
+//! errors. Prints a table and one JSON line; `--baselines` also runs `loadtest/baselines.sh` (pgbench,
+//! COPY, Python onnxruntime) in the same run and prints our ratios to them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod fanout;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,17 +25,23 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+#[derive(Clone)]
 struct Args {
     base: String,
     cacert: String,
     email: String,
     password: String,
     scenario: String,
-    requests: usize,
-    concurrency: usize,
+    mode: String,
+    rate: f64,
+    requests: Option<usize>,
+    concurrency: Option<usize>,
     batch_size: usize,
     customers: usize,
+    clients: usize,
+    events: usize,
     max_secs: u64,
+    baselines: bool,
 }
 
 fn parse_args() -> Args {
@@ -36,15 +50,24 @@ fn parse_args() -> Args {
         cacert: "data/tls/cert.pem".into(),
         email: String::new(),
         password: String::new(),
-        scenario: "single".into(),
-        requests: 2000,
-        concurrency: 16,
+        scenario: "all".into(),
+        mode: "closed".into(),
+        rate: 300.0,
+        requests: None,
+        concurrency: None,
         batch_size: 100,
         customers: 200,
-        max_secs: 120,
+        clients: 1000,
+        events: 30,
+        max_secs: 60,
+        baselines: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--baselines" {
+            args.baselines = true;
+            continue;
+        }
         let value = it.next().unwrap_or_default();
         match flag.as_str() {
             "--base" => args.base = value,
@@ -52,10 +75,14 @@ fn parse_args() -> Args {
             "--email" => args.email = value,
             "--password" => args.password = value,
             "--scenario" => args.scenario = value,
-            "--requests" => args.requests = value.parse().expect("--requests N"),
-            "--concurrency" => args.concurrency = value.parse().expect("--concurrency N"),
+            "--mode" => args.mode = value,
+            "--rate" => args.rate = value.parse().expect("--rate R"),
+            "--requests" => args.requests = Some(value.parse().expect("--requests N")),
+            "--concurrency" => args.concurrency = Some(value.parse().expect("--concurrency N")),
             "--batch-size" => args.batch_size = value.parse().expect("--batch-size N"),
             "--customers" => args.customers = value.parse().expect("--customers N"),
+            "--clients" => args.clients = value.parse().expect("--clients N"),
+            "--events" => args.events = value.parse().expect("--events N"),
             "--max-secs" => args.max_secs = value.parse().expect("--max-secs N"),
             other => panic!("unknown flag {other}"),
         }
@@ -108,13 +135,234 @@ fn item(customer: &str, i: usize) -> Value {
            "timestamp": at, "metadata": {"userAgent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/120.0"}})
 }
 
+/// One request of a scenario: method (GET when the body is `None`), URL, body.
+fn request(
+    scenario: &str,
+    base: &str,
+    i: usize,
+    customers: &[String],
+    batch_size: usize,
+    args: &Args,
+) -> (String, Option<Value>) {
+    match scenario {
+        "login" => (
+            format!("{base}/api/v1/auth/login"),
+            Some(json!({"email": args.email, "password": args.password})),
+        ),
+        "ml-single" => (
+            format!("{base}/api/v1/ml/sentiment"),
+            Some(json!({"text": unique_text(i)})),
+        ),
+        "ml-batch" => {
+            let texts: Vec<String> = (0..batch_size).map(|k| unique_text(i * batch_size + k)).collect();
+            (
+                format!("{base}/api/v1/ml/sentiment/batch"),
+                Some(json!({"texts": texts})),
+            )
+        }
+        "batch" => {
+            let items: Vec<Value> = (0..batch_size)
+                .map(|k| item(&customers[(i * batch_size + k) % customers.len()], i + k))
+                .collect();
+            (
+                format!("{base}/api/v1/interactions/batch"),
+                Some(json!({"interactions": items})),
+            )
+        }
+        "query" => {
+            let now = chrono::Utc::now();
+            let ago = |d: i64| {
+                (now - chrono::Duration::days(d))
+                    .format("%Y-%m-%dT%H:%M:%SZ")
+                    .to_string()
+            };
+            let path = match i % 6 {
+                0 => "/api/v1/interactions".to_owned(),
+                1 => format!("/api/v1/interactions?from={}&channels=chat,email", ago(7)),
+                2 => format!(
+                    "/api/v1/interactions?segments={}&sentimentMax=-0.3&sort=sentiment&order=asc",
+                    SEGMENTS[i % 3]
+                ),
+                3 => format!(
+                    "/api/v1/interactions?customerId={}",
+                    customers[i % customers.len()]
+                ),
+                4 => "/api/v1/interactions?q=refund".to_owned(),
+                _ => format!(
+                    "/api/v1/insights/trends?interval=day&to={}",
+                    (now - chrono::Duration::milliseconds(i as i64))
+                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                ),
+            };
+            (format!("{base}{path}"), None)
+        }
+        _ => (
+            format!("{base}/api/v1/interactions"),
+            Some(item(&customers[i % customers.len()], i)),
+        ),
+    }
+}
+
+/// The defaults of a scenario in `all`: requests, concurrency, items per request, and its p95 target
+/// from the requirements (ms).
+fn plan(scenario: &str, batch_size: usize) -> (usize, usize, usize, f64) {
+    match scenario {
+        "login" => (200, 4, 1, 200.0),
+        "single" | "single-open" => (3000, 16, 1, 300.0),
+        "batch" => (60, 4, batch_size, 300.0),
+        "query" => (1200, 8, 1, 500.0),
+        "ml-single" => (400, 8, 1, 500.0),
+        "ml-batch" => (40, 4, 32, 500.0),
+        _ => (1000, 8, 1, 500.0),
+    }
+}
+
+/// What every scenario uses.
+struct Ctx {
+    client: reqwest::Client,
+    token: String,
+    customers: Arc<Vec<String>>,
+    args: Args,
+}
+
+struct Outcome {
+    latencies: Vec<Duration>,
+    errors: usize,
+    elapsed: f64,
+}
+
+async fn closed(
+    ctx: &Ctx,
+    scenario: &str,
+    requests: usize,
+    concurrency: usize,
+    batch_size: usize,
+) -> Outcome {
+    let (client, token, customers, args) = (&ctx.client, ctx.token.as_str(), &ctx.customers, &ctx.args);
+    let next = Arc::new(AtomicUsize::new(0));
+    let deadline = Instant::now() + Duration::from_secs(args.max_secs);
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let (client, token, customers, next, args) = (
+            client.clone(),
+            token.to_owned(),
+            customers.clone(),
+            next.clone(),
+            args.clone(),
+        );
+        let scenario = scenario.to_owned();
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0usize;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= requests || Instant::now() > deadline {
+                    break;
+                }
+                let (url, body) = request(&scenario, &args.base, i, &customers, batch_size, &args);
+                let t = Instant::now();
+                let ok = send(&client, &token, &scenario, url, body).await;
+                latencies.push(t.elapsed());
+                if !ok {
+                    errors += 1;
+                }
+            }
+            (latencies, errors)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    for w in workers {
+        let (l, e) = w.await.unwrap();
+        latencies.extend(l);
+        errors += e;
+    }
+    Outcome {
+        latencies,
+        errors,
+        elapsed: started.elapsed().as_secs_f64(),
+    }
+}
+
+/// Fixed arrival rate; latency from when each request was due.
+async fn open(ctx: &Ctx, scenario: &str, rate: f64, secs: u64, batch_size: usize) -> Outcome {
+    let (client, token, customers, args) = (&ctx.client, ctx.token.as_str(), &ctx.customers, &ctx.args);
+    const MAX_IN_FLIGHT: usize = 2000;
+    let total = (rate * secs as f64) as usize;
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Option<Duration>>();
+    for i in 0..total {
+        let due = started + interval.mul_f64(i as f64);
+        tokio::time::sleep_until(due.into()).await;
+        if in_flight.load(Ordering::Relaxed) >= MAX_IN_FLIGHT {
+            let _ = tx.send(None);
+            continue;
+        }
+        in_flight.fetch_add(1, Ordering::Relaxed);
+        let (client, token, tx, in_flight) =
+            (client.clone(), token.to_owned(), tx.clone(), in_flight.clone());
+        let (url, body) = request(scenario, &args.base, i, customers, batch_size, args);
+        let scenario = scenario.to_owned();
+        tokio::spawn(async move {
+            let ok = send(&client, &token, &scenario, url, body).await;
+            let _ = tx.send(ok.then(|| due.elapsed()));
+            in_flight.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+    drop(tx);
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    while let Some(r) = rx.recv().await {
+        match r {
+            Some(l) => latencies.push(l),
+            None => errors += 1,
+        }
+    }
+    Outcome {
+        latencies,
+        errors,
+        elapsed: started.elapsed().as_secs_f64(),
+    }
+}
+
+async fn send(
+    client: &reqwest::Client,
+    token: &str,
+    scenario: &str,
+    url: String,
+    body: Option<Value>,
+) -> bool {
+    let request = match body {
+        Some(body) => client.post(url).json(&body),
+        None => client.get(url),
+    };
+    let request = if scenario == "login" {
+        request
+    } else {
+        request.bearer_auth(token)
+    };
+    match request.send().await {
+        Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    sorted
+        .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
+        .map_or(0.0, |d| (d.as_secs_f64() * 10_000.0).round() / 10.0)
+}
+
 #[tokio::main]
 async fn main() {
     let args = parse_args();
-    let cert = reqwest::Certificate::from_pem(&std::fs::read(&args.cacert).expect("--cacert file")).unwrap();
+    let pem = std::fs::read(&args.cacert).expect("--cacert file");
     let client = reqwest::Client::builder()
-        .tls_certs_only([cert])
-        .pool_max_idle_per_host(args.concurrency)
+        .tls_certs_only([reqwest::Certificate::from_pem(&pem).unwrap()])
+        .pool_max_idle_per_host(64)
         .build()
         .unwrap();
     let login: Value = client
@@ -142,113 +390,212 @@ async fn main() {
             .unwrap();
         customers.push(r["id"].as_str().unwrap().to_owned());
     }
-    let customers = Arc::new(customers);
-    let next = Arc::new(AtomicUsize::new(0));
-    let deadline = Instant::now() + Duration::from_secs(args.max_secs);
-    let started = Instant::now();
-    let mut workers = Vec::new();
-    for _ in 0..args.concurrency {
-        let (client, token, customers, next) =
-            (client.clone(), token.clone(), customers.clone(), next.clone());
-        let (base, scenario, requests, batch_size) = (
-            args.base.clone(),
-            args.scenario.clone(),
-            args.requests,
-            args.batch_size,
-        );
-        workers.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut errors = 0usize;
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= requests || Instant::now() > deadline {
-                    break;
-                }
-                let (url, body) = if scenario == "ml-single" {
-                    (
-                        format!("{base}/api/v1/ml/sentiment"),
-                        json!({"text": unique_text(i)}),
-                    )
-                } else if scenario == "ml-batch" {
-                    let texts: Vec<String> =
-                        (0..batch_size).map(|k| unique_text(i * batch_size + k)).collect();
-                    (
-                        format!("{base}/api/v1/ml/sentiment/batch"),
-                        json!({"texts": texts}),
-                    )
-                } else if scenario == "batch" {
-                    let items: Vec<Value> = (0..batch_size)
-                        .map(|k| item(&customers[(i * batch_size + k) % customers.len()], i + k))
-                        .collect();
-                    (
-                        format!("{base}/api/v1/interactions/batch"),
-                        json!({"interactions": items}),
-                    )
-                } else {
-                    (
-                        format!("{base}/api/v1/interactions"),
-                        item(&customers[i % customers.len()], i),
-                    )
-                };
-                let t = Instant::now();
-                let ok = client
-                    .post(url)
-                    .bearer_auth(&token)
-                    .json(&body)
-                    .send()
-                    .await
-                    .map(|r| r.status().is_success())
-                    .unwrap_or(false);
-                latencies.push(t.elapsed());
-                if !ok {
-                    errors += 1;
-                }
-            }
-            (latencies, errors)
-        }));
-    }
-    let mut latencies = Vec::new();
-    let mut errors = 0;
-    for w in workers {
-        let (l, e) = w.await.unwrap();
-        latencies.extend(l);
-        errors += e;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    latencies.sort();
-    let pct = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
-            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    let ctx = Ctx {
+        client: client.clone(),
+        token: token.clone(),
+        customers: Arc::new(customers),
+        args: args.clone(),
     };
-    let per_request = if args.scenario == "batch" || args.scenario == "ml-batch" {
-        args.batch_size
+    let customers = ctx.customers.clone();
+    let scenarios: Vec<&str> = if args.scenario == "all" {
+        vec![
+            "login",
+            "single",
+            "single-open",
+            "batch",
+            "query",
+            "ml-single",
+            "ml-batch",
+            "fanout",
+        ]
     } else {
-        1
+        vec![args.scenario.as_str()]
     };
-    let requests = latencies.len();
-    let report = json!({
-        "scenario": args.scenario, "requests": requests, "errors": errors, "concurrency": args.concurrency,
-        "seconds": (elapsed * 100.0).round() / 100.0,
-        "requestsPerSec": (requests as f64 / elapsed).round(),
-        "interactionsPerSec": ((requests * per_request) as f64 / elapsed).round(),
-        "p50Ms": (pct(0.50) * 10.0).round() / 10.0, "p95Ms": (pct(0.95) * 10.0).round() / 10.0, "p99Ms": (pct(0.99) * 10.0).round() / 10.0,
-    });
+    let started = Instant::now();
+    let mut reports = Vec::new();
+    for scenario in scenarios {
+        if scenario == "fanout" {
+            let port: u16 = args
+                .base
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.trim_end_matches('/').parse().ok())
+                .unwrap_or(8443);
+            let r = fanout::run(
+                &pem,
+                port,
+                &client,
+                &args.base,
+                &token,
+                &customers[0],
+                args.clients,
+                args.events,
+            )
+            .await;
+            eprintln!("fanout: {r}");
+            reports.push(r);
+            continue;
+        }
+        let (requests, concurrency, per_request, target) = plan(scenario, args.batch_size);
+        let requests = args.requests.unwrap_or(requests);
+        let concurrency = args.concurrency.unwrap_or(concurrency);
+        let batch_size = if scenario == "ml-batch" && args.scenario == "all" {
+            32
+        } else {
+            args.batch_size
+        };
+        let per_request = if matches!(scenario, "batch" | "ml-batch") {
+            batch_size
+        } else {
+            per_request
+        };
+        let open_loop = scenario == "single-open" || args.mode == "open";
+        let base_scenario = if scenario == "single-open" {
+            "single"
+        } else {
+            scenario
+        };
+        let outcome = if open_loop {
+            let secs = if args.scenario == "all" { 10 } else { args.max_secs };
+            open(&ctx, base_scenario, args.rate, secs, batch_size).await
+        } else {
+            closed(&ctx, base_scenario, requests, concurrency, batch_size).await
+        };
+        let mut latencies = outcome.latencies;
+        latencies.sort();
+        let n = latencies.len();
+        let p95 = percentile(&latencies, 0.95);
+        let report = json!({
+            "scenario": scenario, "mode": if open_loop { "open" } else { "closed" },
+            "requests": n + outcome.errors, "errors": outcome.errors,
+            "concurrency": if open_loop { Value::Null } else { json!(concurrency) },
+            "rate": if open_loop { json!(args.rate) } else { Value::Null },
+            "seconds": (outcome.elapsed * 100.0).round() / 100.0,
+            "requestsPerSec": (n as f64 / outcome.elapsed).round(),
+            "itemsPerSec": ((n * per_request) as f64 / outcome.elapsed).round(),
+            "p50Ms": percentile(&latencies, 0.50), "p95Ms": p95, "p99Ms": percentile(&latencies, 0.99),
+            "targetP95Ms": target, "meetsTarget": p95 < target && outcome.errors == 0,
+        });
+        eprintln!("{scenario}: {report}");
+        reports.push(report);
+    }
+    let baselines = if args.baselines {
+        eprintln!("running loadtest/baselines.sh (pgbench, COPY, Python onnxruntime)...");
+        let out = tokio::process::Command::new("bash")
+            .args(["loadtest/baselines.sh", "--seconds", "15"])
+            .output()
+            .await
+            .expect("bash loadtest/baselines.sh");
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .rev()
+            .find_map(|l| serde_json::from_str::<Value>(l).ok())
+    } else {
+        None
+    };
+    print_table(&reports);
+    let ratios = baselines.as_ref().map(|b| ratios(&reports, b));
+    if let Some(r) = &ratios {
+        println!();
+        println!("| ours | baseline | ours | baseline | ratio |");
+        println!("|---|---|---|---|---|");
+        for row in r.as_array().into_iter().flatten() {
+            println!(
+                "| {} | {} | {} | {} | {} |",
+                row["ours"].as_str().unwrap_or(""),
+                row["baseline"].as_str().unwrap_or(""),
+                row["oursPerSec"],
+                row["baselinePerSec"],
+                row["ratio"]
+            );
+        }
+    }
     println!(
-        "| scenario | requests | errors | concurrency | req/s | interactions/s | p50 ms | p95 ms | p99 ms |"
+        "{}",
+        json!({"results": reports, "baselines": baselines, "ratios": ratios, "totalSeconds": started.elapsed().as_secs()})
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+}
+
+fn print_table(reports: &[Value]) {
     println!(
-        "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-        report["scenario"].as_str().unwrap(),
-        requests,
-        errors,
-        args.concurrency,
-        report["requestsPerSec"],
-        report["interactionsPerSec"],
-        report["p50Ms"],
-        report["p95Ms"],
-        report["p99Ms"]
+        "| scenario | mode | requests | errors | conc./rate | req/s | items/s | p50 ms | p95 ms | p99 ms | target p95 | met |"
     );
-    println!("{report}");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in reports {
+        let load = if r["mode"] == "open" {
+            format!("{}/s", r["rate"])
+        } else {
+            r["concurrency"].to_string()
+        };
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r["scenario"].as_str().unwrap_or(""),
+            r["mode"].as_str().unwrap_or(""),
+            r["requests"],
+            r["errors"],
+            load,
+            r["requestsPerSec"],
+            r["itemsPerSec"],
+            r["p50Ms"],
+            r["p95Ms"],
+            r["p99Ms"],
+            r["targetP95Ms"],
+            if r["meetsTarget"] == true { "yes" } else { "no" }
+        );
+    }
+}
+
+/// Our throughput against the baselines measured in the same run.
+fn ratios(reports: &[Value], b: &Value) -> Value {
+    let ours = |s: &str| {
+        reports
+            .iter()
+            .find(|r| r["scenario"] == s)
+            .and_then(|r| r["itemsPerSec"].as_f64())
+    };
+    let mut rows = Vec::new();
+    let mut add = |ours_name: &str, ours_value: Option<f64>, base_name: &str, base_value: Option<f64>| {
+        if let (Some(o), Some(bv)) = (ours_value, base_value)
+            && bv > 0.0
+        {
+            rows.push(
+                json!({"ours": ours_name, "baseline": base_name, "oursPerSec": o, "baselinePerSec": bv,
+                "ratio": (o / bv * 100.0).round() / 100.0}),
+            );
+        }
+    };
+    let pgbench = |clients: u64| {
+        b["pgbenchSingle"]
+            .as_array()
+            .and_then(|a| a.iter().find(|r| r["clients"].as_u64() == Some(clients)))
+            .and_then(|r| r["tps"].as_f64())
+    };
+    add(
+        "single (c=16)",
+        ours("single"),
+        "pgbench single-row transactions (c=8)",
+        pgbench(8),
+    );
+    add(
+        "single (c=16)",
+        ours("single"),
+        "pgbench single-row transactions (c=32)",
+        pgbench(32),
+    );
+    add(
+        "batch",
+        ours("batch"),
+        "SQL batches of 100 rows",
+        b["batchSql"]["rowsPerSec"].as_f64(),
+    );
+    add("batch", ours("batch"), "COPY", b["copy"]["rowsPerSec"].as_f64());
+    add(
+        "ml-batch (texts)",
+        ours("ml-batch"),
+        "Python onnxruntime (texts)",
+        b["onnxruntime"]["textsPerSec"]
+            .as_f64()
+            .or_else(|| b["onnxruntime"]["texts_per_s"].as_f64()),
+    );
+    Value::Array(rows)
 }

@@ -1,11 +1,5 @@
-//! Fan-out latency (issue 7): N dashboard clients connected over WSS to a running node (loopback only),
-//! then M interactions ingested one at a time; for every client and interaction, the time from the
-//! ingest's 201 to the `interaction.created` frame arriving at that client.
-//!
-//! ```text
-//! cargo run --release --example wsfanout -- --email E --password P --clients 1000 --events 50
-//! ```
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The `fanout` scenario: N dashboard clients over WSS, then interactions ingested one at a time; for
+//! every client and interaction, the time from the ingest's 201 to its `interaction.created` frame.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,49 +12,22 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 
-struct Args {
-    port: u16,
-    cacert: String,
-    email: String,
-    password: String,
-    clients: usize,
-    events: usize,
-}
-
-fn parse_args() -> Args {
-    let mut args = Args {
-        port: 8443,
-        cacert: "data/tls/cert.pem".into(),
-        email: String::new(),
-        password: String::new(),
-        clients: 1000,
-        events: 50,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().unwrap_or_default();
-        match flag.as_str() {
-            "--port" => args.port = value.parse().expect("--port N"),
-            "--cacert" => args.cacert = value,
-            "--email" => args.email = value,
-            "--password" => args.password = value,
-            "--clients" => args.clients = value.parse().expect("--clients N"),
-            "--events" => args.events = value.parse().expect("--events N"),
-            other => panic!("unknown flag {other}"),
-        }
-    }
-    args
-}
-
 /// Arrival times of each interaction's frame, by interaction id, across all clients.
 type Arrivals = Arc<Mutex<HashMap<String, Vec<Instant>>>>;
 
-#[tokio::main]
-async fn main() {
-    let args = parse_args();
-    let pem = std::fs::read(&args.cacert).expect("--cacert file");
+#[allow(clippy::too_many_arguments)]
+pub async fn run(
+    pem: &[u8],
+    port: u16,
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    customer: &str,
+    clients: usize,
+    events: usize,
+) -> Value {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&pem) {
+    for cert in CertificateDer::pem_slice_iter(pem) {
         roots.add(cert.unwrap()).unwrap();
     }
     let tls = Arc::new(
@@ -70,45 +37,14 @@ async fn main() {
             .with_root_certificates(roots)
             .with_no_client_auth(),
     );
-    let base = format!("https://localhost:{}", args.port);
-    let http = reqwest::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(&pem).unwrap()])
-        .build()
-        .unwrap();
-    let login: Value = http
-        .post(format!("{base}/api/v1/auth/login"))
-        .json(&json!({"email": args.email, "password": args.password}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = login["accessToken"].as_str().expect("login failed").to_owned();
-    let customer: Value = http
-        .post(format!("{base}/api/v1/customers"))
-        .bearer_auth(&token)
-        .json(&json!({"externalId": format!("fanout-{}", uuid::Uuid::new_v4().simple())}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let customer = customer["id"].as_str().unwrap().to_owned();
-
     let arrivals: Arrivals = Arc::default();
     let connected = Arc::new(tokio::sync::Semaphore::new(0));
     let started = Instant::now();
-    for _ in 0..args.clients {
-        let (tls, token, arrivals, connected, port) = (
-            tls.clone(),
-            token.clone(),
-            arrivals.clone(),
-            connected.clone(),
-            args.port,
-        );
-        tokio::spawn(async move {
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (tls, token, arrivals, connected) =
+            (tls.clone(), token.to_owned(), arrivals.clone(), connected.clone());
+        tasks.push(tokio::spawn(async move {
             let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
             let stream = tokio_rustls::TlsConnector::from(tls)
                 .connect(ServerName::try_from("localhost").unwrap(), tcp)
@@ -141,21 +77,18 @@ async fn main() {
                     }
                 }
             }
-        });
+        }));
     }
-    let all = connected.acquire_many(args.clients as u32).await.unwrap();
-    all.forget();
+    connected.acquire_many(clients as u32).await.unwrap().forget();
     let connect_secs = started.elapsed().as_secs_f64();
-    eprintln!("{} clients connected in {connect_secs:.1} s", args.clients);
     tokio::time::sleep(Duration::from_secs(1)).await;
-
     let mut acks = Vec::new();
-    for i in 0..args.events {
+    for i in 0..events {
         let body = json!({"customerId": customer, "channel": "chat", "eventType": "message",
             "content": format!("fan-out probe {i}"), "timestamp": chrono::Utc::now().to_rfc3339()});
         let r: Value = http
             .post(format!("{base}/api/v1/interactions"))
-            .bearer_auth(&token)
+            .bearer_auth(token)
             .json(&body)
             .send()
             .await
@@ -163,18 +96,21 @@ async fn main() {
             .json()
             .await
             .unwrap();
-        acks.push((r["id"].as_str().unwrap().to_owned(), Instant::now()));
+        acks.push((r["id"].as_str().unwrap_or_default().to_owned(), Instant::now()));
         // Spaced, so each event's fan-out is measured on its own.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
+    for t in tasks {
+        t.abort();
+    }
     let map = arrivals.lock().unwrap();
     let mut latencies: Vec<f64> = Vec::new();
     let mut missing = 0usize;
     for (id, acked) in &acks {
         let got = map.get(id).map(Vec::as_slice).unwrap_or_default();
-        missing += args.clients.saturating_sub(got.len());
-        // A frame can beat the HTTP response to the client: count it as 0.
+        missing += clients.saturating_sub(got.len());
+        // A frame can beat the HTTP response to the client: that counts as 0.
         latencies.extend(
             got.iter()
                 .map(|t| t.saturating_duration_since(*acked).as_secs_f64() * 1000.0),
@@ -186,20 +122,11 @@ async fn main() {
             .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
             .map_or(0.0, |v| (v * 10.0).round() / 10.0)
     };
-    let report = json!({"clients": args.clients, "events": args.events, "deliveries": latencies.len(),
-        "missing": missing, "connectSecs": (connect_secs * 10.0).round() / 10.0,
-        "p50Ms": pct(0.5), "p95Ms": pct(0.95), "p99Ms": pct(0.99), "maxMs": pct(1.0)});
-    println!("| clients | events | deliveries | missing | p50 ms | p95 ms | p99 ms | max ms |");
-    println!("|---|---|---|---|---|---|---|---|");
-    println!(
-        "| {} | {} | {} | {missing} | {} | {} | {} | {} |",
-        args.clients,
-        args.events,
-        latencies.len(),
-        report["p50Ms"],
-        report["p95Ms"],
-        report["p99Ms"],
-        report["maxMs"]
-    );
-    println!("{report}");
+    let p95 = pct(0.95);
+    json!({"scenario": "fanout", "mode": "closed", "requests": latencies.len() + missing, "errors": missing,
+        "concurrency": clients, "rate": null, "seconds": (connect_secs * 10.0).round() / 10.0,
+        "requestsPerSec": events, "itemsPerSec": latencies.len() / 1.max(events) ,
+        "p50Ms": pct(0.5), "p95Ms": p95, "p99Ms": pct(0.99), "maxMs": pct(1.0),
+        "targetP95Ms": 1000.0, "meetsTarget": p95 < 1000.0 && missing == 0,
+        "note": "requests = frames expected (clients × events); latency from the ingest's 201 to the frame"})
 }
