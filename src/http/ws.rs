@@ -136,6 +136,7 @@ pub async fn upgrade(
             serve(
                 s,
                 user,
+                token,
                 WebSocketStream::from_raw_socket(stream, Role::Server, config).await,
             )
             .await;
@@ -143,6 +144,7 @@ pub async fn upgrade(
             serve(
                 s,
                 user,
+                token,
                 WebSocketStream::from_raw_socket(upgraded, Role::Server, config).await,
             )
             .await;
@@ -164,9 +166,11 @@ enum End {
     TooSlow,
     Stopping,
     SessionEnded,
+    /// The token expired or was revoked (logout, password or role change, user deleted).
+    Revoked,
 }
 
-async fn serve<S>(s: Shared, user: UserPrincipal, socket: WebSocketStream<S>)
+async fn serve<S>(s: Shared, user: UserPrincipal, token: String, socket: WebSocketStream<S>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -226,6 +230,11 @@ where
                 if last_heard.elapsed() >= config.ping_interval * 2 {
                     break End::Silent;
                 }
+                // A live view lasts no longer than the credential that opened it (the check is the
+                // cached token verification every request makes).
+                if s.auth.verify_access(&token).await.is_err() {
+                    break End::Revoked;
+                }
                 if tokio::time::timeout(SEND_TIMEOUT, sink.send(Message::Ping(Default::default()))).await.is_err() {
                     break End::TooSlow;
                 }
@@ -247,6 +256,7 @@ where
             (1013, "too slow; resync")
         }
         End::Stopping => (1001, "server stopping"),
+        End::Revoked => (4401, "token expired or revoked; reconnect with a fresh token"),
     };
     let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(close(code, reason))).await;
     tracing::debug!(%org, code, reason, "dashboard connection ended");

@@ -411,3 +411,31 @@ async fn read_line(lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::proc
         .expect("the client printed its line (pip install websockets, as .ci/run does)");
     serde_json::from_str::<Value>(&l).unwrap()
 }
+
+#[tokio::test]
+async fn a_logout_closes_the_live_connections_it_opened() {
+    let app = spawn_with(|c| c.ws.ping_interval = Duration::from_millis(300)).await;
+    let org = app.create_org().await;
+    let admin = app.admin(&org).await;
+    let mut socket = open(&app, Some(&admin.access)).await.unwrap();
+    assert_eq!(
+        next(&mut socket, Duration::from_secs(5)).await.unwrap()["type"],
+        "ready"
+    );
+    app.post("/api/v1/auth/logout", Some(&admin.access), json!({}))
+        .await
+        .expect(204);
+    let mut code = None;
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_secs(5), socket.next()).await {
+        if let Message::Close(frame) = msg {
+            code = frame.map(|f| u16::from(f.code));
+            break;
+        }
+    }
+    assert_eq!(
+        code,
+        Some(4401),
+        "closed so the client reconnects with a fresh token"
+    );
+    assert!(eventually(Duration::from_secs(5), || async { sessions(&app).await == 0 }).await);
+}
