@@ -14,8 +14,24 @@ use warp::reply::Response;
 pub const CSP: &str = "default-src 'self'; connect-src 'self' wss:; img-src 'self' data:; style-src 'self'; \
     script-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'";
 
+/// The directory to serve: `dir`, or (when it has no `index.html`, e.g. a relative path run from another
+/// directory) the `web/` of the source tree this binary was built from, if that has one.
+fn resolve(dir: &Path) -> std::path::PathBuf {
+    if dir.join("index.html").is_file() {
+        return dir.to_path_buf();
+    }
+    let built_from = Path::new(env!("CARGO_MANIFEST_DIR")).join("web");
+    if dir.is_relative() && built_from.join("index.html").is_file() {
+        return built_from;
+    }
+    tracing::warn!(dir = %dir.display(), "no index.html in the web directory: the dashboard is not served (set INSIGHTS_WEB_DIR)");
+    dir.to_path_buf()
+}
+
 /// `GET /` and `GET /static/...`.
 pub fn routes(dir: &Path) -> BoxedFilter<(Response,)> {
+    let dir = resolve(dir);
+    let dir = dir.as_path();
     let index = warp::path::end()
         .and(warp::get())
         .and(warp::fs::file(dir.join("index.html")))

@@ -152,3 +152,45 @@ async fn cors_allows_only_the_configured_origins() {
         .unwrap();
     assert!(!r.headers().contains_key("access-control-allow-origin"));
 }
+
+#[tokio::test]
+async fn the_dashboard_is_served_with_a_strict_content_security_policy() {
+    let app = crate::helpers::spawn_app().await;
+    let index = app.client.get(format!("{}/", app.base)).send().await.unwrap();
+    assert_eq!(index.status(), 200);
+    let csp = index.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    assert!(index.text().await.unwrap().contains("/static/app.js"));
+    let script = app
+        .client
+        .get(format!("{}/static/app.js", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(script.status(), 200);
+    assert!(
+        script.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .contains("javascript")
+    );
+    for escape in [
+        "/static/%2e%2e/Cargo.toml",
+        "/static/..%2fCargo.toml",
+        "/static/vendor/../../Cargo.toml",
+    ] {
+        let r = app
+            .client
+            .get(format!("{}{escape}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{escape}");
+    }
+}
