@@ -4,7 +4,9 @@
 //! `?token=`): a bad one gets the usual 401 and no socket. The handshake is done here rather than by
 //! warp's `ws()` filter so that permessage-deflate can be negotiated and run beneath tungstenite
 //! ([`super::deflate`]). Each connection gets a session actor
-//! ([`crate::actors::session::SessionActor`]); this module only moves frames between it and the socket, pings, and ends the connection when the client goes silent, falls behind or the node stops.
+//! ([`crate::actors::session::SessionActor`]); this module only moves frames between it and the socket,
+//! pings, and ends the connection when the client goes silent, falls behind, loses its token or the node
+//! stops.
 
 use std::collections::HashMap;
 use std::sync::Arc;
