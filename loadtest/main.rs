@@ -17,7 +17,10 @@
 //! COPY, Python onnxruntime) in the same run and prints our ratios to them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
 mod fanout;
+
+use common::percentile;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -87,17 +90,7 @@ fn parse_args() -> Args {
             other => panic!("unknown flag {other}"),
         }
     }
-    let host = args
-        .base
-        .trim_start_matches("https://")
-        .split([':', '/'])
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    assert!(
-        matches!(host.as_str(), "localhost" | "127.0.0.1" | "[::1]"),
-        "loopback targets only"
-    );
+    common::assert_loopback(&args.base);
     args
 }
 
@@ -349,12 +342,6 @@ async fn send(
         Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
         Err(_) => false,
     }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    sorted
-        .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
-        .map_or(0.0, |d| (d.as_secs_f64() * 10_000.0).round() / 10.0)
 }
 
 #[tokio::main]

@@ -12,6 +12,8 @@
 //! organization has an admin `bench-NNN@querybench.local` with the password `querybench-password`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -57,17 +59,7 @@ fn parse_args() -> Args {
             other => panic!("unknown flag {other}"),
         }
     }
-    let host = args
-        .base
-        .trim_start_matches("https://")
-        .split([':', '/'])
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    assert!(
-        matches!(host.as_str(), "localhost" | "127.0.0.1" | "[::1]"),
-        "loopback targets only"
-    );
+    common::assert_loopback(&args.base);
     args
 }
 
@@ -300,11 +292,7 @@ async fn main() {
         }
         let elapsed = started.elapsed().as_secs_f64();
         latencies.sort();
-        let pct = |p: f64| {
-            latencies
-                .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
-                .map_or(0.0, |d| (d.as_secs_f64() * 10_000.0).round() / 10.0)
-        };
+        let pct = |p: f64| common::percentile(&latencies, p);
         let report = json!({
             "scenario": scenario, "requests": latencies.len(), "errors": errors, "cacheHits": hits,
             "concurrency": args.concurrency, "requestsPerSec": (latencies.len() as f64 / elapsed).round(),

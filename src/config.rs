@@ -158,6 +158,16 @@ pub struct IngestConfig {
     pub pattern_debounce: Duration,
 }
 
+impl IngestConfig {
+    /// The limits every new interaction is validated against.
+    pub fn limits(&self) -> crate::domain::interaction::IngestLimits {
+        crate::domain::interaction::IngestLimits {
+            clock_skew: self.clock_skew,
+            max_content_chars: self.max_content_chars,
+        }
+    }
+}
+
 /// Live dashboard connections (R6).
 #[derive(Debug, Clone)]
 pub struct WsConfig {

@@ -17,7 +17,7 @@ use sqlx::PgPool;
 
 use crate::config::{Config, Secret};
 use crate::domain::enrichment::OrgContext;
-use crate::domain::interaction::{IngestLimits, parse_new_interaction};
+use crate::domain::interaction::parse_new_interaction;
 use crate::domain::{CustomerId, Email, OrganizationId, PersonName, Role};
 use crate::store::interactions::{self, ItemOutcome};
 use crate::store::{self, users};
@@ -194,23 +194,14 @@ async fn generate(
         .await?;
     }
     tx.commit().await?;
-    let ids: Vec<(String, uuid::Uuid)> =
-        sqlx::query_as("SELECT external_id, id FROM customers WHERE organization_id = $1")
-            .bind(org.as_uuid())
-            .fetch_all(pool)
-            .await?;
-    let ids: std::collections::HashMap<String, CustomerId> =
-        ids.into_iter().map(|(e, id)| (e, CustomerId(id))).collect();
+    let ids = customer_ids(pool, org).await?;
     let history = g.history(opts.interactions, chrono::Utc::now(), opts.days);
     let name: String = sqlx::query_scalar("SELECT name FROM organizations WHERE id = $1")
         .bind(org.as_uuid())
         .fetch_one(pool)
         .await?;
     let context = OrgContext { id: org, name };
-    let limits = IngestLimits {
-        clock_skew: config.ingest.clock_skew,
-        max_content_chars: config.ingest.max_content_chars,
-    };
+    let limits = config.ingest.limits();
     let now = chrono::Utc::now();
     let mut items = Vec::with_capacity(history.len());
     for (n, i) in history.iter().enumerate() {
@@ -248,6 +239,19 @@ async fn generate(
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// The organization's customers by external id.
+async fn customer_ids(
+    pool: &PgPool,
+    org: OrganizationId,
+) -> anyhow::Result<std::collections::HashMap<String, CustomerId>> {
+    let rows: Vec<(String, uuid::Uuid)> =
+        sqlx::query_as("SELECT external_id, id FROM customers WHERE organization_id = $1")
+            .bind(org.as_uuid())
+            .fetch_all(pool)
+            .await?;
+    Ok(rows.into_iter().map(|(e, id)| (e, CustomerId(id))).collect())
 }
 
 /// Waits until the node's scoring sweep has scored every text of the organization, showing progress.
@@ -296,17 +300,8 @@ pub async fn trickle(
         return Ok(());
     }
     let mut g = Generator::new(opts.seed ^ 0x5eed, opts.customers);
-    let ids: Vec<(String, uuid::Uuid)> =
-        sqlx::query_as("SELECT external_id, id FROM customers WHERE organization_id = $1")
-            .bind(org.as_uuid())
-            .fetch_all(&state.pool)
-            .await?;
-    let ids: std::collections::HashMap<String, String> =
-        ids.into_iter().map(|(e, id)| (e, id.to_string())).collect();
-    let limits = IngestLimits {
-        clock_skew: state.config.ingest.clock_skew,
-        max_content_chars: state.config.ingest.max_content_chars,
-    };
+    let ids = customer_ids(&state.pool, org).await?;
+    let limits = state.config.ingest.limits();
     let mut shutdown = state.shutdown.clone();
     loop {
         let jitter = rand::rng().random_range(0.5..1.5);
@@ -319,7 +314,7 @@ pub async fn trickle(
         let Some(id) = ids.get(&g.customers()[live.customer].external_id) else {
             continue;
         };
-        match parse_new_interaction(&live.body(id, None), now, limits) {
+        match parse_new_interaction(&live.body(&id.to_string(), None), now, limits) {
             Ok(new) => {
                 if let Err(e) = state.ingest.ingest(org, new).await {
                     tracing::warn!(error = %e, "demo trickle: interaction not stored");

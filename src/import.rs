@@ -19,7 +19,7 @@ use sqlx::PgPool;
 
 use crate::config::Config;
 use crate::domain::enrichment::OrgContext;
-use crate::domain::interaction::{IngestLimits, IngestOutcome, NewInteraction, parse_new_interaction};
+use crate::domain::interaction::{IngestOutcome, NewInteraction, parse_new_interaction};
 use crate::domain::{CustomerId, FieldError, OrganizationId};
 use crate::store::cache::Cache;
 use crate::store::interactions::{self, ItemOutcome};
@@ -108,10 +108,7 @@ pub async fn run(pool: &PgPool, config: &Config, opts: &ImportOptions) -> anyhow
     };
     let mut rejects = RejectWriter::new(opts.rejects.clone());
     let bar = progress_bar(opts.progress, total_bytes);
-    let limits = IngestLimits {
-        clock_skew: config.ingest.clock_skew,
-        max_content_chars: config.ingest.max_content_chars,
-    };
+    let limits = config.ingest.limits();
     let mut customers: HashMap<String, CustomerId> = HashMap::new();
     let mut summary = ImportSummary::default();
     let mut chunk: Vec<(usize, NewInteraction)> = Vec::with_capacity(config.ingest.batch_chunk);

@@ -127,10 +127,7 @@ fn create_reply(result: Result<IngestOutcome, Error>) -> Response {
 }
 
 fn limits(s: &Shared) -> IngestLimits {
-    IngestLimits {
-        clock_skew: s.config.ingest.clock_skew,
-        max_content_chars: s.config.ingest.max_content_chars,
-    }
+    s.config.ingest.limits()
 }
 
 /// Stores one interaction (R2.1–2.9): 201 when new, 200 with the first one for a repeated idempotency key.

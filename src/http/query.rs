@@ -228,21 +228,21 @@ fn summary_range(filter: &InteractionFilter, default_range: Duration) -> Range {
     Range { from, to }
 }
 
-/// Reads `interval` (default: chosen from the range) and checks the number of buckets.
+/// Reads `interval` (`default` when absent) and checks the number of buckets.
 fn parse_interval(
     query: &HashMap<String, String>,
     range: Range,
+    default: Interval,
     max_buckets: usize,
     errors: &mut Vec<FieldError>,
-) -> (Interval, bool) {
-    let given = query.get("interval").map(|v| v.trim()).filter(|v| !v.is_empty());
-    let interval = match given {
-        None => Interval::for_range(range.to - range.from),
+) -> Interval {
+    let interval = match query.get("interval").map(|v| v.trim()).filter(|v| !v.is_empty()) {
+        None => default,
         Some(v) => match Interval::parse(v) {
             Ok(i) => i,
             Err(m) => {
                 errors.push(FieldError::new("interval", m));
-                return (Interval::Day, false);
+                return default;
             }
         },
     };
@@ -255,7 +255,7 @@ fn parse_interval(
             ),
         ));
     }
-    (interval, given.is_some())
+    interval
 }
 
 /// The response of a cached endpoint: the cached JSON when the organization's data has not changed
@@ -338,7 +338,8 @@ pub async fn dashboard(
     let mut errors = Vec::new();
     let filter = parse_filter(query, &mut errors);
     let range = summary_range(&filter, q.default_range);
-    let (interval, _) = parse_interval(query, range, q.max_buckets, &mut errors);
+    let default = Interval::for_range(range.to - range.from);
+    let interval = parse_interval(query, range, default, q.max_buckets, &mut errors);
     if !errors.is_empty() {
         return Err(Error::Validation(errors));
     }
@@ -370,13 +371,13 @@ pub async fn trends(s: &Shared, p: &Principal, query: &HashMap<String, String>) 
     let mut errors = Vec::new();
     let filter = parse_filter(query, &mut errors);
     let range = summary_range(&filter, q.default_range);
-    let (mut interval, given) = parse_interval(query, range, q.max_buckets, &mut errors);
-    if !given {
-        interval = Interval::Day;
-        if Interval::Day.buckets(range.from, range.to) > q.max_buckets as i64 {
-            interval = Interval::Week;
-        }
-    }
+    // Days, unless the range is too long for them.
+    let default = if Interval::Day.buckets(range.from, range.to) > q.max_buckets as i64 {
+        Interval::Week
+    } else {
+        Interval::Day
+    };
+    let interval = parse_interval(query, range, default, q.max_buckets, &mut errors);
     if !errors.is_empty() {
         return Err(Error::Validation(errors));
     }
