@@ -8,7 +8,9 @@
 
 pub mod token;
 
+use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -41,6 +43,8 @@ pub enum Principal {
     ApiKey {
         key_id: ApiKeyId,
         organization_id: OrganizationId,
+        /// The key's own quota per rate-limit window, when it was created with one.
+        rate_limit: Option<u32>,
     },
 }
 
@@ -115,6 +119,46 @@ pub struct Auth {
     /// A real bcrypt hash of a random password, verified when the email is unknown so that a miss
     /// costs as much time as a wrong password (R1.3).
     dummy_hash: String,
+    /// The quota of each API key this node has verified (a key's quota never changes), so the request
+    /// front can count a key's request against it in the same round trip as its verification.
+    api_key_limits: Arc<Mutex<HashMap<Vec<u8>, Option<u32>>>>,
+}
+
+/// API keys whose quotas a node remembers before it starts over.
+const MAX_KNOWN_API_KEYS: usize = 10_000;
+
+/// A bearer credential as far as it can be checked without I/O.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// An access token with a valid signature that has not expired.
+    Access(Box<Claims>),
+    /// Something that looks like an API key, by its digest.
+    ApiKey { digest: Vec<u8> },
+    /// A token that is malformed, badly signed or expired (the reason, for metrics).
+    Invalid(&'static str),
+}
+
+/// A verified API key as cached.
+#[derive(Debug, Serialize, Deserialize)]
+struct CachedApiKey {
+    key_id: ApiKeyId,
+    organization_id: OrganizationId,
+    rate_limit: Option<u32>,
+}
+
+impl CachedApiKey {
+    fn into_principal(self) -> Principal {
+        Principal::ApiKey {
+            key_id: self.key_id,
+            organization_id: self.organization_id,
+            rate_limit: self.rate_limit,
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Single inserts and removes only: a panic cannot leave the map half-updated.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Auth {
@@ -141,6 +185,7 @@ impl Auth {
             throttle,
             metrics,
             dummy_hash,
+            api_key_limits: Arc::default(),
         })
     }
 
@@ -185,15 +230,19 @@ impl Auth {
             ip: client.ip,
             user_agent: client.user_agent.as_deref(),
         };
-        if let Some(wait) = self.throttle.blocked_for(email.as_str(), client.ip).await {
-            tracing::warn!(email = email.as_str(), ip = ?client.ip, retry_after_s = wait.as_secs(), "login throttled");
-            auth_events::record(&self.pool, AuthEventKind::LoginThrottled, event(None, None)).await;
-            self.metrics.auth_failures.with_label_values(&["throttled"]).inc();
-            return Err(Error::RateLimited {
-                retry_after: wait,
-                message: "too many failed logins; try again later",
-            });
-        }
+        let attempt = match self.throttle.attempt(email.as_str(), client.ip).await {
+            Ok(attempt) => attempt,
+            Err(wait) => {
+                tracing::warn!(email = email.as_str(), ip = ?client.ip, retry_after_s = wait.as_secs(), "login throttled");
+                auth_events::record(&self.pool, AuthEventKind::LoginThrottled, event(None, None)).await;
+                self.metrics.auth_failures.with_label_values(&["throttled"]).inc();
+                return Err(Error::RateLimited {
+                    retry_after: wait,
+                    message: "too many failed logins; try again later",
+                    quota: "login_failures",
+                });
+            }
+        };
         let credentials = users::credentials_by_email(&self.pool, email).await?;
         let valid = self
             .verify_password(password, credentials.as_ref().map(|c| c.password_hash.as_str()))
@@ -201,7 +250,8 @@ impl Auth {
         let credentials = match credentials {
             Some(c) if valid => c,
             other => {
-                self.throttle.record_failure(email.as_str(), client.ip).await;
+                // The attempt stays counted as a failure.
+                drop(attempt);
                 let (org, user) = other
                     .map(|c| (Some(c.organization_id), Some(c.id)))
                     .unwrap_or((None, None));
@@ -214,7 +264,7 @@ impl Auth {
                 return Err(Error::Unauthenticated);
             }
         };
-        self.throttle.record_success(email.as_str()).await;
+        self.throttle.succeeded(attempt).await;
 
         let refresh = random_token();
         let expires_at = Utc::now() + self.config.refresh_ttl;
@@ -311,25 +361,83 @@ impl Auth {
 
     /// Verifies a bearer credential: an API key (by its prefix) or an access token.
     pub async fn authenticate(&self, bearer: &str) -> Result<Principal, Error> {
+        let credential = self.inspect(bearer);
+        self.authenticate_credential(&credential, None).await
+    }
+
+    /// Reads what can be known of a bearer credential without I/O: an access token's verified claims
+    /// (signature and expiry), or an API key's digest. Whether the session or key is still live needs
+    /// the cache or the database: [`Auth::authenticate_credential`].
+    pub fn inspect(&self, bearer: &str) -> Credential {
         if bearer.starts_with(API_KEY_PREFIX) {
-            return self.verify_api_key(bearer).await;
+            return Credential::ApiKey {
+                digest: digest(bearer),
+            };
         }
-        self.verify_access(bearer).await.map(Principal::User)
+        match self.keys.verify(bearer) {
+            Ok(claims) => Credential::Access(Box::new(claims)),
+            Err(e) => {
+                let reason = match e {
+                    TokenError::Expired => "expired",
+                    TokenError::Invalid(_) => "invalid",
+                };
+                Credential::Invalid(reason)
+            }
+        }
+    }
+
+    /// The cache keys [`Auth::authenticate_credential`] reads for this credential, so a caller can read
+    /// them along with other work in one round trip.
+    pub fn cache_reads(credential: &Credential) -> Vec<String> {
+        match credential {
+            Credential::Access(claims) => vec![token_key(claims.jti), revoked_key(claims.session_id())],
+            Credential::ApiKey { digest } => vec![api_key_cache_key(digest)],
+            Credential::Invalid(_) => Vec::new(),
+        }
+    }
+
+    /// Finishes verifying an inspected credential: its session or key must still be live. `cached` holds
+    /// the values of [`Auth::cache_reads`] when the caller has read them already; otherwise they are read.
+    pub async fn authenticate_credential(
+        &self,
+        credential: &Credential,
+        cached: Option<&[Option<String>]>,
+    ) -> Result<Principal, Error> {
+        let read;
+        let cached = match cached {
+            Some(values) => values,
+            None => {
+                read = self.cache.get_many(&Self::cache_reads(credential)).await;
+                &read
+            }
+        };
+        match credential {
+            Credential::Invalid(reason) => {
+                self.metrics.auth_failures.with_label_values(&[reason]).inc();
+                Err(Error::Unauthenticated)
+            }
+            Credential::Access(claims) => self.finish_access(claims, cached).await.map(Principal::User),
+            Credential::ApiKey { digest } => self.finish_api_key(digest, cached).await,
+        }
     }
 
     /// Verifies an access token: signature and expiry, then that its session is live and its user still
     /// exists (R1.6), through the cache.
     pub async fn verify_access(&self, token: &str) -> Result<UserPrincipal, Error> {
-        let claims = self.keys.verify(token).map_err(|e| {
-            let reason = match e {
-                TokenError::Expired => "expired",
-                TokenError::Invalid(_) => "invalid",
-            };
-            self.metrics.auth_failures.with_label_values(&[reason]).inc();
-            Error::Unauthenticated
-        })?;
-        let keys = [token_key(claims.jti), revoked_key(claims.session_id())];
-        let cached = self.cache.get_many(&keys).await;
+        match self.inspect(token) {
+            Credential::ApiKey { .. } => Err(Error::Unauthenticated),
+            credential => match self.authenticate_credential(&credential, None).await? {
+                Principal::User(user) => Ok(user),
+                Principal::ApiKey { .. } => Err(Error::Unauthenticated),
+            },
+        }
+    }
+
+    async fn finish_access(
+        &self,
+        claims: &Claims,
+        cached: &[Option<String>],
+    ) -> Result<UserPrincipal, Error> {
         if cached.get(1).is_some_and(Option::is_some) {
             self.metrics.auth_failures.with_label_values(&["revoked"]).inc();
             return Err(Error::Unauthenticated);
@@ -355,40 +463,53 @@ impl Auth {
             email: owner.email,
             jti: claims.jti,
         };
-        let ttl = cache_ttl(&claims, self.config.token_cache_ttl);
+        let ttl = cache_ttl(claims, self.config.token_cache_ttl);
         if !ttl.is_zero()
             && let Ok(json) = serde_json::to_string(&principal)
         {
-            self.cache.set(&keys[0], &json, ttl).await;
+            self.cache.set(&token_key(claims.jti), &json, ttl).await;
         }
         Ok(principal)
     }
 
-    async fn verify_api_key(&self, key: &str) -> Result<Principal, Error> {
-        let hash = digest(key);
-        let cache_key = api_key_cache_key(&hash);
-        if let Some(json) = self.cache.get(&cache_key).await
-            && let Ok((key_id, organization_id)) = serde_json::from_str::<(ApiKeyId, OrganizationId)>(&json)
+    async fn finish_api_key(&self, hash: &[u8], cached: &[Option<String>]) -> Result<Principal, Error> {
+        if let Some(Some(json)) = cached.first()
+            && let Ok(key) = serde_json::from_str::<CachedApiKey>(json)
         {
-            return Ok(Principal::ApiKey {
-                key_id,
-                organization_id,
-            });
+            self.remember_api_key_limit(hash, key.rate_limit);
+            return Ok(key.into_principal());
         }
-        let (key_id, organization_id) =
-            api_keys::authenticate(&self.pool, &hash).await?.ok_or_else(|| {
-                self.metrics.auth_failures.with_label_values(&["api_key"]).inc();
-                Error::Unauthenticated
-            })?;
-        if let Ok(json) = serde_json::to_string(&(key_id, organization_id)) {
+        let Some(found) = api_keys::authenticate(&self.pool, hash).await? else {
+            self.metrics.auth_failures.with_label_values(&["api_key"]).inc();
+            lock(&self.api_key_limits).remove(hash);
+            return Err(Error::Unauthenticated);
+        };
+        let key = CachedApiKey {
+            key_id: found.id,
+            organization_id: found.organization_id,
+            rate_limit: found.rate_limit_per_minute.map(|n| n.max(1) as u32),
+        };
+        if let Ok(json) = serde_json::to_string(&key) {
             self.cache
-                .set(&cache_key, &json, self.config.api_key_cache_ttl)
+                .set(&api_key_cache_key(hash), &json, self.config.api_key_cache_ttl)
                 .await;
         }
-        Ok(Principal::ApiKey {
-            key_id,
-            organization_id,
-        })
+        self.remember_api_key_limit(hash, key.rate_limit);
+        Ok(key.into_principal())
+    }
+
+    /// The quota of the API key with this digest, once this node has verified it: `Some(None)` for the
+    /// default quota, `None` when the key is not known here yet.
+    pub fn api_key_limit(&self, digest: &[u8]) -> Option<Option<u32>> {
+        lock(&self.api_key_limits).get(digest).copied()
+    }
+
+    fn remember_api_key_limit(&self, digest: &[u8], limit: Option<u32>) {
+        let mut limits = lock(&self.api_key_limits);
+        if limits.len() >= MAX_KNOWN_API_KEYS && !limits.contains_key(digest) {
+            limits.clear();
+        }
+        limits.insert(digest.to_vec(), limit);
     }
 
     /// Ends the caller's session: this access token and its refresh token stop working at once.
@@ -419,17 +540,32 @@ impl Auth {
         new: &Password,
         client: &ClientInfo,
     ) -> Result<(), Error> {
+        let attempt = self
+            .throttle
+            .attempt(&user.email, client.ip)
+            .await
+            .map_err(|wait| {
+                tracing::warn!(user_id = %user.user_id, ip = ?client.ip, retry_after_s = wait.as_secs(), "password change throttled");
+                self.metrics.auth_failures.with_label_values(&["throttled"]).inc();
+                Error::RateLimited {
+                    retry_after: wait,
+                    message: "too many wrong current passwords; try again later",
+                    quota: "login_failures",
+                }
+            })?;
         let hash = users::password_hash(&self.pool, user.user_id)
             .await?
             .ok_or(Error::Unauthenticated)?;
         if !self.verify_password(current, Some(&hash)).await? {
-            // Counted like a failed login, so a stolen access token cannot be used to guess the password.
-            self.throttle.record_failure(&user.email, client.ip).await;
+            // Counted like a failed login (the attempt stays reserved), so a stolen access token cannot
+            // be used to guess the password.
+            drop(attempt);
             return Err(Error::Validation(vec![crate::domain::FieldError::new(
                 "currentPassword",
                 "is incorrect",
             )]));
         }
+        self.throttle.succeeded(attempt).await;
         let new_hash = self.hash(new).await?;
         let mut tx = self.pool.begin().await?;
         let patch = users::UserPatch {
@@ -467,6 +603,7 @@ impl Auth {
 
     /// Drops a deleted API key from the cache.
     pub async fn forget_api_key(&self, digest: &[u8]) {
+        lock(&self.api_key_limits).remove(digest);
         self.cache.delete(&[api_key_cache_key(digest)]).await;
     }
 }
@@ -550,6 +687,7 @@ mod tests {
         let key = Principal::ApiKey {
             key_id: ApiKeyId(uuid::Uuid::nil()),
             organization_id: OrganizationId(uuid::Uuid::nil()),
+            rate_limit: None,
         };
         assert!(matches!(key.require(Role::Viewer), Err(Error::Forbidden(_))));
         let user = Principal::User(UserPrincipal {

@@ -96,6 +96,8 @@ pub struct Config {
     pub ml: MlConfig,
     pub query: QueryConfig,
     pub ws: WsConfig,
+    pub rate_limit: RateLimitConfig,
+    pub redis: RedisConfig,
     /// Enables deliberate faults (a customer actor that panics on request), for crash tests only.
     pub fault_injection: bool,
 }
@@ -201,6 +203,38 @@ pub struct QueryConfig {
     /// Cache hit rate below which a warning is logged (R14.10), checked every `hit_rate_window`.
     pub cache_hit_rate_alert: f64,
     pub hit_rate_window: Duration,
+}
+
+/// Request quotas (R13). Each quota is a number of requests per `window` (a minute by default, so the
+/// environment names say `PER_MIN`); tests shorten the window instead of sleeping through a minute.
+#[derive(Debug, Clone)]
+pub struct RateLimitConfig {
+    /// Whether quotas are enforced at all.
+    pub enabled: bool,
+    /// Every request per client IP (R13.1).
+    pub ip_per_window: u32,
+    /// Every authenticated request per user (R13.2, R9.6).
+    pub user_per_window: u32,
+    /// Requests to `/auth/login`, `/auth/refresh` and `/auth/password` per client IP (R13.3, R9.7).
+    pub auth_ip_per_window: u32,
+    /// Requests per API key, unless the key was created with its own quota.
+    pub api_key_per_window: u32,
+    pub window: Duration,
+    /// The first block of a client that keeps sending while limited; doubled on each repeat (R13.9).
+    pub backoff_base: Duration,
+    /// The longest block.
+    pub backoff_max: Duration,
+    /// Peers whose `X-Forwarded-For` names the client (load balancers); anyone else's is ignored.
+    pub trusted_proxies: Vec<crate::domain::Cidr>,
+}
+
+/// How the node talks to Redis, and how it stops waiting for it when it is down.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// Longest wait for one Redis call before the node treats Redis as down and serves from memory.
+    pub op_timeout: Duration,
+    /// How often a node whose Redis is down checks whether it is back.
+    pub probe_interval: Duration,
 }
 
 /// Connection pool settings (R8.9: 10–50 connections).
@@ -322,6 +356,21 @@ impl Default for Config {
                 cache_hit_rate_alert: 0.7,
                 hit_rate_window: Duration::from_secs(300),
             },
+            rate_limit: RateLimitConfig {
+                enabled: true,
+                ip_per_window: 1000,
+                user_per_window: 100,
+                auth_ip_per_window: 5,
+                api_key_per_window: 6000,
+                window: Duration::from_secs(60),
+                backoff_base: Duration::from_secs(1),
+                backoff_max: Duration::from_secs(15 * 60),
+                trusted_proxies: Vec::new(),
+            },
+            redis: RedisConfig {
+                op_timeout: Duration::from_millis(200),
+                probe_interval: Duration::from_secs(1),
+            },
             fault_injection: false,
         }
     }
@@ -392,6 +441,17 @@ struct FileConfig {
     export_max_concurrent: Option<usize>,
     cache_hit_rate_alert: Option<f64>,
     cache_hit_rate_window_secs: Option<u64>,
+    rate_limit_enabled: Option<bool>,
+    rate_limit_ip_per_min: Option<u32>,
+    rate_limit_user_per_min: Option<u32>,
+    rate_limit_auth_ip_per_min: Option<u32>,
+    rate_limit_api_key_per_min: Option<u32>,
+    rate_limit_window_secs: Option<u64>,
+    rate_limit_backoff_base_ms: Option<u64>,
+    rate_limit_backoff_max_secs: Option<u64>,
+    trusted_proxies: Option<Vec<String>>,
+    redis_timeout_ms: Option<u64>,
+    redis_probe_ms: Option<u64>,
     // Named only so that their presence can be refused with a clear message.
     jwt_secret: Option<toml::Value>,
     data_key: Option<toml::Value>,
@@ -594,6 +654,32 @@ impl Config {
         set(
             &mut q.hit_rate_window,
             f.cache_hit_rate_window_secs.map(Duration::from_secs),
+        );
+        let r = &mut self.rate_limit;
+        set(&mut r.enabled, f.rate_limit_enabled);
+        set(&mut r.ip_per_window, f.rate_limit_ip_per_min);
+        set(&mut r.user_per_window, f.rate_limit_user_per_min);
+        set(&mut r.auth_ip_per_window, f.rate_limit_auth_ip_per_min);
+        set(&mut r.api_key_per_window, f.rate_limit_api_key_per_min);
+        set(&mut r.window, f.rate_limit_window_secs.map(Duration::from_secs));
+        set(
+            &mut r.backoff_base,
+            f.rate_limit_backoff_base_ms.map(Duration::from_millis),
+        );
+        set(
+            &mut r.backoff_max,
+            f.rate_limit_backoff_max_secs.map(Duration::from_secs),
+        );
+        if let Some(list) = &f.trusted_proxies {
+            r.trusted_proxies = parse_cidrs(list.iter().map(String::as_str))?;
+        }
+        set(
+            &mut self.redis.op_timeout,
+            f.redis_timeout_ms.map(Duration::from_millis),
+        );
+        set(
+            &mut self.redis.probe_interval,
+            f.redis_probe_ms.map(Duration::from_millis),
         );
         Ok(())
     }
@@ -808,6 +894,44 @@ impl Config {
             &mut q.hit_rate_window,
             secs(env, "INSIGHTS_CACHE_HIT_RATE_WINDOW_SECS")?,
         );
+        let r = &mut self.rate_limit;
+        set(&mut r.enabled, parse_env(env, "INSIGHTS_RATE_LIMIT_ENABLED")?);
+        set(
+            &mut r.ip_per_window,
+            parse_env(env, "INSIGHTS_RATE_LIMIT_IP_PER_MIN")?,
+        );
+        set(
+            &mut r.user_per_window,
+            parse_env(env, "INSIGHTS_RATE_LIMIT_USER_PER_MIN")?,
+        );
+        set(
+            &mut r.auth_ip_per_window,
+            parse_env(env, "INSIGHTS_RATE_LIMIT_AUTH_IP_PER_MIN")?,
+        );
+        set(
+            &mut r.api_key_per_window,
+            parse_env(env, "INSIGHTS_RATE_LIMIT_API_KEY_PER_MIN")?,
+        );
+        set(&mut r.window, secs(env, "INSIGHTS_RATE_LIMIT_WINDOW_SECS")?);
+        set(
+            &mut r.backoff_base,
+            millis(env, "INSIGHTS_RATE_LIMIT_BACKOFF_BASE_MS")?,
+        );
+        set(
+            &mut r.backoff_max,
+            secs(env, "INSIGHTS_RATE_LIMIT_BACKOFF_MAX_SECS")?,
+        );
+        if let Some(list) = env.var("INSIGHTS_TRUSTED_PROXIES") {
+            r.trusted_proxies = parse_cidrs(list.split(',').map(str::trim).filter(|c| !c.is_empty()))?;
+        }
+        set(
+            &mut self.redis.op_timeout,
+            millis(env, "INSIGHTS_REDIS_TIMEOUT_MS")?,
+        );
+        set(
+            &mut self.redis.probe_interval,
+            millis(env, "INSIGHTS_REDIS_PROBE_MS")?,
+        );
         set(
             &mut self.fault_injection,
             parse_env(env, "INSIGHTS_FAULT_INJECTION")?,
@@ -910,6 +1034,26 @@ impl Config {
         if !(0.0..=1.0).contains(&q.cache_hit_rate_alert) {
             return Err(invalid("cache_hit_rate_alert", "must be between 0 and 1"));
         }
+        let r = &self.rate_limit;
+        if r.ip_per_window == 0
+            || r.user_per_window == 0
+            || r.auth_ip_per_window == 0
+            || r.api_key_per_window == 0
+        {
+            return Err(invalid(
+                "rate_limit_ip_per_min",
+                "quotas must be positive (set rate_limit_enabled = false to turn limits off)",
+            ));
+        }
+        if r.window.is_zero() || r.backoff_base.is_zero() || r.backoff_max < r.backoff_base {
+            return Err(invalid(
+                "rate_limit_window_secs",
+                "the window and backoff must be positive, with backoff_max >= backoff_base",
+            ));
+        }
+        if self.redis.op_timeout.is_zero() || self.redis.probe_interval.is_zero() {
+            return Err(invalid("redis_timeout_ms", "must be positive"));
+        }
         if self.redis_prefix.is_empty() || self.redis_prefix.contains(char::is_whitespace) {
             return Err(invalid(
                 "redis_prefix",
@@ -1000,6 +1144,11 @@ fn secs(env: &impl Env, key: &'static str) -> Result<Option<Duration>, ConfigErr
 
 fn millis(env: &impl Env, key: &'static str) -> Result<Option<Duration>, ConfigError> {
     Ok(parse_env::<u64>(env, key)?.map(Duration::from_millis))
+}
+
+fn parse_cidrs<'a>(list: impl Iterator<Item = &'a str>) -> Result<Vec<crate::domain::Cidr>, ConfigError> {
+    list.map(|c| crate::domain::Cidr::parse(c).map_err(|e| invalid("trusted_proxies", &e)))
+        .collect()
 }
 
 fn parse_data_key(value: &str) -> Result<[u8; 32], ConfigError> {

@@ -2,6 +2,7 @@
 //! enrichment, field validation, and the wire wrapper of actor payloads.
 //! Nothing here does I/O.
 
+pub mod cidr;
 pub mod customer;
 pub mod enrichment;
 pub mod event;
@@ -12,6 +13,7 @@ pub mod user;
 pub mod validation;
 pub mod wire;
 
+pub use cidr::Cidr;
 pub use ids::{ApiKeyId, CustomerId, InteractionId, OrganizationId, SessionId, UserId};
 pub use role::Role;
 pub use user::{Email, Password, PersonName, User};

@@ -32,11 +32,13 @@ pub enum Error {
     /// 413: the body is larger than the configured limit.
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: u64 },
-    /// 429: too many attempts; retry after the given time.
+    /// 429: too many requests or attempts under `quota`; retry after the given time.
     #[error("too many requests")]
     RateLimited {
         retry_after: Duration,
         message: &'static str,
+        /// The quota that was used up, such as `user` or `login_failures`.
+        quota: &'static str,
     },
     /// 503: this node is at capacity for the request (a full ingest queue, an actor restarting); retry.
     #[error("{0}")]

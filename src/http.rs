@@ -10,6 +10,7 @@ pub mod customers;
 pub mod deflate;
 pub mod errors;
 pub mod interactions;
+pub mod limits;
 pub mod ml;
 pub mod openapi;
 pub mod ops;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub pool: sqlx::PgPool,
     pub cache: Cache,
+    /// The request quotas (R13), decided by the request front before routing.
+    pub limiter: crate::store::ratelimit::RateLimiter,
     pub auth: Auth,
     pub metrics: Metrics,
     pub root: ractor::ActorRef<crate::actors::root::RootMsg>,
@@ -131,7 +134,15 @@ pub fn router(state: &Shared) -> BoxedFilter<(Response,)> {
             Method::OPTIONS,
         ])
         .allow_headers(["authorization", "content-type", "x-request-id"])
-        .expose_headers(["x-request-id", "retry-after"])
+        .expose_headers([
+            "x-request-id",
+            "retry-after",
+            "x-ratelimit-limit",
+            "x-ratelimit-remaining",
+            "x-ratelimit-reset",
+            "ratelimit-policy",
+            "ratelimit",
+        ])
         .max_age(600);
     routes
         .with(cors)
@@ -147,14 +158,20 @@ pub fn with_state(state: &Shared) -> impl Filter<Extract = (Shared,), Error = In
     warp::any().map(move || state.clone())
 }
 
-/// Extracts the client's address and user agent.
+/// Extracts the client's address (as the request front decided it: see `limits::client_ip`) and user
+/// agent.
 pub fn client_info() -> impl Filter<Extract = (ClientInfo,), Error = Rejection> + Clone {
-    warp::ext::optional::<PeerAddr>()
+    warp::ext::optional::<limits::ClientIp>()
+        .and(warp::ext::optional::<PeerAddr>())
         .and(warp::header::optional::<String>("user-agent"))
-        .map(|peer: Option<PeerAddr>, user_agent: Option<String>| ClientInfo {
-            ip: peer.map(|p| p.0.ip()),
-            user_agent: user_agent.map(|ua| ua.chars().take(512).collect()),
-        })
+        .map(
+            |client: Option<limits::ClientIp>, peer: Option<PeerAddr>, user_agent: Option<String>| {
+                ClientInfo {
+                    ip: client.map(|c| c.0).or(peer.map(|p| p.0.ip())),
+                    user_agent: user_agent.map(|ua| ua.chars().take(512).collect()),
+                }
+            },
+        )
 }
 
 /// Injects the shared state and the authenticated principal: the start of every protected endpoint.
@@ -164,25 +181,39 @@ pub fn authed(
     with_state(state).and(authenticated(state))
 }
 
-/// Authenticates the `Authorization: Bearer` credential (token or API key), or rejects with 401.
+/// Authenticates the `Authorization: Bearer` credential (token or API key), or rejects with 401. Uses
+/// the cache values the request front read along with the quotas, so this costs no second round trip.
 pub fn authenticated(
     state: &Shared,
 ) -> impl Filter<Extract = (Principal,), Error = Rejection> + Clone + use<> {
     warp::header::optional::<String>("authorization")
+        .and(warp::ext::optional::<limits::ReadAhead>())
         .and(with_state(state))
-        .and_then(|header: Option<String>, state: Shared| async move {
-            let credential = header
-                .as_deref()
-                .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .ok_or_else(|| warp::reject::custom(ApiRejection(Error::Unauthenticated)))?;
-            state
-                .auth
-                .authenticate(credential)
-                .await
-                .map_err(|e| warp::reject::custom(ApiRejection(e)))
-        })
+        .and_then(
+            |header: Option<String>, ahead: Option<limits::ReadAhead>, state: Shared| async move {
+                if let Some(ahead) = ahead.filter(|_| header.is_some()) {
+                    if let Some(principal) = ahead.verified {
+                        return Ok(principal);
+                    }
+                    return state
+                        .auth
+                        .authenticate_credential(&ahead.credential, Some(&ahead.cached))
+                        .await
+                        .map_err(|e| warp::reject::custom(ApiRejection(e)));
+                }
+                let credential = header
+                    .as_deref()
+                    .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .ok_or_else(|| warp::reject::custom(ApiRejection(Error::Unauthenticated)))?;
+                state
+                    .auth
+                    .authenticate(credential)
+                    .await
+                    .map_err(|e| warp::reject::custom(ApiRejection(e)))
+            },
+        )
 }
 
 /// Reads a JSON body of at most `state.config.http.body_limit_bytes` bytes, answering 413 beyond it and

@@ -119,6 +119,7 @@ pub async fn run(pool: &PgPool, config: &Config, opts: &ImportOptions) -> anyhow
     let cache = Cache::new(
         config.redis_url.as_deref(),
         &config.redis_prefix,
+        &config.redis,
         crate::metrics::Metrics::new()?,
     )?;
 

@@ -77,8 +77,19 @@ impl App {
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot apply migrations: {e}"))?;
         }
-        let cache =
-            store::cache::Cache::new(config.redis_url.as_deref(), &config.redis_prefix, metrics.clone())?;
+        let cache = store::cache::Cache::new(
+            config.redis_url.as_deref(),
+            &config.redis_prefix,
+            &config.redis,
+            metrics.clone(),
+        )?;
+        let limiter = store::ratelimit::RateLimiter::new(
+            cache.clone(),
+            store::ratelimit::Backoff {
+                base: config.rate_limit.backoff_base,
+                max: config.rate_limit.backoff_max,
+            },
+        );
         let auth = auth::Auth::new(
             pool.clone(),
             cache.clone(),
@@ -165,6 +176,7 @@ impl App {
             config: Arc::new(config),
             pool,
             cache,
+            limiter,
             auth,
             metrics: metrics.clone(),
             root,
@@ -175,11 +187,12 @@ impl App {
             shutdown: shutdown_rx.clone(),
         });
         let routes = http::router(&state);
+        let front = Arc::new(http::limits::Front::new(state.clone()));
         let server = tokio::spawn(http::server::serve(
             listener,
             tls,
             routes,
-            metrics,
+            front,
             shutdown_rx,
             grace,
         ));

@@ -62,6 +62,12 @@ pub struct Inner {
     pub ws_resyncs: prometheus::IntCounter,
     /// `batch` frames sent.
     pub ws_batches: prometheus::IntCounter,
+    /// Requests refused by a quota, by quota (R13.7).
+    pub rate_limited: IntCounterVec,
+    /// 1 while Redis is treated as down and the node serves from memory.
+    pub redis_breaker_open: IntGauge,
+    /// Times the node stopped using Redis because it failed or was too slow.
+    pub redis_breaker_trips: prometheus::IntCounter,
 }
 
 impl std::ops::Deref for Metrics {
@@ -153,6 +159,21 @@ impl Metrics {
         )?;
         let ws_resyncs = prometheus::IntCounter::new("ws_resyncs_total", "resumes answered with resync")?;
         let ws_batches = prometheus::IntCounter::new("ws_batches_total", "batch frames sent")?;
+        let rate_limited = IntCounterVec::new(
+            Opts::new("rate_limited_total", "requests refused by a quota"),
+            &["quota"],
+        )?;
+        let redis_breaker_open = IntGauge::new(
+            "redis_breaker_open",
+            "1 while Redis is treated as down and the node serves from its in-process cache and limiter",
+        )?;
+        let redis_breaker_trips = prometheus::IntCounter::new(
+            "redis_breaker_trips_total",
+            "times the node stopped using Redis because a call failed or timed out",
+        )?;
+        registry.register(Box::new(rate_limited.clone()))?;
+        registry.register(Box::new(redis_breaker_open.clone()))?;
+        registry.register(Box::new(redis_breaker_trips.clone()))?;
         registry.register(Box::new(ws_dropped.clone()))?;
         registry.register(Box::new(ws_resyncs.clone()))?;
         registry.register(Box::new(ws_batches.clone()))?;
@@ -201,6 +222,9 @@ impl Metrics {
             ws_dropped,
             ws_resyncs,
             ws_batches,
+            rate_limited,
+            redis_breaker_open,
+            redis_breaker_trips,
         })))
     }
 

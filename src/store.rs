@@ -1,5 +1,5 @@
-//! Persistence: the PostgreSQL pool and its repositories, the cache (Redis or in-process) and the
-//! attempt limiter built on it.
+//! Persistence: the PostgreSQL pool and its repositories, the cache (Redis or in-process, behind a
+//! circuit breaker), and on it the login throttle (`limiter`) and the request quotas (`ratelimit`).
 
 pub mod api_keys;
 pub mod auth_events;
@@ -9,6 +9,7 @@ pub mod insights;
 pub mod interactions;
 pub mod limiter;
 pub mod orgs;
+pub mod ratelimit;
 pub mod sessions;
 pub mod synthetic;
 pub mod users;

@@ -98,6 +98,18 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// Returns an optional integer field within `min..=max`; `null` counts as absent.
+    pub fn optional_int_in(&mut self, name: &str, min: i64, max: i64) -> Option<i64> {
+        match self.get(name) {
+            None => None,
+            Some(Value::Number(n)) if n.as_i64().is_some_and(|v| (min..=max).contains(&v)) => n.as_i64(),
+            Some(_) => {
+                self.error(name, format!("must be an integer from {min} to {max}"));
+                None
+            }
+        }
+    }
+
     /// Records several errors at once.
     pub fn extend(&mut self, errors: Vec<FieldError>) {
         self.errors.extend(errors);

@@ -15,8 +15,12 @@ use crate::store::api_keys::{self, ApiKey};
 
 /// A key to create.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct CreateApiKey {
     pub name: String,
+    /// The key's own quota of requests per minute (default: the deployment's API-key quota, 6000).
+    #[schema(minimum = 1, maximum = 1_000_000)]
+    pub rate_limit_per_minute: Option<u32>,
 }
 
 /// A created key: `key` is shown this once and cannot be read again.
@@ -29,6 +33,9 @@ pub struct CreatedApiKey {
     /// Send as `Authorization: Bearer <key>`.
     pub key: String,
     pub prefix: String,
+    /// The key's own quota per minute, when one was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit_per_minute: Option<i32>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -37,6 +44,9 @@ pub struct CreatedApiKey {
 pub struct ApiKeyList {
     pub data: Vec<ApiKey>,
 }
+
+/// The largest quota a key may be given (the schema's CHECK says the same).
+pub const MAX_KEY_RATE_LIMIT: i64 = 1_000_000;
 
 /// How many leading characters of a key are kept to recognize it.
 const DISPLAY_PREFIX_CHARS: usize = 10;
@@ -89,7 +99,8 @@ pub async fn create_api_key(
     let mut f = Fields::new(body);
     let name = f.required_str("name");
     let name = f.parse("name", name, PersonName::parse);
-    let name = f.finish(|| name).map_err(Error::Validation)?;
+    let limit = f.optional_int_in("rateLimitPerMinute", 1, MAX_KEY_RATE_LIMIT);
+    let (name, limit) = f.finish(|| Some((name?, limit))).map_err(Error::Validation)?;
     let key = format!("{API_KEY_PREFIX}{}", random_token());
     let prefix: String = key.chars().take(DISPLAY_PREFIX_CHARS).collect();
     let stored = api_keys::create(
@@ -99,6 +110,7 @@ pub async fn create_api_key(
         &prefix,
         &digest(&key),
         admin.user_id,
+        limit.and_then(|n| i32::try_from(n).ok()),
     )
     .await?;
     tracing::info!(admin = %admin.user_id, key_id = %stored.id, "api key created");
@@ -107,6 +119,7 @@ pub async fn create_api_key(
         name: stored.name,
         key,
         prefix: stored.prefix,
+        rate_limit_per_minute: stored.rate_limit_per_minute,
         created_at: stored.created_at,
     })
 }

@@ -42,6 +42,10 @@ pub struct ErrorDetail {
     /// The request id, for internal errors, to quote when reporting them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// For `rate_limited`: the quota that was used up (`ip`, `user`, `api_key`, `auth_ip` or
+    /// `login_failures`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota: Option<&'static str>,
 }
 
 fn current_request_id() -> Option<String> {
@@ -49,6 +53,20 @@ fn current_request_id() -> Option<String> {
 }
 
 fn body(status: StatusCode, code: &'static str, message: String, details: Vec<FieldError>) -> Response {
+    render(status, code, message, details, None)
+}
+
+fn body_with_quota(status: StatusCode, code: &'static str, message: String, quota: &'static str) -> Response {
+    render(status, code, message, Vec::new(), Some(quota))
+}
+
+fn render(
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    details: Vec<FieldError>,
+    quota: Option<&'static str>,
+) -> Response {
     let request_id = status.is_server_error().then(current_request_id).flatten();
     let body = ErrorBody {
         error: ErrorDetail {
@@ -56,6 +74,7 @@ fn body(status: StatusCode, code: &'static str, message: String, details: Vec<Fi
             message,
             details,
             request_id,
+            quota,
         },
     };
     warp::reply::with_status(warp::reply::json(&body), status).into_response()
@@ -112,12 +131,16 @@ pub fn error_response(e: &Error) -> Response {
             e.to_string(),
             Vec::new(),
         ),
-        Error::RateLimited { retry_after, message } => {
-            let mut r = body(
+        Error::RateLimited {
+            retry_after,
+            message,
+            quota,
+        } => {
+            let mut r = body_with_quota(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
                 (*message).to_owned(),
-                Vec::new(),
+                quota,
             );
             // Round up: a client that waits the advertised seconds must not be refused again.
             let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);

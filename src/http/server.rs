@@ -24,7 +24,7 @@ use warp::reply::Response;
 
 use super::PeerAddr;
 use super::errors::REQUEST_ID;
-use crate::metrics::Metrics;
+use super::limits::{self, Front};
 
 /// How long a client may take to start and finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -126,7 +126,7 @@ pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     routes: BoxedFilter<(Response,)>,
-    metrics: Metrics,
+    front: Arc<Front>,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
@@ -148,7 +148,7 @@ pub async fn serve(
         };
         let acceptor = acceptor.clone();
         let service = service.clone();
-        let metrics = metrics.clone();
+        let front = front.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let Some(tls) = handshake(stream, peer, &acceptor).await else {
@@ -156,8 +156,8 @@ pub async fn serve(
             };
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let mut inner = service.clone();
-                let metrics = metrics.clone();
-                async move { Ok::<_, Infallible>(envelope(req, peer, &metrics, |r| inner.call(r)).await) }
+                let front = front.clone();
+                async move { Ok::<_, Infallible>(envelope(req, peer, &front, |r| inner.call(r)).await) }
             });
             let builder = auto::Builder::new(TokioExecutor::new());
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
@@ -200,14 +200,10 @@ async fn handshake(
     }
 }
 
-/// Wraps one request: assigns its id (or keeps a sane one the client sent), records the peer, runs the
-/// router with the id in scope, then adds headers, logs the request line (R11.1) and counts it.
-async fn envelope<F, Fut>(
-    mut req: Request<Incoming>,
-    peer: SocketAddr,
-    metrics: &Metrics,
-    call: F,
-) -> Response
+/// Wraps one request: assigns its id (or keeps a sane one the client sent), records the peer and the
+/// client's address, decides its quotas (refusing it with 429 before routing when one is used up), runs
+/// the router with the id in scope, then adds headers, logs the request line (R11.1) and counts it.
+async fn envelope<F, Fut>(mut req: Request<Incoming>, peer: SocketAddr, front: &Front, call: F) -> Response
 where
     F: FnOnce(Request<Incoming>) -> Fut,
     Fut: std::future::Future<Output = Result<Response, Infallible>>,
@@ -224,14 +220,36 @@ where
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         })
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+    let metrics = &front.state.metrics;
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let client = limits::client_ip(
+        &front.state.config.rate_limit.trusted_proxies,
+        peer.ip(),
+        req.headers(),
+    );
     req.extensions_mut().insert(PeerAddr(peer));
-    let response = REQUEST_ID.scope(request_id.clone(), call(req)).await;
-    let mut response = match response {
-        Ok(r) => r,
-        Err(never) => match never {},
+    req.extensions_mut().insert(limits::ClientIp(client));
+    let mut admission = REQUEST_ID
+        .scope(
+            request_id.clone(),
+            front.admit(&method, &path, req.headers(), req.uri().query(), client),
+        )
+        .await;
+    let mut response = match admission.refusal.take() {
+        Some(refusal) => refusal,
+        None => {
+            if let Some(ahead) = admission.read_ahead.clone() {
+                req.extensions_mut().insert(ahead);
+            }
+            match REQUEST_ID.scope(request_id.clone(), call(req)).await {
+                Ok(r) => r,
+                Err(never) => match never {},
+            }
+        }
     };
+    limits::add_headers(&mut response, &admission);
+    limits::add_allow(&mut response, &front.routes, &path);
     let headers = response.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         headers.insert("x-request-id", v);

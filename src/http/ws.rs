@@ -57,7 +57,7 @@ pub fn endpoints(state: &Shared) -> Vec<Endpoint> {
 }
 
 /// Reads the token from `bearer, <token>` in the subprotocol header, or from `?token=`.
-fn token(protocols: Option<&str>, query: &HashMap<String, String>) -> Option<(String, bool)> {
+pub(crate) fn token(protocols: Option<&str>, query: &HashMap<String, String>) -> Option<(String, bool)> {
     if let Some(header) = protocols {
         let mut parts = header.split(',').map(str::trim);
         if parts.next() == Some("bearer")

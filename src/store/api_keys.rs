@@ -17,6 +17,9 @@ pub struct ApiKey {
     pub name: String,
     /// The first characters of the key, to recognize it.
     pub prefix: String,
+    /// The key's own quota per minute; absent means the deployment's default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit_per_minute: Option<i32>,
     pub last_used_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
 }
@@ -29,17 +32,20 @@ pub async fn create(
     prefix: &str,
     digest: &[u8],
     created_by: UserId,
+    rate_limit_per_minute: Option<i32>,
 ) -> Result<ApiKey, Error> {
     Ok(sqlx::query_as!(
         ApiKey,
-        r#"INSERT INTO api_keys (organization_id, name, key_prefix, key_hash, created_by)
-           VALUES ($1, $2, $3, $4, $5)
-           RETURNING id AS "id: ApiKeyId", name, key_prefix AS prefix, last_used_at, created_at"#,
+        r#"INSERT INTO api_keys (organization_id, name, key_prefix, key_hash, created_by, rate_limit_per_minute)
+           VALUES ($1, $2, $3, $4, $5, $6)
+           RETURNING id AS "id: ApiKeyId", name, key_prefix AS prefix, rate_limit_per_minute,
+                     last_used_at, created_at"#,
         org.as_uuid(),
         name,
         prefix,
         digest,
-        created_by.as_uuid()
+        created_by.as_uuid(),
+        rate_limit_per_minute
     )
     .fetch_one(pool)
     .await?)
@@ -49,7 +55,8 @@ pub async fn create(
 pub async fn list(pool: &PgPool, org: OrganizationId) -> Result<Vec<ApiKey>, Error> {
     Ok(sqlx::query_as!(
         ApiKey,
-        r#"SELECT id AS "id: ApiKeyId", name, key_prefix AS prefix, last_used_at, created_at
+        r#"SELECT id AS "id: ApiKeyId", name, key_prefix AS prefix, rate_limit_per_minute,
+                  last_used_at, created_at
            FROM api_keys WHERE organization_id = $1 ORDER BY created_at DESC, id"#,
         org.as_uuid()
     )
@@ -69,14 +76,23 @@ pub async fn delete(pool: &PgPool, org: OrganizationId, id: ApiKeyId) -> Result<
     .await?)
 }
 
+/// A key found by its digest.
+#[derive(Debug, Clone)]
+pub struct VerifiedKey {
+    pub id: ApiKeyId,
+    pub organization_id: OrganizationId,
+    pub rate_limit_per_minute: Option<i32>,
+}
+
 /// Finds the key with this digest and notes its use.
-pub async fn authenticate(pool: &PgPool, digest: &[u8]) -> Result<Option<(ApiKeyId, OrganizationId)>, Error> {
-    let row = sqlx::query!(
+pub async fn authenticate(pool: &PgPool, digest: &[u8]) -> Result<Option<VerifiedKey>, Error> {
+    Ok(sqlx::query_as!(
+        VerifiedKey,
         r#"UPDATE api_keys SET last_used_at = now() WHERE key_hash = $1
-           RETURNING id AS "id: ApiKeyId", organization_id AS "organization_id: OrganizationId""#,
+           RETURNING id AS "id: ApiKeyId", organization_id AS "organization_id: OrganizationId",
+                     rate_limit_per_minute"#,
         digest
     )
     .fetch_optional(pool)
-    .await?;
-    Ok(row.map(|r| (r.id, r.organization_id)))
+    .await?)
 }

@@ -104,6 +104,12 @@ pub fn test_config() -> Config {
     config.http.shutdown_grace = Duration::from_secs(2);
     // Most tests do not score texts; the ML tests turn the model on (tests/api/ml.rs).
     config.ml.enabled = false;
+    // Quotas stay on (the same code path) but out of reach: tests log in and send far more than a
+    // person would. The rate-limit tests (tests/api/limits.rs) set their own.
+    config.rate_limit.ip_per_window = 1_000_000;
+    config.rate_limit.user_per_window = 1_000_000;
+    config.rate_limit.auth_ip_per_window = 1_000_000;
+    config.rate_limit.api_key_per_window = 1_000_000;
     config
 }
 
