@@ -28,68 +28,61 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-#[derive(Clone)]
+/// Load generator for a running Insights node (loopback only).
+#[derive(Clone, clap::Parser)]
+#[command(
+    name = "loadtest",
+    about = "Load generator for a running Insights node (loopback only)"
+)]
 struct Args {
+    /// The node's base URL (must be a loopback address).
+    #[arg(long, default_value = "https://localhost:8443")]
     base: String,
+    /// The node's certificate (PEM), trusted for HTTPS.
+    #[arg(long, default_value = "data/tls/cert.pem")]
     cacert: String,
+    /// An analyst or admin to log in as.
+    #[arg(long)]
     email: String,
+    #[arg(long)]
     password: String,
+    /// login, single, single-open, batch, query, ml-single, ml-batch, fanout, or all.
+    #[arg(long, default_value = "all", value_parser = ["all", "login", "single", "single-open", "batch", "query", "ml-single", "ml-batch", "fanout"])]
     scenario: String,
+    /// closed (each worker waits for its answer) or open (requests start at --rate per second).
+    #[arg(long, default_value = "closed", value_parser = ["closed", "open"])]
     mode: String,
+    /// Requests per second in open-loop mode.
+    #[arg(long, default_value_t = 300.0)]
     rate: f64,
+    /// Requests per scenario (default: each scenario's own).
+    #[arg(long)]
     requests: Option<usize>,
+    /// Closed-loop workers (default: each scenario's own).
+    #[arg(long)]
     concurrency: Option<usize>,
+    /// Interactions per batch request.
+    #[arg(long, default_value_t = 100)]
     batch_size: usize,
+    /// Customers to create and spread ingestion over.
+    #[arg(long, default_value_t = 200)]
     customers: usize,
+    /// WSS clients of the fan-out scenario.
+    #[arg(long, default_value_t = 1000)]
     clients: usize,
+    /// Events the fan-out scenario sends.
+    #[arg(long, default_value_t = 30)]
     events: usize,
+    /// Longest a scenario runs.
+    #[arg(long, default_value_t = 60)]
     max_secs: u64,
+    /// Also run loadtest/baselines.sh (pgbench, COPY, Python onnxruntime) and print our ratios to them.
+    #[arg(long)]
     baselines: bool,
 }
 
 fn parse_args() -> Args {
-    let mut args = Args {
-        base: "https://localhost:8443".into(),
-        cacert: "data/tls/cert.pem".into(),
-        email: String::new(),
-        password: String::new(),
-        scenario: "all".into(),
-        mode: "closed".into(),
-        rate: 300.0,
-        requests: None,
-        concurrency: None,
-        batch_size: 100,
-        customers: 200,
-        clients: 1000,
-        events: 30,
-        max_secs: 60,
-        baselines: false,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        if flag == "--baselines" {
-            args.baselines = true;
-            continue;
-        }
-        let value = it.next().unwrap_or_default();
-        match flag.as_str() {
-            "--base" => args.base = value,
-            "--cacert" => args.cacert = value,
-            "--email" => args.email = value,
-            "--password" => args.password = value,
-            "--scenario" => args.scenario = value,
-            "--mode" => args.mode = value,
-            "--rate" => args.rate = value.parse().expect("--rate R"),
-            "--requests" => args.requests = Some(value.parse().expect("--requests N")),
-            "--concurrency" => args.concurrency = Some(value.parse().expect("--concurrency N")),
-            "--batch-size" => args.batch_size = value.parse().expect("--batch-size N"),
-            "--customers" => args.customers = value.parse().expect("--customers N"),
-            "--clients" => args.clients = value.parse().expect("--clients N"),
-            "--events" => args.events = value.parse().expect("--events N"),
-            "--max-secs" => args.max_secs = value.parse().expect("--max-secs N"),
-            other => panic!("unknown flag {other}"),
-        }
-    }
+    let args = <Args as clap::Parser>::parse();
     common::assert_loopback(&args.base);
     args
 }

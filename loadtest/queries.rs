@@ -24,41 +24,40 @@ use serde_json::{Value, json};
 
 const PASSWORD: &str = "querybench-password";
 
+/// Query benchmark: fills organizations once (reused by later runs), then measures listings and
+/// summaries, cold and cached, over HTTPS against a running node (loopback only).
+#[derive(clap::Parser)]
+#[command(name = "querybench")]
 struct Args {
+    /// The node's base URL (must be a loopback address).
+    #[arg(long, default_value = "https://localhost:8443")]
     base: String,
+    /// The node's certificate (PEM), trusted for HTTPS.
+    #[arg(long, default_value = "data/tls/cert.pem")]
     cacert: String,
+    /// The node's database, filled directly.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/insights"
+    )]
     database_url: String,
+    /// Organizations to fill.
+    #[arg(long, default_value_t = 100)]
     orgs: usize,
+    /// Interactions per organization.
+    #[arg(long, default_value_t = 10_000)]
     per_org: i64,
+    /// Requests per measured query.
+    #[arg(long, default_value_t = 2000)]
     requests: usize,
+    /// Concurrent requests.
+    #[arg(long, default_value_t = 8)]
     concurrency: usize,
 }
 
 fn parse_args() -> Args {
-    let mut args = Args {
-        base: "https://localhost:8443".into(),
-        cacert: "data/tls/cert.pem".into(),
-        database_url: std::env::var("DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/insights".into()),
-        orgs: 100,
-        per_org: 10_000,
-        requests: 2000,
-        concurrency: 8,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().unwrap_or_default();
-        match flag.as_str() {
-            "--base" => args.base = value,
-            "--cacert" => args.cacert = value,
-            "--database-url" => args.database_url = value,
-            "--orgs" => args.orgs = value.parse().expect("--orgs N"),
-            "--per-org" => args.per_org = value.parse().expect("--per-org N"),
-            "--requests" => args.requests = value.parse().expect("--requests N"),
-            "--concurrency" => args.concurrency = value.parse().expect("--concurrency N"),
-            other => panic!("unknown flag {other}"),
-        }
-    }
+    let args = <Args as clap::Parser>::parse();
     common::assert_loopback(&args.base);
     args
 }

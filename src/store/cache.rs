@@ -219,7 +219,10 @@ impl Cache {
             match tokio::time::timeout(link.op_timeout, ping.query_async::<String>(&mut conn)).await {
                 Ok(Ok(_)) => break,
                 Ok(Err(e)) => {
-                    *lock(&link.outage) = lock(&link.outage).take().map(|(t, _)| (t, e.to_string()))
+                    // One guard only: a second lock in the same statement would wait on the first.
+                    if let Some((_, reason)) = lock(&link.outage).as_mut() {
+                        *reason = e.to_string();
+                    }
                 }
                 Err(_) => {}
             }

@@ -14,6 +14,7 @@ mod helpers;
 mod import;
 mod ingest;
 mod insights;
+mod limits;
 mod listing;
 mod live;
 mod ml;
