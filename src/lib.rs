@@ -9,12 +9,13 @@
 //! - [`error`]: the one error type; its HTTP mapping lives in `http::errors`.
 //! - [`domain`]: plain validated types: ids, roles, users, field validation.
 //! - [`auth`]: login, token rotation and revocation, token and API-key verification, principals.
-//! - [`store`]: PostgreSQL repositories (sqlx), migrations, the cache (Redis or in-process) and the login
-//!   throttle; `store::insights` computes the dashboard and trends, `store::synthetic` bulk-generates rows
+//! - [`store`]: PostgreSQL repositories (sqlx), migrations, the cache (Redis behind a circuit breaker, or
+//!   in-process), the login throttle and the request quotas (`store::ratelimit`, GCRA); `store::insights` computes the dashboard and trends, `store::synthetic` bulk-generates rows
 //!   inside PostgreSQL for scale tests and benchmarks.
 //! - [`actors`]: the ractor supervision trees: `actors::root::RootSupervisor` (organizations, customers)
 //!   and `actors::session::SessionSupervisor` (one actor per live connection).
-//! - [`http`]: warp endpoints, the error shape, the OpenAPI document and the TLS server; `http::query`
+//! - [`http`]: warp endpoints, the error shape, the OpenAPI document and the TLS server; `http::limits`
+//!   (the request front: client IP, quotas and the credential read ahead, before routing), `http::query`
 //!   (summaries, caching, export), `http::ws` and `http::deflate` (live events over WSS with
 //!   permessage-deflate), `http::web` (the dashboard's files).
 //! - [`demo`]: `insights demo` and its seeded data generator, shared with tests and the load generator.

@@ -302,12 +302,7 @@ pub fn client_ip(trusted: &[Cidr], peer: IpAddr, headers: &HeaderMap) -> IpAddr 
 /// Adds the rate-limit headers of `admission` to a response.
 pub fn add_headers(response: &mut Response, admission: &Admission) {
     let verdict_states = &admission.states;
-    let Some(tightest) = verdict_states
-        .iter()
-        .filter(|s| s.retry_after.is_some())
-        .max_by_key(|s| s.retry_after)
-        .or_else(|| verdict_states.iter().min_by_key(|s| (s.remaining, s.limit)))
-    else {
+    let Some(tightest) = crate::store::ratelimit::tightest(verdict_states) else {
         return;
     };
     let reset_secs = |s: &QuotaState| s.reset_after.as_secs() + u64::from(s.reset_after.subsec_nanos() > 0);

@@ -227,8 +227,10 @@ impl Cache {
                 Err(_) => {}
             }
         }
-        let replayed = self.replay_pending(link).await;
+        let mut replayed = self.replay_pending(link).await;
         link.open.store(false, Ordering::Release);
+        // Writes that went to memory while the first replay ran: from now on writes go to Redis.
+        replayed += self.replay_pending(link).await;
         *lock(&link.outage) = None;
         self.inner.metrics.redis_breaker_open.set(0);
         tracing::info!(replayed, "redis is back: shared cache and limits resumed");
@@ -424,11 +426,6 @@ impl Cache {
     pub async fn bump_data_version(&self, org: OrganizationId) {
         let version = uuid::Uuid::new_v4().simple().to_string();
         self.set(&version_key(org), &version, DATA_VERSION_TTL).await;
-    }
-
-    /// Tells whether this cache is shared through Redis.
-    pub fn is_redis(&self) -> bool {
-        self.inner.redis.is_some()
     }
 
     /// Checks that the cache answers. While the breaker is open the probe's last finding is reported,

@@ -95,17 +95,21 @@ pub struct Verdict {
 impl Verdict {
     /// The quota that refused the request (the one with the longest wait), if any.
     pub fn refused(&self) -> Option<&QuotaState> {
-        self.states
-            .iter()
-            .filter(|s| s.retry_after.is_some())
-            .max_by_key(|s| s.retry_after)
+        refused(&self.states)
     }
+}
 
-    /// The quota to report in `X-RateLimit-*`: the one that refused, else the one with least left.
-    pub fn tightest(&self) -> Option<&QuotaState> {
-        self.refused()
-            .or_else(|| self.states.iter().min_by_key(|s| (s.remaining, s.limit)))
-    }
+/// The quota that refused (the one with the longest wait), if any.
+pub fn refused(states: &[QuotaState]) -> Option<&QuotaState> {
+    states
+        .iter()
+        .filter(|s| s.retry_after.is_some())
+        .max_by_key(|s| s.retry_after)
+}
+
+/// The quota to report in `X-RateLimit-*`: the one that refused, else the one with least left.
+pub fn tightest(states: &[QuotaState]) -> Option<&QuotaState> {
+    refused(states).or_else(|| states.iter().min_by_key(|s| (s.remaining, s.limit)))
 }
 
 /// How repeat offenders are blocked.
