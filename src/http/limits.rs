@@ -123,20 +123,24 @@ impl Front {
             key_quota_pending = None;
         }
         let verdict = s.limiter.check(&quotas, &reads).await;
+        if let Some(refused) = verdict.refused() {
+            let who = credential
+                .as_ref()
+                .map(|c| who(c, &verdict.values))
+                .unwrap_or_default();
+            let refusal = self.refuse(refused, method, path, ip, &who);
+            return Admission {
+                refusal: Some(refusal),
+                states: verdict.states,
+                now_us: verdict.now_us,
+                read_ahead: None,
+            };
+        }
         let Verdict {
             mut states,
             values,
             now_us,
-        } = verdict.clone();
-        if let Some(refused) = verdict.refused() {
-            let who = credential.as_ref().map(|c| who(c, &values)).unwrap_or_default();
-            return Admission {
-                refusal: Some(self.refuse(refused, method, path, ip, &who)),
-                states,
-                now_us,
-                read_ahead: None,
-            };
-        }
+        } = verdict;
         let mut read_ahead = credential.map(|credential| ReadAhead {
             credential,
             cached: Arc::new(values),
