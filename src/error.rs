@@ -43,6 +43,10 @@ pub enum Error {
     /// 503: this node is at capacity for the request (a full ingest queue, an actor restarting); retry.
     #[error("{0}")]
     Overloaded(&'static str),
+    /// 503: the organization is owned by another live node (`owned_elsewhere`), or this node lost its
+    /// lease on it; nothing was stored, so the request may be retried.
+    #[error("this organization is served by another node; retry shortly")]
+    OwnedElsewhere,
     /// 503: a dependency (PostgreSQL, the model) cannot be reached.
     #[error("{0} unavailable")]
     Unavailable(&'static str),

@@ -5,6 +5,8 @@
 //!
 //! # Layout
 //!
+//! - [`cluster`]: placement of organizations on nodes (rendezvous hashing) and their fenced leases in
+//!   PostgreSQL.
 //! - [`config`]: layered configuration (defaults < `insights.toml` < environment); secrets from the environment only.
 //! - [`error`]: the one error type; its HTTP mapping lives in `http::errors`.
 //! - [`domain`]: plain validated types: ids, roles, users, field validation.
@@ -27,6 +29,7 @@
 
 pub mod actors;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod domain;

@@ -159,6 +159,17 @@ pub fn error_response(e: &Error) -> Response {
                 .insert(header::RETRY_AFTER, HeaderValue::from(1u64));
             r
         }
+        Error::OwnedElsewhere => {
+            let mut r = body(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "owned_elsewhere",
+                e.to_string(),
+                Vec::new(),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(1u64));
+            r
+        }
         Error::Unavailable(_) => {
             let mut r = body(
                 StatusCode::SERVICE_UNAVAILABLE,

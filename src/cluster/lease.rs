@@ -1,0 +1,324 @@
+//! Ownership of organizations, decided in PostgreSQL with a fencing token (`../shared/CLUSTER.md` §4).
+//!
+//! - Each node registers under its name with a new **incarnation** (+1 on every start) and heartbeats its
+//!   row. An organization's lease is valid while its owner's heartbeat is younger than the TTL and its
+//!   incarnation is the one that acquired it: there is one renewal per node, not one per organization.
+//! - [`acquire`] takes an organization only when it is free: never owned, released, its owner's lease
+//!   expired, or owned by an earlier incarnation of this same node. Each change of owner bumps the
+//!   organization's **epoch** and is appended to `org_ownership_log`. Nobody takes an organization from
+//!   a live owner.
+//! - [`fence`] is the first step of every owner write transaction: a shared advisory lock on the
+//!   organization, then a check that the epoch is still this owner's. A takeover holds the exclusive lock
+//!   while it bumps the epoch, so owner writes in flight commit before it, and later ones read the new
+//!   epoch and roll back: no old-owner write commits after a takeover commits. Advisory locks live in the
+//!   lock manager's memory, so the fence writes no WAL and creates no row locks.
+//! - A node that cannot renew stops owning by itself: [`LeaseClock`] runs out (monotonic clock) a margin
+//!   before the others could see its heartbeat as stale.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use sqlx::{PgConnection, PgPool};
+
+use crate::domain::OrganizationId;
+use crate::error::Error;
+
+/// A running node as the ownership tables know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeIdentity {
+    pub name: String,
+    pub incarnation: i64,
+}
+
+/// Why an organization changed hands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// Nobody had owned it.
+    First,
+    /// Its owner's lease had expired.
+    Takeover,
+    /// Its owner released it.
+    Handoff,
+    /// It was this node's before it restarted.
+    Restart,
+}
+
+impl Reason {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::First => "first",
+            Self::Takeover => "takeover",
+            Self::Handoff => "handoff",
+            Self::Restart => "restart",
+        }
+    }
+}
+
+/// The outcome of [`acquire`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Acquired {
+    /// This node owns the organization at `epoch`; `reason` is `None` when it already did.
+    Owned { epoch: i64, reason: Option<Reason> },
+    /// A live other node owns it.
+    HeldBy { owner: String },
+}
+
+/// The advisory-lock key of an organization. A collision only makes two organizations wait on each
+/// other briefly; the epoch is the real fence.
+pub fn org_key(org: OrganizationId) -> i64 {
+    let bytes = org.as_uuid().into_bytes();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&bytes[..8]);
+    i64::from_be_bytes(first) ^ 0x494E_5349_4748_5453
+}
+
+/// Registers this node's start: a new incarnation, state `up`, a fresh heartbeat.
+pub async fn register(
+    pool: &PgPool,
+    name: &str,
+    address: &str,
+    roles: &[String],
+    config_hash: &str,
+) -> Result<NodeIdentity, Error> {
+    let incarnation = sqlx::query_scalar!(
+        r#"INSERT INTO cluster_nodes (name, incarnation, address, roles, state, config_hash)
+           VALUES ($1, 1, $2, $3, 'up', $4)
+           ON CONFLICT (name) DO UPDATE
+              SET incarnation = cluster_nodes.incarnation + 1, address = EXCLUDED.address,
+                  roles = EXCLUDED.roles, state = 'up', config_hash = EXCLUDED.config_hash,
+                  started_at = now(), heartbeat_at = now()
+           RETURNING incarnation"#,
+        name,
+        address,
+        roles,
+        config_hash
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(NodeIdentity {
+        name: name.to_owned(),
+        incarnation,
+    })
+}
+
+/// Renews this node's heartbeat. `false` means another process registered under this name since (a
+/// later incarnation): this one must stop owning at once.
+pub async fn heartbeat(pool: &PgPool, node: &NodeIdentity) -> Result<bool, Error> {
+    let updated = sqlx::query!(
+        "UPDATE cluster_nodes SET heartbeat_at = now() WHERE name = $1 AND incarnation = $2",
+        node.name,
+        node.incarnation
+    )
+    .execute(pool)
+    .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
+/// Marks this node down (a graceful stop): its leases end now rather than after the TTL.
+pub async fn mark_down(pool: &PgPool, node: &NodeIdentity) -> Result<(), Error> {
+    sqlx::query!(
+        "UPDATE cluster_nodes SET state = 'down' WHERE name = $1 AND incarnation = $2",
+        node.name,
+        node.incarnation
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Takes the organization for `node` if it is free (see the module docs), in one transaction that holds
+/// the organization's exclusive advisory lock, so owner writes in flight finish first.
+pub async fn acquire(
+    pool: &PgPool,
+    org: OrganizationId,
+    node: &NodeIdentity,
+    ttl: Duration,
+) -> Result<Acquired, Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query!("SET LOCAL lock_timeout = '2s'")
+        .execute(&mut *tx)
+        .await?;
+    // The row exists before the lock is taken, so the lock always guards a row.
+    sqlx::query!(
+        "INSERT INTO org_ownership (organization_id, owner_node, owner_incarnation, epoch)
+         VALUES ($1, '', 0, 0) ON CONFLICT DO NOTHING",
+        org.as_uuid()
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query!("SELECT pg_advisory_xact_lock($1)", org_key(org))
+        .execute(&mut *tx)
+        .await?;
+    let current = sqlx::query!(
+        r#"SELECT o.owner_node, o.owner_incarnation, o.epoch, o.released,
+                  coalesce(n.incarnation = o.owner_incarnation AND n.state <> 'down'
+                           AND n.heartbeat_at > now() - make_interval(secs => $2), false) AS "alive!",
+                  n.heartbeat_at AS "heartbeat_at?"
+             FROM org_ownership o LEFT JOIN cluster_nodes n ON n.name = o.owner_node
+            WHERE o.organization_id = $1
+              FOR UPDATE OF o"#,
+        org.as_uuid(),
+        ttl.as_secs_f64()
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    let mine = current.owner_node == node.name;
+    if mine && current.owner_incarnation == node.incarnation && !current.released {
+        tx.rollback().await?;
+        return Ok(Acquired::Owned {
+            epoch: current.epoch,
+            reason: None,
+        });
+    }
+    let reason = if current.owner_node.is_empty() {
+        Reason::First
+    } else if current.released {
+        Reason::Handoff
+    } else if mine && current.owner_incarnation < node.incarnation {
+        Reason::Restart
+    } else if !current.alive {
+        Reason::Takeover
+    } else {
+        tx.rollback().await?;
+        return Ok(Acquired::HeldBy {
+            owner: current.owner_node,
+        });
+    };
+    let epoch = sqlx::query_scalar!(
+        "UPDATE org_ownership
+            SET owner_node = $2, owner_incarnation = $3, epoch = epoch + 1, released = false,
+                acquired_at = now()
+          WHERE organization_id = $1
+         RETURNING epoch",
+        org.as_uuid(),
+        node.name,
+        node.incarnation
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    let previous = (!current.owner_node.is_empty()).then_some(current.owner_node.as_str());
+    sqlx::query!(
+        "INSERT INTO org_ownership_log
+            (organization_id, epoch, owner_node, owner_incarnation, reason, previous_node,
+             previous_heartbeat_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        org.as_uuid(),
+        epoch,
+        node.name,
+        node.incarnation,
+        reason.as_str(),
+        previous,
+        current.heartbeat_at
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    tracing::info!(org = %org, node = %node.name, epoch, reason = reason.as_str(), "organization acquired");
+    Ok(Acquired::Owned {
+        epoch,
+        reason: Some(reason),
+    })
+}
+
+/// The first step of an owner's write transaction: fails with [`Error::OwnedElsewhere`] (and the caller
+/// rolls back) unless the organization is still owned at `epoch`. Run it on the transaction's connection.
+pub async fn fence(conn: &mut PgConnection, org: OrganizationId, epoch: i64) -> Result<(), Error> {
+    sqlx::query!("SELECT pg_advisory_xact_lock_shared($1)", org_key(org))
+        .execute(&mut *conn)
+        .await?;
+    // A separate statement: under READ COMMITTED it reads a snapshot taken after the lock was granted,
+    // so it sees a takeover that committed while this transaction waited.
+    let current = sqlx::query_scalar!(
+        r#"SELECT (epoch = $2 AND NOT released) AS "current!" FROM org_ownership WHERE organization_id = $1"#,
+        org.as_uuid(),
+        epoch
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    if current == Some(true) {
+        Ok(())
+    } else {
+        tracing::warn!(org = %org, epoch, "write fenced: this node no longer owns the organization");
+        Err(Error::OwnedElsewhere)
+    }
+}
+
+/// Gives the organization up (a hand-off): from now on this owner's writes at `epoch` fail the fence.
+pub async fn release(pool: &PgPool, org: OrganizationId, epoch: i64) -> Result<bool, Error> {
+    let updated = sqlx::query!(
+        "UPDATE org_ownership SET released = true WHERE organization_id = $1 AND epoch = $2 AND NOT released",
+        org.as_uuid(),
+        epoch
+    )
+    .execute(pool)
+    .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
+/// How long this node may still act as an owner without a fresh heartbeat, on the monotonic clock.
+/// Each successful heartbeat sent at `t` extends it to `t + ttl - margin`, which ends before any other
+/// node can see the heartbeat as older than the TTL; a paused or partitioned node therefore stops
+/// publishing before anyone may take over.
+#[derive(Debug, Clone)]
+pub struct LeaseClock {
+    origin: Instant,
+    /// Milliseconds after `origin` until which leases are valid; 0 = never renewed.
+    valid_until_ms: Arc<AtomicU64>,
+}
+
+impl Default for LeaseClock {
+    fn default() -> Self {
+        Self {
+            origin: Instant::now(),
+            valid_until_ms: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+impl LeaseClock {
+    /// Records a heartbeat that was sent at `sent` and succeeded.
+    pub fn renewed(&self, sent: Instant, ttl: Duration, margin: Duration) {
+        let until = sent.saturating_duration_since(self.origin) + ttl.saturating_sub(margin);
+        self.valid_until_ms
+            .fetch_max(until.as_millis() as u64, Ordering::AcqRel);
+    }
+
+    /// Ends every lease now (a later incarnation took the name, or the node is stopping).
+    pub fn revoke(&self) {
+        self.valid_until_ms.store(0, Ordering::Release);
+    }
+
+    /// Tells whether this node may still act as an owner.
+    pub fn valid(&self) -> bool {
+        let now = self.origin.elapsed().as_millis() as u64;
+        now < self.valid_until_ms.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lease_clock_runs_out_a_margin_before_the_ttl() {
+        let clock = LeaseClock::default();
+        assert!(!clock.valid(), "never renewed");
+        clock.renewed(Instant::now(), Duration::from_secs(6), Duration::from_secs(1));
+        assert!(clock.valid());
+        // A renewal sent long ago (a paused process) cannot extend the lease.
+        let old = LeaseClock::default();
+        old.renewed(old.origin, Duration::from_millis(5), Duration::from_millis(5));
+        assert!(!old.valid(), "sent at the start, valid for ttl - margin = 0");
+        clock.revoke();
+        assert!(!clock.valid());
+    }
+
+    #[test]
+    fn org_keys_differ_for_different_organizations() {
+        let a = OrganizationId(uuid::Uuid::from_u128(1 << 64));
+        let b = OrganizationId(uuid::Uuid::from_u128(2 << 64));
+        assert_ne!(org_key(a), org_key(b));
+        assert_eq!(org_key(a), org_key(a));
+    }
+}
