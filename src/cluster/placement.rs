@@ -88,7 +88,7 @@ mod tests {
         let homes: Vec<&str> = (0..6).map(|i| home(key(i), &members).unwrap()).collect();
         assert_eq!(
             homes,
-            ["node-2", "node-1", "node-1", "node-0", "node-0", "node-2"]
+            ["node-2", "node-1", "node-1", "node-1", "node-1", "node-2"]
         );
     }
 
