@@ -98,6 +98,7 @@ pub struct Config {
     pub ws: WsConfig,
     pub rate_limit: RateLimitConfig,
     pub redis: RedisConfig,
+    pub cluster: ClusterConfig,
     /// Enables deliberate faults (a customer actor that panics on request), for crash tests only.
     pub fault_injection: bool,
 }
@@ -226,6 +227,15 @@ pub struct RateLimitConfig {
     pub backoff_max: Duration,
     /// Peers whose `X-Forwarded-For` names the client (load balancers); anyone else's is ignored.
     pub trusted_proxies: Vec<crate::domain::Cidr>,
+}
+
+/// Ownership of organizations (`cluster::lease`).
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// How long an owner's leases outlive its last heartbeat; after that another node may take over.
+    pub lease_ttl: Duration,
+    /// How often a node renews its heartbeat; it stops owning by itself `heartbeat` before the TTL ends.
+    pub heartbeat: Duration,
 }
 
 /// How the node talks to Redis, and how it stops waiting for it when it is down.
@@ -371,6 +381,10 @@ impl Default for Config {
                 op_timeout: Duration::from_millis(200),
                 probe_interval: Duration::from_secs(1),
             },
+            cluster: ClusterConfig {
+                lease_ttl: Duration::from_secs(6),
+                heartbeat: Duration::from_secs(1),
+            },
             fault_injection: false,
         }
     }
@@ -452,6 +466,8 @@ struct FileConfig {
     trusted_proxies: Option<Vec<String>>,
     redis_timeout_ms: Option<u64>,
     redis_probe_ms: Option<u64>,
+    lease_ttl_ms: Option<u64>,
+    heartbeat_ms: Option<u64>,
     // Named only so that their presence can be refused with a clear message.
     jwt_secret: Option<toml::Value>,
     data_key: Option<toml::Value>,
@@ -680,6 +696,14 @@ impl Config {
         set(
             &mut self.redis.probe_interval,
             f.redis_probe_ms.map(Duration::from_millis),
+        );
+        set(
+            &mut self.cluster.lease_ttl,
+            f.lease_ttl_ms.map(Duration::from_millis),
+        );
+        set(
+            &mut self.cluster.heartbeat,
+            f.heartbeat_ms.map(Duration::from_millis),
         );
         Ok(())
     }
@@ -932,6 +956,8 @@ impl Config {
             &mut self.redis.probe_interval,
             millis(env, "INSIGHTS_REDIS_PROBE_MS")?,
         );
+        set(&mut self.cluster.lease_ttl, millis(env, "INSIGHTS_LEASE_TTL_MS")?);
+        set(&mut self.cluster.heartbeat, millis(env, "INSIGHTS_HEARTBEAT_MS")?);
         set(
             &mut self.fault_injection,
             parse_env(env, "INSIGHTS_FAULT_INJECTION")?,
@@ -1053,6 +1079,12 @@ impl Config {
         }
         if self.redis.op_timeout.is_zero() || self.redis.probe_interval.is_zero() {
             return Err(invalid("redis_timeout_ms", "must be positive"));
+        }
+        if self.cluster.heartbeat.is_zero() || self.cluster.heartbeat * 2 > self.cluster.lease_ttl {
+            return Err(invalid(
+                "lease_ttl_ms",
+                "the heartbeat must be positive and at most half the lease TTL",
+            ));
         }
         if self.redis_prefix.is_empty() || self.redis_prefix.contains(char::is_whitespace) {
             return Err(invalid(

@@ -220,7 +220,7 @@ async fn generate(
     loop {
         while running.len() < 4 {
             let Some(chunk) = chunks.next() else { break };
-            running.push(interactions::store_chunk(pool, &context, chunk));
+            running.push(interactions::store_chunk(pool, &context, chunk, None));
         }
         let Some(result) = running.next().await else { break };
         for (_, outcome) in result.map_err(|e| anyhow::anyhow!("storing demo interactions: {e}"))? {

@@ -240,7 +240,7 @@ async fn store(
     Result<Vec<(usize, ItemOutcome)>, crate::error::Error>,
     Vec<(u64, String)>,
 ) {
-    (interactions::store_chunk(&pool, &org, chunk).await, rows)
+    (interactions::store_chunk(&pool, &org, chunk, None).await, rows)
 }
 
 /// Counts a stored chunk's outcomes and writes its failed rows to the rejects file.

@@ -121,6 +121,15 @@ impl App {
             (ml::Scorer::without_model(metrics.clone()), None)
         };
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let ownership = cluster::Ownership::start(
+            pool.clone(),
+            &config.node_name,
+            &config.listen.to_string(),
+            &config.cluster,
+            shutdown_rx.clone(),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot register the node in the database: {e}"))?;
         let orgs = actors::org_supervisor::SupervisorSlot::default();
         let (root, root_handle) = Actor::spawn(
             Some(actors::names::root(&config.node_name)),
@@ -149,6 +158,7 @@ impl App {
             cache: cache.clone(),
             metrics: metrics.clone(),
             fault_injection: config.fault_injection,
+            ownership,
         });
         let addr = listener.local_addr()?;
         let grace = config.http.shutdown_grace;
@@ -247,6 +257,7 @@ impl App {
         self.sessions_handle.await?;
         self.state.root.stop(Some("shutdown".to_owned()));
         self.root_handle.await?;
+        self.state.ingest.ownership().stop().await;
         self.state.pool.close().await;
         Ok(())
     }

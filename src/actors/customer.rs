@@ -2,6 +2,7 @@
 //! counters in memory, and tells its organization what happened. Its state is a cache of PostgreSQL,
 //! rebuilt whenever the actor starts, so a crash or a passivation loses nothing acknowledged.
 
+use crate::cluster::lease;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
 use sqlx::PgPool;
@@ -35,6 +36,8 @@ pub struct CustomerArgs {
     pub scorer: Scorer,
     pub cache: Cache,
     pub fault_injection: bool,
+    /// The organization's lease epoch on this node: every write is fenced with it.
+    pub epoch: i64,
 }
 
 /// The live state of a customer actor.
@@ -52,6 +55,7 @@ pub struct CustomerActorState {
     scorer: Scorer,
     cache: Cache,
     fault_injection: bool,
+    epoch: i64,
 }
 
 /// Messages to a customer actor.
@@ -99,6 +103,7 @@ impl Actor for CustomerActor {
             scorer: args.scorer,
             cache: args.cache,
             fault_injection: args.fault_injection,
+            epoch: args.epoch,
         })
     }
 
@@ -235,6 +240,7 @@ async fn detect_patterns(state: &mut CustomerActorState) {
     }
     let stored = async {
         let mut tx = state.pool.begin().await?;
+        lease::fence(&mut tx, state.org.id, state.epoch).await?;
         customers::replace_patterns(&mut tx, state.org.id, state.customer.id, &found).await?;
         tx.commit().await?;
         Ok::<_, Error>(())
@@ -269,6 +275,7 @@ async fn detect_patterns(state: &mut CustomerActorState) {
 async fn apply_scores(state: &mut CustomerActorState, scored: &ScoredInteraction) {
     let result = async {
         let mut tx = state.pool.begin().await?;
+        lease::fence(&mut tx, state.org.id, state.epoch).await?;
         // Scores can always be computed again: if a crash loses this commit, the row is still unscored
         // (processed_at is NULL) and the sweep scores it again. So the commit need not wait for its WAL
         // flush, which halves the flushes of ingestion (one per stored interaction, not two).
@@ -318,6 +325,7 @@ async fn ingest(state: &CustomerActorState, new: &NewInteraction) -> IngestReply
     };
     let stored = async {
         let mut tx = state.pool.begin().await?;
+        lease::fence(&mut tx, state.org.id, state.epoch).await?;
         let outcome = interactions::insert(&mut tx, state.org.id, new, &enrichment).await?;
         tx.commit().await?;
         Ok::<_, Error>(outcome)
@@ -325,6 +333,7 @@ async fn ingest(state: &CustomerActorState, new: &NewInteraction) -> IngestReply
     .await;
     stored.map_err(|e| match e {
         Error::Unavailable(_) => IngestFailure::Unavailable,
+        Error::OwnedElsewhere => IngestFailure::NotOwner,
         other => {
             tracing::error!(customer = %state.customer.id, error = ?other, "interaction not stored; transaction rolled back");
             IngestFailure::Internal(other.to_string())

@@ -35,6 +35,7 @@ pub struct Ingest {
     cache: Cache,
     metrics: Metrics,
     fault_injection: bool,
+    ownership: crate::cluster::Ownership,
 }
 
 /// The result of one batch item.
@@ -55,6 +56,8 @@ pub struct IngestParts {
     pub cache: Cache,
     pub metrics: Metrics,
     pub fault_injection: bool,
+    /// This node's leases: organization actors start only on organizations it owns.
+    pub ownership: crate::cluster::Ownership,
 }
 
 impl Ingest {
@@ -69,17 +72,24 @@ impl Ingest {
             cache: p.cache,
             metrics: p.metrics,
             fault_injection: p.fault_injection,
+            ownership: p.ownership,
         }
     }
 
     /// Returns the organization's actor, starting it on first use.
     async fn org(&self, org: OrganizationId) -> Result<OrgHandle, Error> {
+        // A node whose heartbeat could not be renewed stops acting as an owner by itself.
+        if !self.ownership.valid() {
+            return Err(Error::OwnedElsewhere);
+        }
         if let Some(handle) = self.live_org(org).await {
             return Ok(handle);
         }
         // The database is read without holding the registry lock, so a slow or unreachable PostgreSQL
         // delays only the requests of organizations that are starting, not every request of the node.
         let context = self.org_context(org).await?;
+        // Never a second owner: a live other node's organization is answered 503 `owned_elsewhere`.
+        let epoch = self.ownership.acquire(org).await?;
         let mut map = self.orgs.registry.0.lock().await;
         if let Some(handle) = map.get(&org)
             && handle.actor.get_status() == ractor::ActorStatus::Running
@@ -94,6 +104,7 @@ impl Ingest {
             cache: self.cache.clone(),
             metrics: self.metrics.clone(),
             fault_injection: self.fault_injection,
+            epoch,
         };
         let supervisor = self.orgs.get().ok_or(Error::Unavailable("actor system"))?;
         let (actor, _) = Actor::spawn_linked(None, OrgActor, args, supervisor.get_cell())
@@ -102,9 +113,23 @@ impl Ingest {
         let handle = OrgHandle {
             actor,
             permits: Arc::new(Semaphore::new(self.config.org_max_inflight)),
+            epoch,
         };
         map.insert(org, handle.clone());
         Ok(handle)
+    }
+
+    /// Stops an organization actor whose lease ended and forgets it.
+    async fn drop_org(&self, org: OrganizationId, handle: &OrgHandle) {
+        let mut map = self.orgs.registry.0.lock().await;
+        if map
+            .get(&org)
+            .is_some_and(|h| h.actor.get_id() == handle.actor.get_id())
+        {
+            map.remove(&org);
+        }
+        drop(map);
+        handle.actor.stop(Some("lease lost".to_owned()));
     }
 
     async fn live_org(&self, org: OrganizationId) -> Option<OrgHandle> {
@@ -119,6 +144,11 @@ impl Ingest {
             .await?
             .ok_or(Error::NotFound("organization"))?;
         Ok(OrgContext { id: org, name })
+    }
+
+    /// This node's leases.
+    pub fn ownership(&self) -> &crate::cluster::Ownership {
+        &self.ownership
     }
 
     /// Stores one interaction through its customer's actor (R2.4–2.9).
@@ -154,6 +184,11 @@ impl Ingest {
             CallResult::Success(Wire(Ok(Err(IngestFailure::Unavailable)))) => {
                 Err(Error::Unavailable("database"))
             }
+            CallResult::Success(Wire(Ok(Err(IngestFailure::NotOwner)))) => {
+                // The lease moved on: this actor must not serve again; the next request re-acquires.
+                self.drop_org(org, &handle).await;
+                Err(Error::OwnedElsewhere)
+            }
             CallResult::Success(Wire(Ok(Err(IngestFailure::Internal(e))))) => {
                 Err(Error::Internal(anyhow::anyhow!("interaction not stored: {e}")))
             }
@@ -179,6 +214,7 @@ impl Ingest {
         items: Vec<Result<NewInteraction, Vec<FieldError>>>,
     ) -> Result<Vec<BatchItem>, Error> {
         let context = self.org_context(org).await?;
+        let owner = self.org(org).await?;
         let mut results: Vec<Option<BatchItem>> = vec![None; items.len()];
         let mut valid = Vec::new();
         for (index, item) in items.into_iter().enumerate() {
@@ -194,18 +230,23 @@ impl Ingest {
         while chunks.peek().is_some() {
             let chunk: Vec<(usize, NewInteraction)> = chunks.by_ref().take(self.config.batch_chunk).collect();
             let indexes: Vec<usize> = chunk.iter().map(|(i, _)| *i).collect();
-            let outcomes = match interactions::store_chunk(&self.batch_pool, &context, chunk).await {
-                Ok(outcomes) => outcomes,
-                // Nothing is committed yet: the whole request can honestly be answered 503.
-                Err(Error::Unavailable(what)) if done == 0 => return Err(Error::Unavailable(what)),
-                Err(e) => {
-                    let reason = format!("not stored: {e}; retry this item");
-                    indexes
-                        .into_iter()
-                        .map(|i| (i, ItemOutcome::Failed(vec![FieldError::new("", reason.clone())])))
-                        .collect()
-                }
-            };
+            let outcomes =
+                match interactions::store_chunk(&self.batch_pool, &context, chunk, Some(owner.epoch)).await {
+                    Ok(outcomes) => outcomes,
+                    // Nothing is committed yet: the whole request can honestly be answered 503.
+                    Err(Error::Unavailable(what)) if done == 0 => return Err(Error::Unavailable(what)),
+                    Err(Error::OwnedElsewhere) if done == 0 => {
+                        self.drop_org(org, &owner).await;
+                        return Err(Error::OwnedElsewhere);
+                    }
+                    Err(e) => {
+                        let reason = format!("not stored: {e}; retry this item");
+                        indexes
+                            .into_iter()
+                            .map(|i| (i, ItemOutcome::Failed(vec![FieldError::new("", reason.clone())])))
+                            .collect()
+                    }
+                };
             for (index, outcome) in outcomes {
                 results[index] = Some(match outcome {
                     ItemOutcome::Stored(stored) => match *stored {
@@ -229,12 +270,7 @@ impl Ingest {
         }
         if !created.is_empty() {
             // Live dashboards and live customer actors learn of the rows; the rows are already durable.
-            match self.org(org).await {
-                Ok(handle) => {
-                    let _ = handle.actor.cast(OrgMsg::BatchStored(Wire::new(created)));
-                }
-                Err(e) => tracing::warn!(%org, error = %e, "batch stored but its events were not published"),
-            }
+            let _ = owner.actor.cast(OrgMsg::BatchStored(Wire::new(created)));
         }
         let missing = vec![FieldError::new("", "item was not processed")];
         Ok(results

@@ -37,6 +37,8 @@ pub struct OrgArgs {
     pub cache: Cache,
     pub metrics: Metrics,
     pub fault_injection: bool,
+    /// The lease epoch this node acquired the organization at (the fencing token of its writes).
+    pub epoch: i64,
 }
 
 struct LiveCustomer {
@@ -58,6 +60,7 @@ pub struct OrgState {
     /// The highest number reserved in PostgreSQL (`organizations.event_seq_reserved`).
     reserved: u64,
     ring: VecDeque<OrgEvent>,
+    epoch: i64,
 }
 
 /// Messages to an organization actor.
@@ -115,6 +118,7 @@ impl Actor for OrgActor {
             cache: args.cache,
             metrics: args.metrics,
             fault_injection: args.fault_injection,
+            epoch: args.epoch,
             customers: HashMap::new(),
             seq,
             reserved: seq + block,
@@ -305,6 +309,7 @@ async fn customer_actor(
         scorer: state.scorer.clone(),
         cache: state.cache.clone(),
         fault_injection: state.fault_injection,
+        epoch: state.epoch,
     };
     let (actor, _) = Actor::spawn_linked(None, CustomerActor, args, myself.get_cell())
         .await

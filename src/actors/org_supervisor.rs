@@ -19,6 +19,8 @@ pub struct OrgHandle {
     pub actor: ActorRef<OrgMsg>,
     /// One permit per request in flight; none left means the organization's mailboxes are full (503).
     pub permits: Arc<Semaphore>,
+    /// The lease epoch the organization was acquired at on this node.
+    pub epoch: i64,
 }
 
 /// The organizations with a live actor on this node.

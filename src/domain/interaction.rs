@@ -211,6 +211,8 @@ pub enum IngestFailure {
     Unavailable,
     /// Anything else; nothing was stored (the transaction rolled back).
     Internal(String),
+    /// This node no longer owns the organization (its write was fenced); nothing was stored.
+    NotOwner,
 }
 
 /// The answer of a customer actor to an ingest request.

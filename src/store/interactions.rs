@@ -217,6 +217,7 @@ pub async fn store_chunk(
     pool: &PgPool,
     org: &OrgContext,
     items: Vec<(usize, NewInteraction)>,
+    fence: Option<i64>,
 ) -> Result<Vec<(usize, ItemOutcome)>, Error> {
     let wanted: Vec<uuid::Uuid> = items
         .iter()
@@ -252,7 +253,7 @@ pub async fn store_chunk(
 
     let mut attempt = 1;
     let result = loop {
-        match insert_all(pool, org, &known).await {
+        match insert_all(pool, org, &known, fence).await {
             // A deadlock or serialization failure is another transaction's timing, not this data's
             // fault: the whole chunk is simply tried again.
             Err(e) if is_transient(&e) && attempt < CHUNK_ATTEMPTS => {
@@ -263,6 +264,8 @@ pub async fn store_chunk(
         }
     };
     match result {
+        // This node lost the organization: nothing of the chunk was stored, and the caller says so.
+        Err(Error::OwnedElsewhere) => return Err(Error::OwnedElsewhere),
         Ok(stored) => outcomes.extend(
             stored
                 .into_iter()
@@ -287,8 +290,12 @@ async fn insert_all(
     pool: &PgPool,
     org: &OrgContext,
     items: &[(usize, NewInteraction, Option<String>)],
+    fence: Option<i64>,
 ) -> Result<Vec<(usize, IngestOutcome)>, Error> {
     let mut tx = pool.begin().await?;
+    if let Some(epoch) = fence {
+        crate::cluster::lease::fence(&mut tx, org.id, epoch).await?;
+    }
     let mut stored = Vec::with_capacity(items.len());
     let mut bumps: HashMap<CustomerId, (i64, DateTime<Utc>)> = HashMap::new();
     for (index, new, segment) in items {

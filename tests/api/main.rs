@@ -20,6 +20,7 @@ mod listing;
 mod live;
 mod ml;
 mod openapi;
+mod ownership;
 mod patterns;
 mod roles;
 mod schema;
