@@ -216,6 +216,18 @@ impl TestApp {
         self.call(Method::POST, path, token, Some(body)).await
     }
 
+    /// Starts another node on this node's database and Redis prefix (as in a cluster), under a name of
+    /// its own.
+    pub async fn second_node(&self) -> TestApp {
+        let id = Uuid::new_v4().simple().to_string();
+        start(Config {
+            node_name: format!("second-{id}"),
+            data_dir: std::env::temp_dir().join(format!("insights-test-{id}")),
+            ..self.config.clone()
+        })
+        .await
+    }
+
     /// Creates an organization and its admin directly in the database (as `insights org create` does).
     pub async fn create_org(&self) -> TestOrg {
         let email = format!("admin-{}@example.com", Uuid::new_v4().simple());

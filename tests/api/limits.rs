@@ -6,8 +6,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{Reply, TestApp, interaction, spawn_with, start};
-use insights::config::Config;
+use crate::helpers::{Reply, TestApp, interaction, spawn_with};
 
 fn header<'a>(r: &'a Reply, name: &str) -> &'a str {
     r.headers
@@ -231,21 +230,10 @@ async fn api_keys_have_their_own_quota_set_when_created() {
     refused(&listed, "ip");
 }
 
-/// A second node on the same database and Redis, as in a cluster.
-async fn second_node(first: &TestApp) -> TestApp {
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let config = Config {
-        node_name: format!("second-{id}"),
-        data_dir: std::env::temp_dir().join(format!("insights-test-{id}")),
-        ..first.config.clone()
-    };
-    start(config).await
-}
-
 #[tokio::test]
 async fn a_users_quota_is_one_budget_across_nodes() {
     let a = spawn_with(|c| c.rate_limit.user_per_window = 4).await;
-    let b = second_node(&a).await;
+    let b = a.second_node().await;
     let org = a.create_org().await;
     let admin = a.admin(&org).await;
     let mut statuses = Vec::new();

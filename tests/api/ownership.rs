@@ -4,20 +4,9 @@
 
 use std::time::Duration;
 
-use insights::config::Config;
 use serde_json::Value;
 
-use crate::helpers::{TestApp, interaction, spawn_with, start};
-
-async fn second_node(first: &TestApp) -> TestApp {
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    start(Config {
-        node_name: format!("second-{id}"),
-        data_dir: std::env::temp_dir().join(format!("insights-test-{id}")),
-        ..first.config.clone()
-    })
-    .await
-}
+use crate::helpers::{TestApp, interaction, spawn_with};
 
 async fn owners(app: &TestApp, org: insights::domain::OrganizationId) -> Vec<(i64, String, String)> {
     sqlx::query_as(
@@ -32,7 +21,7 @@ async fn owners(app: &TestApp, org: insights::domain::OrganizationId) -> Vec<(i6
 #[tokio::test]
 async fn a_second_node_never_becomes_a_second_owner() {
     let mut a = spawn_with(|_| {}).await;
-    let b = second_node(&a).await;
+    let b = a.second_node().await;
     let org = a.create_org().await;
     let admin = a.admin(&org).await;
     let customer: Value = a.customer(&admin.access, "c-1", None).await;
@@ -99,7 +88,7 @@ async fn a_stale_owners_write_after_a_takeover_is_fenced() {
         c.cluster.heartbeat = Duration::from_secs(60);
     })
     .await;
-    let b = second_node(&a).await;
+    let b = a.second_node().await;
     let org = a.create_org().await;
     let admin = a.admin(&org).await;
     let customer: Value = a.customer(&admin.access, "c-1", None).await;
