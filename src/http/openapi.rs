@@ -5,14 +5,21 @@
 //! Responses every operation shares (401, 403, 429, 503, ...) are added here once, by [`CommonResponses`],
 //! rather than on each handler.
 
+pub mod params;
+pub mod schemas;
+
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::response::{Response, ResponseBuilder};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{Content, Header, HeaderBuilder, ObjectBuilder, Ref, RefOr, Type};
 use utoipa::{Modify, OpenApi, ToSchema as _};
 
+use self::schemas::Limits;
 use super::errors::ErrorBody;
+use super::interactions::{CreateBatch, CreateInteraction};
+use super::ml::{SentimentBatchRequest, SentimentRequest};
 use super::{api_keys, auth, customers, interactions, ml, ops, query, users, ws};
+use crate::config::Config;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -45,6 +52,62 @@ use super::{api_keys, auth, customers, interactions, ml, ops, query, users, ws};
     )
 )]
 pub struct ApiDoc;
+
+/// The document as a node serves it: [`ApiDoc`] with the limits of the node's configuration in the
+/// schemas that state them, as JSON.
+pub fn document(config: &Config) -> serde_json::Value {
+    let mut doc = serde_json::to_value(configured(config)).unwrap_or_default();
+    links_in_camel_case(&mut doc);
+    doc
+}
+
+/// utoipa 5 writes a link's fields in snake case (`operation_id`); OpenAPI spells them in camel case.
+fn links_in_camel_case(doc: &mut serde_json::Value) {
+    let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) else {
+        return;
+    };
+    let responses = paths
+        .values_mut()
+        .filter_map(|item| item.as_object_mut())
+        .flat_map(|item| item.values_mut())
+        .filter_map(|op| op.get_mut("responses").and_then(|r| r.as_object_mut()))
+        .flat_map(|responses| responses.values_mut());
+    for response in responses {
+        let Some(links) = response.get_mut("links").and_then(|l| l.as_object_mut()) else {
+            continue;
+        };
+        for link in links.values_mut().filter_map(|l| l.as_object_mut()) {
+            for (snake, camel) in [
+                ("operation_id", "operationId"),
+                ("operation_ref", "operationRef"),
+                ("request_body", "requestBody"),
+            ] {
+                if let Some(value) = link.remove(snake) {
+                    link.insert(camel.to_owned(), value);
+                }
+            }
+        }
+    }
+}
+
+fn configured(config: &Config) -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    let limits = Limits::of(config);
+    let components = doc.components.get_or_insert_with(Default::default);
+    let configured = [
+        (CreateInteraction::name(), schemas::create_interaction(&limits)),
+        (CreateBatch::name(), schemas::create_batch(&limits)),
+        (SentimentRequest::name(), schemas::sentiment_request(&limits)),
+        (
+            SentimentBatchRequest::name(),
+            schemas::sentiment_batch_request(&limits),
+        ),
+    ];
+    for (name, schema) in configured {
+        components.schemas.insert(name.into_owned(), RefOr::T(schema));
+    }
+    doc
+}
 
 /// Declares the `bearer` scheme: an access token (JWT) or an API key.
 struct BearerAuth;
@@ -253,6 +316,53 @@ mod tests {
 
     fn doc() -> serde_json::Value {
         serde_json::to_value(ApiDoc::openapi()).unwrap()
+    }
+
+    #[test]
+    fn the_served_document_states_the_configured_limits() {
+        let mut config = Config::default();
+        config.ingest.max_content_chars = 123;
+        config.ml.max_texts = 7;
+        config.ingest.batch_max_items = 9;
+        let doc = document(&config);
+        let schemas = &doc["components"]["schemas"];
+        assert_eq!(
+            schemas["CreateInteraction"]["allOf"][0]["properties"]["content"]["maxLength"],
+            123
+        );
+        assert_eq!(
+            schemas["SentimentRequest"]["properties"]["text"]["maxLength"],
+            123
+        );
+        assert_eq!(
+            schemas["SentimentBatchRequest"]["properties"]["texts"]["maxItems"],
+            7
+        );
+        assert_eq!(
+            schemas["CreateBatch"]["properties"]["interactions"]["maxItems"],
+            9
+        );
+    }
+
+    #[test]
+    fn links_name_operations_that_exist() {
+        let doc = document(&Config::default());
+        let mut ids = std::collections::BTreeSet::new();
+        let mut targets = Vec::new();
+        for item in doc["paths"].as_object().unwrap().values() {
+            for op in item.as_object().unwrap().values() {
+                ids.insert(op["operationId"].as_str().unwrap().to_owned());
+                for response in op["responses"].as_object().unwrap().values() {
+                    for link in response["links"].as_object().into_iter().flat_map(|l| l.values()) {
+                        targets.push(link["operationId"].as_str().unwrap().to_owned());
+                    }
+                }
+            }
+        }
+        assert!(targets.len() >= 10, "{targets:?}");
+        for target in targets {
+            assert!(ids.contains(&target), "{target}");
+        }
     }
 
     #[test]
