@@ -6,6 +6,7 @@ mod api_keys;
 mod auth;
 mod batch;
 mod cli;
+mod contract;
 mod customers;
 mod demo;
 mod errors;
