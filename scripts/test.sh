@@ -4,7 +4,9 @@
 #   - ONNX Runtime's library (scripts/ort.sh, from the PyPI wheel) for the sentiment model;
 #   - Debian's chromium and Node.js with playwright-core (tests/browser, from package-lock.json) for the
 #     browser test — no browser is downloaded;
-#   - Python `websockets` for the permessage-deflate test.
+#   - Python `websockets` for the permessage-deflate test;
+#   - Python `schemathesis` (pinned: the contract test's seed reproduces with this version) for the test
+#     that fuzzes the OpenAPI document (tests/api/contract.rs).
 # PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379) must be running; .ci/run starts them if not.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +28,10 @@ fi
 if ! python3 -c "import websockets" 2>/dev/null; then
   log "installing python websockets"
   python3 -m pip install -q websockets==15.0.1
+fi
+if ! python3 -c "import schemathesis, sys; sys.exit(schemathesis.__version__ != '4.32.5')" 2>/dev/null; then
+  log "installing python schemathesis 4.32.5"
+  python3 -m pip install -q schemathesis==4.32.5
 fi
 if [ ! -d tests/browser/node_modules/playwright-core ]; then
   log "installing playwright-core (tests/browser, from package-lock.json)"

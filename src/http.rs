@@ -284,6 +284,7 @@ pub struct PageRequest {
 impl PageRequest {
     pub const DEFAULT_SIZE: u32 = 20;
     pub const MAX_SIZE: u32 = 100;
+    pub const MAX_PAGE: u32 = 1_000_000;
 
     /// Reads and checks the paging parameters, collecting errors for both.
     pub fn parse(query: &HashMap<String, String>, errors: &mut Vec<FieldError>) -> Self {
@@ -302,7 +303,7 @@ impl PageRequest {
                 },
             }
         };
-        let page = read("page", 1, 1_000_000);
+        let page = read("page", 1, Self::MAX_PAGE);
         let page_size = read("pageSize", Self::DEFAULT_SIZE, Self::MAX_SIZE);
         Self { page, page_size }
     }

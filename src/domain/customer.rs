@@ -5,19 +5,31 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::ids::CustomerId;
+use super::validation::trimmed_text_pattern;
 
 /// A customer's business key within its organization (1–200 characters, no control characters).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExternalId(String);
 
 impl ExternalId {
+    /// Longest accepted id, in characters, once trimmed.
+    pub const MAX_CHARS: usize = 200;
+
     /// Trims and checks the id.
     pub fn parse(raw: &str) -> Result<Self, String> {
         let id = raw.trim();
-        if id.is_empty() || id.chars().count() > 200 || id.chars().any(char::is_control) {
-            return Err("must be 1 to 200 characters without control characters".to_owned());
+        if id.is_empty() || id.chars().count() > Self::MAX_CHARS || id.chars().any(char::is_control) {
+            return Err(format!(
+                "must be 1 to {} characters without control characters",
+                Self::MAX_CHARS
+            ));
         }
         Ok(Self(id.to_owned()))
+    }
+
+    /// The pattern of what [`Self::parse`] accepts, for the OpenAPI document.
+    pub fn pattern() -> String {
+        trimmed_text_pattern(Self::MAX_CHARS, false)
     }
 
     /// Returns the id.
@@ -31,13 +43,24 @@ impl ExternalId {
 pub struct Segment(String);
 
 impl Segment {
+    /// Longest accepted label, in characters, once trimmed.
+    pub const MAX_CHARS: usize = 100;
+
     /// Trims and checks the label.
     pub fn parse(raw: &str) -> Result<Self, String> {
         let s = raw.trim();
-        if s.is_empty() || s.chars().count() > 100 || s.chars().any(char::is_control) {
-            return Err("must be 1 to 100 characters without control characters".to_owned());
+        if s.is_empty() || s.chars().count() > Self::MAX_CHARS || s.chars().any(char::is_control) {
+            return Err(format!(
+                "must be 1 to {} characters without control characters",
+                Self::MAX_CHARS
+            ));
         }
         Ok(Self(s.to_owned()))
+    }
+
+    /// The pattern of what [`Self::parse`] accepts, for the OpenAPI document.
+    pub fn pattern() -> String {
+        trimmed_text_pattern(Self::MAX_CHARS, false)
     }
 
     /// Returns the label.
@@ -107,5 +130,15 @@ mod tests {
         assert_eq!(Segment::parse("enterprise").unwrap().as_str(), "enterprise");
         assert!(Segment::parse(" ").is_err());
         assert!(Segment::parse(&"s".repeat(101)).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_patterns_accept_what_the_parsers_accept(raw in crate::domain::validation::tests::tricky_text(210)) {
+            let external = regex::Regex::new(&ExternalId::pattern()).unwrap();
+            proptest::prop_assert_eq!(external.is_match(&raw), ExternalId::parse(&raw).is_ok(), "{:?}", raw);
+            let segment = regex::Regex::new(&Segment::pattern()).unwrap();
+            proptest::prop_assert_eq!(segment.is_match(&raw), Segment::parse(&raw).is_ok(), "{:?}", raw);
+        }
     }
 }

@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 
 use super::enrichment::{self, Device, Geo};
 use super::ids::{CustomerId, InteractionId, OrganizationId};
+use super::validation::{NUL_MESSAGE, trimmed_text_pattern};
 use super::{FieldError, Fields};
 
 /// Where an interaction happened.
@@ -51,6 +52,22 @@ impl Channel {
     }
 }
 
+/// Longest accepted `eventType`, in characters, once trimmed.
+pub const EVENT_TYPE_MAX_CHARS: usize = 200;
+
+/// Longest accepted `idempotencyKey`, in characters, once trimmed.
+pub const IDEMPOTENCY_KEY_MAX_CHARS: usize = 200;
+
+/// The pattern of an accepted `eventType`: trimmed, 1 to 200 characters, any but U+0000.
+pub fn event_type_pattern() -> String {
+    trimmed_text_pattern(EVENT_TYPE_MAX_CHARS, true)
+}
+
+/// The pattern of an accepted `idempotencyKey`: trimmed, 1 to 200 characters, any but U+0000.
+pub fn idempotency_key_pattern() -> String {
+    trimmed_text_pattern(IDEMPOTENCY_KEY_MAX_CHARS, true)
+}
+
 /// Limits applied when validating a new interaction.
 #[derive(Debug, Clone, Copy)]
 pub struct IngestLimits {
@@ -92,10 +109,13 @@ pub fn parse_new_interaction(
     let event_type = f.required_str("eventType");
     let event_type = f.parse("eventType", event_type, |s| {
         let t = s.trim();
+        if t.contains('\0') {
+            return Err(NUL_MESSAGE.to_owned());
+        }
         match t.chars().count() {
             0 => Err("must not be empty".to_owned()),
-            1..=200 => Ok(t.to_owned()),
-            _ => Err("must be at most 200 characters".to_owned()),
+            1..=EVENT_TYPE_MAX_CHARS => Ok(t.to_owned()),
+            _ => Err(format!("must be at most {EVENT_TYPE_MAX_CHARS} characters")),
         }
     });
     let content = f.optional_str("content").map(str::to_owned);
@@ -106,6 +126,9 @@ pub fn parse_new_interaction(
             "content",
             format!("must be at most {} characters", limits.max_content_chars),
         );
+    }
+    if content.as_ref().is_some_and(|c| c.contains('\0')) {
+        f.error("content", NUL_MESSAGE);
     }
     let content = content.filter(|c| !c.trim().is_empty());
     if channel.is_some_and(|c| c.is_text()) && content.is_none() {
@@ -139,8 +162,11 @@ pub fn parse_new_interaction(
     let key = f.optional_str("idempotencyKey");
     let idempotency_key = f.parse("idempotencyKey", key, |k| {
         let k = k.trim();
-        if k.is_empty() || k.chars().count() > 200 {
-            return Err("must be 1 to 200 characters".to_owned());
+        if k.contains('\0') {
+            return Err(NUL_MESSAGE.to_owned());
+        }
+        if k.is_empty() || k.chars().count() > IDEMPOTENCY_KEY_MAX_CHARS {
+            return Err(format!("must be 1 to {IDEMPOTENCY_KEY_MAX_CHARS} characters"));
         }
         Ok(k.to_owned())
     });

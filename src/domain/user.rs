@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::validation::{CONTROL_CLASS, WHITESPACE_CLASS, trimmed_text_pattern};
 use super::{OrganizationId, Role, UserId};
 
 /// An email address, trimmed and lowercased; compared and stored in this form.
@@ -11,6 +12,9 @@ use super::{OrganizationId, Role, UserId};
 pub struct Email(String);
 
 impl Email {
+    /// Longest accepted address, in bytes of UTF-8, once trimmed and lowercased.
+    pub const MAX_BYTES: usize = 254;
+
     /// Checks the shape `local@domain.tld` and normalizes case and surrounding space.
     pub fn parse(raw: &str) -> Result<Self, String> {
         let email = raw.trim().to_lowercase();
@@ -21,10 +25,23 @@ impl Email {
                 && !domain.ends_with('.')
                 && !domain.contains('@')
         });
-        if email.len() > 254 || email.chars().any(|c| c.is_whitespace() || c.is_control()) || !valid_shape {
+        if email.len() > Self::MAX_BYTES
+            || email.chars().any(|c| c.is_whitespace() || c.is_control())
+            || !valid_shape
+        {
             return Err("must be an email address".to_owned());
         }
         Ok(Self(email))
+    }
+
+    /// The pattern of the shape [`Self::parse`] accepts (its length, counted in bytes, is not a pattern's
+    /// business): one `@`, no whitespace or control character inside, a domain with a dot that neither
+    /// starts nor ends it.
+    pub fn pattern() -> String {
+        let ws = WHITESPACE_CLASS;
+        let local = format!("[^@{ws}{CONTROL_CLASS}]");
+        let dot_free = format!("[^@.{ws}{CONTROL_CLASS}]");
+        format!("^[{ws}]*{local}+@{dot_free}{local}*\\.{local}*{dot_free}[{ws}]*$")
     }
 
     /// Returns the normalized address.
@@ -72,14 +89,17 @@ impl std::fmt::Debug for Password {
 pub struct PersonName(String);
 
 impl PersonName {
+    /// Longest accepted name, in characters, once trimmed.
+    pub const MAX_CHARS: usize = 200;
+
     /// Trims and checks the name.
     pub fn parse(raw: &str) -> Result<Self, String> {
         let name = raw.trim();
         if name.is_empty() {
             return Err("must not be empty".to_owned());
         }
-        if name.chars().count() > 200 {
-            return Err("must be at most 200 characters".to_owned());
+        if name.chars().count() > Self::MAX_CHARS {
+            return Err(format!("must be at most {} characters", Self::MAX_CHARS));
         }
         if name.chars().any(char::is_control) {
             return Err("must not contain control characters".to_owned());
@@ -90,6 +110,11 @@ impl PersonName {
     /// Returns the trimmed name.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The pattern of what [`Self::parse`] accepts, for the OpenAPI document.
+    pub fn pattern() -> String {
+        trimmed_text_pattern(Self::MAX_CHARS, false)
     }
 }
 
@@ -152,5 +177,26 @@ mod tests {
         assert!(PersonName::parse("   ").is_err());
         assert!(PersonName::parse("a\u{0}b").is_err());
         assert!(PersonName::parse(&"x".repeat(201)).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_patterns_accept_what_the_parsers_accept(raw in crate::domain::validation::tests::tricky_text(205)) {
+            let name = regex::Regex::new(&PersonName::pattern()).unwrap();
+            proptest::prop_assert_eq!(name.is_match(&raw), PersonName::parse(&raw).is_ok(), "{:?}", raw);
+            let email = regex::Regex::new(&Email::pattern()).unwrap();
+            let short_enough = raw.trim().to_lowercase().len() <= Email::MAX_BYTES;
+            proptest::prop_assert_eq!(email.is_match(&raw) && short_enough, Email::parse(&raw).is_ok(), "{:?}", raw);
+        }
+
+        #[test]
+        fn the_email_pattern_accepts_what_the_parser_accepts(
+            local in crate::domain::validation::tests::tricky_text(4),
+            domain in crate::domain::validation::tests::tricky_text(4),
+        ) {
+            let raw = format!("{local}@{domain}");
+            let email = regex::Regex::new(&Email::pattern()).unwrap();
+            proptest::prop_assert_eq!(email.is_match(&raw), Email::parse(&raw).is_ok(), "{:?}", raw);
+        }
     }
 }

@@ -23,6 +23,57 @@ impl FieldError {
     }
 }
 
+/// The characters `str::trim` removes (Unicode `White_Space`), as the inside of a regex character class
+/// that reads the same in ECMA-262 (the dialect of OpenAPI's `pattern`), Python and Rust's `regex`.
+pub const WHITESPACE_CLASS: &str = r"\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
+
+/// The characters `char::is_control` finds (Unicode `Cc`), likewise.
+pub const CONTROL_CLASS: &str = r"\x00-\x1f\x7f-\x9f";
+
+/// PostgreSQL's text and jsonb cannot hold U+0000, so no text that is stored may contain it.
+pub const NUL_MESSAGE: &str = "must not contain the NUL character (U+0000)";
+
+/// Tells whether a JSON value holds U+0000 in any string or key, at any depth.
+pub fn contains_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(contains_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
+    }
+}
+
+/// The pattern of a text without U+0000, which cannot be stored.
+pub const NO_NUL_PATTERN: &str = r"^[^\x00]*$";
+
+/// The pattern of a text that the validator trims and then requires to hold 1 to `max_chars` characters
+/// (none of them a control character unless `controls`, and never U+0000, which cannot be stored): the
+/// document says exactly what is accepted.
+pub fn trimmed_text_pattern(max_chars: usize, controls: bool) -> String {
+    let (edge, inner) = if controls {
+        (format!("[^{WHITESPACE_CLASS}\\x00]"), r"[^\x00]".to_owned())
+    } else {
+        (
+            format!("[^{WHITESPACE_CLASS}{CONTROL_CLASS}]"),
+            format!("[^{CONTROL_CLASS}]"),
+        )
+    };
+    let around = format!("[{WHITESPACE_CLASS}]*");
+    let between = max_chars.saturating_sub(2);
+    format!("^{around}{edge}(?:{inner}{{0,{between}}}{edge})?{around}$")
+}
+
+/// The pattern of a text holding something besides whitespace (an unanchored search, as JSON Schema reads
+/// `pattern`).
+pub fn non_blank_pattern() -> String {
+    format!("[^{WHITESPACE_CLASS}]")
+}
+
+/// The pattern of a value that is blank once trimmed: an optional query parameter left empty.
+pub fn blank_pattern() -> String {
+    format!("^[{WHITESPACE_CLASS}]*$")
+}
+
 /// Reads fields of a JSON object and accumulates what is wrong with them.
 pub struct Fields<'a> {
     object: Option<&'a Map<String, Value>>,
@@ -86,10 +137,15 @@ impl<'a> Fields<'a> {
         }
     }
 
-    /// Returns an optional JSON object field; `null` counts as absent.
+    /// Returns an optional JSON object field; `null` counts as absent. It is stored, so it may not hold
+    /// U+0000 anywhere.
     pub fn optional_object(&mut self, name: &str) -> Option<&'a Map<String, Value>> {
         match self.get(name) {
             None => None,
+            Some(v @ Value::Object(_)) if contains_nul(v) => {
+                self.error(name, NUL_MESSAGE);
+                None
+            }
             Some(Value::Object(o)) => Some(o),
             Some(_) => {
                 self.error(name, "must be a JSON object");
@@ -102,7 +158,8 @@ impl<'a> Fields<'a> {
     pub fn optional_int_in(&mut self, name: &str, min: i64, max: i64) -> Option<i64> {
         match self.get(name) {
             None => None,
-            Some(Value::Number(n)) if n.as_i64().is_some_and(|v| (min..=max).contains(&v)) => n.as_i64(),
+            // JSON has one number type: 8.0 is the integer 8 (as JSON Schema's `integer` says).
+            Some(Value::Number(n)) if integral(n).is_some_and(|v| (min..=max).contains(&v)) => integral(n),
             Some(_) => {
                 self.error(name, format!("must be an integer from {min} to {max}"));
                 None
@@ -149,10 +206,33 @@ impl<'a> Fields<'a> {
     }
 }
 
+/// The integer a JSON number stands for, if it is one (`8` or `8.0`, not `8.5`).
+fn integral(n: &serde_json::Number) -> Option<i64> {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53: beyond it a float has no fractional part to check
+    n.as_i64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() < EXACT)
+            .map(|f| f as i64)
+    })
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
+
+    /// Texts made of the characters validators treat specially (whitespace inside and outside ASCII,
+    /// controls, `@` and `.`, multi-byte letters), short or around `limit` characters long.
+    pub(crate) fn tricky_text(limit: usize) -> impl Strategy<Value = String> {
+        let chars = prop::sample::select(vec![
+            'a', 'Z', '0', ' ', '\t', '\n', '\u{1}', '\u{7f}', '\u{85}', '\u{a0}', '\u{200b}', '\u{3000}',
+            '@', '.', 'é', 'İ', '😀',
+        ]);
+        let len = prop_oneof![0..8usize, limit.saturating_sub(8)..limit + 8];
+        len.prop_flat_map(move |n| prop::collection::vec(chars.clone(), n))
+            .prop_map(|cs| cs.into_iter().collect())
+    }
 
     #[test]
     fn every_bad_field_is_reported() {
@@ -175,6 +255,34 @@ mod tests {
 
     fn f_required<'a>(body: &'a Value, name: &str) -> Option<&'a str> {
         body.get(name).and_then(Value::as_str)
+    }
+
+    #[test]
+    fn the_whitespace_class_is_what_trim_removes_and_the_control_class_what_is_control() {
+        let whitespace = regex::Regex::new(&format!("^[{WHITESPACE_CLASS}]$")).unwrap();
+        let control = regex::Regex::new(&format!("^[{CONTROL_CLASS}]$")).unwrap();
+        for c in (0..=0x10ffff).filter_map(char::from_u32) {
+            let s = c.to_string();
+            assert_eq!(whitespace.is_match(&s), c.is_whitespace(), "{c:?}");
+            assert_eq!(control.is_match(&s), c.is_control(), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn trimmed_text_patterns_count_the_trimmed_text() {
+        let p = regex::Regex::new(&trimmed_text_pattern(3, false)).unwrap();
+        for ok in ["a", " abc ", "a b", "\tabc\n", "\u{3000}ab"] {
+            assert!(p.is_match(ok), "{ok:?}");
+        }
+        for bad in ["", "   ", "abcd", "a\u{1}b", "\u{85}"] {
+            assert!(!p.is_match(bad), "{bad:?}");
+        }
+        let with_controls = regex::Regex::new(&trimmed_text_pattern(3, true)).unwrap();
+        assert!(with_controls.is_match("a\u{1}b"));
+        assert!(!with_controls.is_match("\n"));
+        assert!(!with_controls.is_match("a\u{0}b"), "NUL cannot be stored");
+        assert!(contains_nul(&json!({"a": [1, {"b\u{0}": 2}]})));
+        assert!(!contains_nul(&json!({"a": [1, {"b": "\u{1}"}]})));
     }
 
     #[test]

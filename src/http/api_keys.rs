@@ -17,6 +17,7 @@ use crate::store::api_keys::{self, ApiKey};
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateApiKey {
+    #[schema(schema_with = super::openapi::schemas::person_name)]
     pub name: String,
     /// The key's own quota of requests per minute (default: the deployment's API-key quota, 6000).
     #[schema(minimum = 1, maximum = 1_000_000)]
@@ -89,7 +90,11 @@ pub fn endpoints(s: &Shared) -> Vec<Endpoint> {
 
 /// Creates an ingest-only API key.
 #[utoipa::path(post, path = "/api/v1/api-keys", tag = "api-keys", security(("bearer" = [])), request_body = CreateApiKey,
-    responses((status = 201, body = CreatedApiKey), (status = 400, body = super::errors::ErrorBody), (status = 403, body = super::errors::ErrorBody)))]
+    responses(
+        (status = 201, body = CreatedApiKey, links(
+            ("DeleteApiKey" = (operation_id = "delete_api_key", parameters(("id" = "$response.body#/id")))),
+        )),
+        (status = 400, body = super::errors::ErrorBody), (status = 403, body = super::errors::ErrorBody)))]
 pub async fn create_api_key(
     s: &Shared,
     p: &Principal,

@@ -5,6 +5,7 @@ use utoipa::ToSchema;
 use warp::Filter;
 use warp::http::{Method, StatusCode};
 
+use super::openapi::schemas;
 use super::{Endpoint, Shared, authed, client_info, json_body, no_content, respond, with_state};
 use crate::auth::{ClientInfo, IssuedTokens, Principal};
 use crate::domain::{Email, Fields, Password, Role, User};
@@ -14,7 +15,9 @@ use crate::store::users;
 /// Credentials.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct LoginRequest {
+    #[schema(schema_with = schemas::email)]
     pub email: String,
+    #[schema(schema_with = schemas::current_password)]
     pub password: String,
 }
 
@@ -61,11 +64,13 @@ pub struct RefreshResponse {
     pub expires_in: u64,
 }
 
-/// A password change.
+/// A password change; the new password must differ from the current one.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PasswordChange {
+    #[schema(schema_with = schemas::current_password)]
     pub current_password: String,
+    #[schema(schema_with = schemas::password)]
     pub new_password: String,
 }
 

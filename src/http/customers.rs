@@ -9,9 +9,12 @@ use warp::Filter;
 use warp::http::{Method, StatusCode};
 use warp::reply::Response;
 
+use super::openapi::params::{CustomerListParams, PageParams};
+use super::openapi::schemas;
 use super::{Endpoint, Page, PageRequest, Shared, authed, json_body, query_map, respond};
 use crate::auth::Principal;
 use crate::domain::customer::{CustomerView, ExternalId, PatternView, Segment};
+use crate::domain::validation::NUL_MESSAGE;
 use crate::domain::{CustomerId, Email, FieldError, Fields, PersonName, Role};
 use crate::error::Error;
 use crate::store::customers::{self, CustomerPatch, CustomerQuery, CustomerSort, NewCustomer};
@@ -20,26 +23,41 @@ use crate::store::customers::{self, CustomerPatch, CustomerQuery, CustomerSort, 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateCustomer {
-    /// Unique within the organization.
+    #[schema(schema_with = schemas::external_id)]
     pub external_id: String,
+    #[schema(schema_with = schemas::optional_person_name)]
     pub name: Option<String>,
+    #[schema(schema_with = schemas::optional_email)]
     pub email: Option<String>,
+    #[schema(schema_with = schemas::optional_segment)]
     pub segment: Option<String>,
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = attributes)]
     pub attributes: Option<serde_json::Value>,
 }
 
-/// Changes to a customer: absent fields stay, `null` clears name, email or segment.
+/// Changes to a customer: absent fields stay, `null` clears name, email or segment. Other fields are
+/// refused.
 #[derive(Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateCustomer {
+    #[schema(schema_with = schemas::external_id_patch)]
     pub external_id: Option<String>,
+    #[schema(schema_with = schemas::person_name_clearable)]
     pub name: Option<String>,
+    #[schema(schema_with = schemas::email_clearable)]
     pub email: Option<String>,
+    #[schema(schema_with = schemas::segment_clearable)]
     pub segment: Option<String>,
-    /// Replaces the attributes object.
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = attributes_patch)]
     pub attributes: Option<serde_json::Value>,
+}
+
+fn attributes() -> utoipa::openapi::schema::Object {
+    schemas::optional_object("free-form attributes; null is the same as absent")
+}
+
+fn attributes_patch() -> utoipa::openapi::schema::Object {
+    schemas::optional_object("replaces the attributes object; absent or null leaves it")
 }
 
 /// A customer's patterns.
@@ -122,7 +140,12 @@ fn optional_email(raw: &str) -> Result<String, String> {
 /// Creates a customer (analysts, admins and API keys).
 #[utoipa::path(post, path = "/api/v1/customers", tag = "customers", security(("bearer" = [])), request_body = CreateCustomer,
     responses(
-        (status = 201, body = CustomerView),
+        (status = 201, body = CustomerView, links(
+            ("GetCustomer" = (operation_id = "get_customer", parameters(("id" = "$response.body#/id")))),
+            ("UpdateCustomer" = (operation_id = "update_customer", parameters(("id" = "$response.body#/id")))),
+            ("CustomerPatterns" = (operation_id = "customer_patterns", parameters(("id" = "$response.body#/id")))),
+            ("CustomerInteractions" = (operation_id = "list_interactions", parameters(("customerId" = "$response.body#/id")))),
+        )),
         (status = 400, body = super::errors::ErrorBody),
         (status = 403, body = super::errors::ErrorBody),
         (status = 409, description = "externalId already used in the organization", body = super::errors::ErrorBody),
@@ -161,13 +184,7 @@ pub async fn create_customer(
 
 /// Lists customers with filters, sort and paging.
 #[utoipa::path(get, path = "/api/v1/customers", tag = "customers", security(("bearer" = [])),
-    params(
-        ("segment" = Option<String>, Query, description = "exact segment"),
-        ("q" = Option<String>, Query, description = "substring of externalId, name or email"),
-        ("sort" = Option<String>, Query, description = "createdAt (default), lastSeenAt, interactionCount, externalId, name"),
-        ("order" = Option<String>, Query, description = "asc or desc (default)"),
-        ("page" = Option<u32>, Query), ("pageSize" = Option<u32>, Query, description = "1 to 100, default 20"),
-    ),
+    params(CustomerListParams, PageParams),
     responses((status = 200, body = Page<CustomerView>), (status = 400, body = super::errors::ErrorBody)))]
 pub async fn list_customers(
     s: &Shared,
@@ -198,8 +215,18 @@ pub async fn list_customers(
             .map(|v| v.trim().to_owned())
             .filter(|v| !v.is_empty())
     };
-    if text("q").is_some_and(|q| q.chars().count() > 200) {
-        errors.push(FieldError::new("q", "must be at most 200 characters"));
+    let max_q = super::query::MAX_TEXT_QUERY_CHARS;
+    if text("q").is_some_and(|q| q.chars().count() > max_q) {
+        errors.push(FieldError::new(
+            "q",
+            format!("must be at most {max_q} characters"),
+        ));
+    }
+    // PostgreSQL cannot compare text holding U+0000.
+    for name in ["q", "segment"] {
+        if query.get(name).is_some_and(|v| v.contains('\0')) {
+            errors.push(FieldError::new(name, NUL_MESSAGE));
+        }
     }
     if !errors.is_empty() {
         return Err(Error::Validation(errors));

@@ -10,6 +10,8 @@ use warp::reply::Response;
 
 use std::collections::HashMap;
 
+use super::openapi::params::{CursorParam, FilterParams, InteractionSortParams, PageParams};
+use super::openapi::schemas;
 use super::query;
 use super::{Endpoint, Page, PageRequest, Shared, authed, json_body, json_body_limited, query_map, respond};
 use crate::actors::ingest::BatchItem;
@@ -19,11 +21,11 @@ use crate::domain::{FieldError, InteractionId, Role};
 use crate::error::Error;
 use crate::store::interactions::{self, InteractionQuery};
 
-/// A new interaction.
-#[derive(Debug, Deserialize, ToSchema)]
+/// A new interaction. Its schema is [`schemas::create_interaction`]: the fields below, and content that is
+/// required for text channels.
+#[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateInteraction {
-    #[schema(format = Uuid)]
     pub customer_id: String,
     /// web, mobile, email, chat or phone.
     pub channel: String,
@@ -33,17 +35,32 @@ pub struct CreateInteraction {
     /// RFC 3339 with offset; not in the future.
     pub timestamp: String,
     /// Free-form; `userAgent`, `device`, `geo` are used for enrichment.
-    #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
     /// A repeat within the organization returns the first interaction with 200 and stores nothing.
     pub idempotency_key: Option<String>,
 }
 
-/// A batch of new interactions.
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct CreateBatch {
-    pub interactions: Vec<CreateInteraction>,
+impl utoipa::PartialSchema for CreateInteraction {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        schemas::create_interaction(&schemas::Limits::default()).into()
+    }
 }
+
+impl ToSchema for CreateInteraction {}
+
+/// A batch of new interactions. Its schema is [`schemas::create_batch`]: items are validated one by one.
+#[derive(Debug, Deserialize)]
+pub struct CreateBatch {
+    pub interactions: Vec<serde_json::Value>,
+}
+
+impl utoipa::PartialSchema for CreateBatch {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        schemas::create_batch(&schemas::Limits::default()).into()
+    }
+}
+
+impl ToSchema for CreateBatch {}
 
 /// The outcome of one batch item.
 #[derive(Debug, Serialize, ToSchema)]
@@ -134,8 +151,12 @@ fn limits(s: &Shared) -> IngestLimits {
 #[utoipa::path(post, path = "/api/v1/interactions", tag = "interactions", security(("bearer" = [])),
     request_body = CreateInteraction,
     responses(
-        (status = 201, description = "stored", body = InteractionView),
-        (status = 200, description = "idempotency key seen before: the first interaction", body = InteractionView),
+        (status = 201, description = "stored", body = InteractionView, links(
+            ("GetInteraction" = (operation_id = "get_interaction", parameters(("id" = "$response.body#/id")))),
+        )),
+        (status = 200, description = "idempotency key seen before: the first interaction", body = InteractionView, links(
+            ("GetInteraction" = (operation_id = "get_interaction", parameters(("id" = "$response.body#/id")))),
+        )),
         (status = 400, description = "every invalid field listed", body = super::errors::ErrorBody),
         (status = 403, body = super::errors::ErrorBody),
         (status = 404, description = "unknown customer", body = super::errors::ErrorBody),
@@ -227,20 +248,7 @@ pub async fn create_batch(
 
 /// Lists the organization's interactions with every filter combined freely (R5.1–5.8, R5.10, R5.12).
 #[utoipa::path(get, path = "/api/v1/interactions", tag = "interactions", security(("bearer" = [])),
-    params(
-        ("from" = Option<String>, Query, description = "RFC 3339; interactions at or after"),
-        ("to" = Option<String>, Query, description = "RFC 3339; interactions before"),
-        ("channels" = Option<String>, Query, description = "comma-separated: web,mobile,email,chat,phone"),
-        ("sentimentMin" = Option<f32>, Query, description = "score (positive − negative) at least, in [-1, 1]"),
-        ("sentimentMax" = Option<f32>, Query, description = "score at most, in [-1, 1]"),
-        ("segments" = Option<String>, Query, description = "comma-separated customer segments"),
-        ("customerId" = Option<String>, Query),
-        ("q" = Option<String>, Query, description = "full-text search in the content"),
-        ("sort" = Option<String>, Query, description = "timestamp (default), sentiment, channel, createdAt"),
-        ("order" = Option<String>, Query, description = "asc or desc (default)"),
-        ("page" = Option<u32>, Query), ("pageSize" = Option<u32>, Query, description = "1 to 100, default 20"),
-        ("cursor" = Option<String>, Query, description = "`pagination.nextCursor` of the previous page (keyset paging; not with `page`)"),
-    ),
+    params(FilterParams, InteractionSortParams, PageParams, CursorParam),
     responses((status = 200, body = Page<InteractionView>), (status = 400, body = super::errors::ErrorBody)))]
 pub async fn list_interactions(
     s: &Shared,

@@ -369,22 +369,27 @@ impl RouteTable {
         segments.next().is_none()
     }
 
+    /// The routes `path` belongs to: those of the most specific matching template, so that
+    /// `/api/v1/interactions/batch` is the batch route, not `/api/v1/interactions/{id}`.
+    fn matching(&self, path: &str) -> Vec<&(Method, &'static str, Vec<&'static str>)> {
+        let literal = |t: &[&str]| t.iter().filter(|s| !s.starts_with('{')).count();
+        let all: Vec<_> = self
+            .routes
+            .iter()
+            .filter(|(_, _, t)| Self::matches(t, path))
+            .collect();
+        let best = all.iter().map(|(_, _, t)| literal(t)).max().unwrap_or(0);
+        all.into_iter().filter(|(_, _, t)| literal(t) == best).collect()
+    }
+
     /// The template of the route `path` belongs to, such as `/api/v1/customers/{id}`.
     pub fn template(&self, path: &str) -> Option<&'static str> {
-        self.routes
-            .iter()
-            .find(|(_, _, t)| Self::matches(t, path))
-            .map(|(_, p, _)| *p)
+        self.matching(path).first().map(|(_, p, _)| *p)
     }
 
     /// The methods served at `path`, for the `Allow` header of a 405 (RFC 9110 §15.5.6).
     pub fn allowed(&self, path: &str) -> Vec<Method> {
-        let mut methods: Vec<Method> = self
-            .routes
-            .iter()
-            .filter(|(_, _, t)| Self::matches(t, path))
-            .map(|(m, _, _)| m.clone())
-            .collect();
+        let mut methods: Vec<Method> = self.matching(path).iter().map(|(m, _, _)| m.clone()).collect();
         methods.dedup();
         methods
     }
@@ -459,6 +464,7 @@ mod tests {
                 (Method::GET, "/api/v1/customers/{id}"),
                 (Method::PATCH, "/api/v1/customers/{id}"),
                 (Method::GET, "/api/v1/customers"),
+                (Method::POST, "/api/v1/customers/batch"),
             ]
             .into_iter()
             .map(|(m, p)| (m, p, p.split('/').collect()))
@@ -472,6 +478,15 @@ mod tests {
         assert_eq!(table.template("/api/v1/customers/abc/x"), None);
         assert_eq!(table.template("/api/v1/customers/"), None);
         assert_eq!(table.allowed("/api/v1/customers/1"), [Method::GET, Method::PATCH]);
+        assert_eq!(
+            table.allowed("/api/v1/customers/batch"),
+            [Method::POST],
+            "a literal segment wins over a parameter"
+        );
+        assert_eq!(
+            table.template("/api/v1/customers/batch"),
+            Some("/api/v1/customers/batch")
+        );
     }
 
     #[test]

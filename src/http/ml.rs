@@ -5,25 +5,42 @@ use utoipa::ToSchema;
 use warp::Filter;
 use warp::http::{Method, StatusCode};
 
+use super::openapi::schemas;
 use super::{Endpoint, Shared, authed, json_body, respond};
 use crate::auth::Principal;
 use crate::domain::{FieldError, Role};
 use crate::error::Error;
 use crate::ml::Prediction;
 
-/// A text to score.
-#[derive(Debug, Deserialize, ToSchema)]
+/// A text to score. Its schema is [`schemas::sentiment_request`], with the node's limits.
+#[derive(Debug, Deserialize)]
 pub struct SentimentRequest {
     /// Non-empty; at most `max_content_chars` characters.
     pub text: String,
 }
 
-/// Texts to score.
-#[derive(Debug, Deserialize, ToSchema)]
+impl utoipa::PartialSchema for SentimentRequest {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        schemas::sentiment_request(&schemas::Limits::default()).into()
+    }
+}
+
+impl ToSchema for SentimentRequest {}
+
+/// Texts to score. Its schema is [`schemas::sentiment_batch_request`], with the node's limits.
+#[derive(Debug, Deserialize)]
 pub struct SentimentBatchRequest {
     /// 1 to `ml_max_texts` non-empty texts; scored in batches of `ml_max_batch`.
     pub texts: Vec<String>,
 }
+
+impl utoipa::PartialSchema for SentimentBatchRequest {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        schemas::sentiment_batch_request(&schemas::Limits::default()).into()
+    }
+}
+
+impl ToSchema for SentimentBatchRequest {}
 
 /// Predictions in the order of the texts.
 #[derive(Debug, Serialize, ToSchema)]

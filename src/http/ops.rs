@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use serde::Serialize;
-use utoipa::{OpenApi as _, ToSchema};
+use utoipa::ToSchema;
 use warp::Filter;
 use warp::Reply as _;
 use warp::http::{Method, StatusCode, header};
@@ -93,7 +93,10 @@ pub fn endpoints(s: &Shared) -> Vec<Endpoint> {
             "/api/v1/openapi.json",
             warp::path!("api" / "v1" / "openapi.json")
                 .and(warp::get())
-                .then(|| async { warp::reply::json(&super::openapi::ApiDoc::openapi()).into_response() }),
+                .and(with_state(s))
+                .then(|s: Shared| async move {
+                    warp::reply::json(&super::openapi::document(&s.config)).into_response()
+                }),
         ),
     ]
 }

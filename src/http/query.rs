@@ -17,9 +17,13 @@ use warp::http::header::{CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_TYPE, Heade
 use warp::http::{Method, StatusCode};
 use warp::reply::Response;
 
+use super::openapi::params::{
+    DashboardIntervalParam, ExportFormatParam, FilterParams, InteractionSortParams, TrendsIntervalParam,
+};
 use super::{Endpoint, Shared, authed, query_map, respond_with};
 use crate::auth::Principal;
 use crate::domain::interaction::{Channel, InteractionRecord, InteractionView};
+use crate::domain::validation::NUL_MESSAGE;
 use crate::domain::{CustomerId, FieldError, OrganizationId, Role};
 use crate::error::Error;
 use crate::store::insights::{self, Dashboard, Interval, Range, Trends};
@@ -55,8 +59,11 @@ pub fn endpoints(state: &Shared) -> Vec<Endpoint> {
     ]
 }
 
-/// Longest accepted full-text query.
-const MAX_TEXT_QUERY_CHARS: usize = 200;
+/// Longest accepted full-text query, in characters once trimmed.
+pub const MAX_TEXT_QUERY_CHARS: usize = 200;
+
+/// The values of `order`: ascending, or descending (the default).
+pub const ORDERS: [&str; 2] = ["asc", "desc"];
 
 /// Reads the filters every interaction query accepts (R5.1–5.4), collecting an error for each bad one.
 pub fn parse_filter(query: &HashMap<String, String>, errors: &mut Vec<FieldError>) -> InteractionFilter {
@@ -94,9 +101,11 @@ pub fn parse_filter(query: &HashMap<String, String>, errors: &mut Vec<FieldError
     }
     channels.sort_by_key(|c| c.as_str());
     channels.dedup();
+    // Read as f64 and then narrowed: read as f32, a value just outside the range (1.0000001) would round
+    // into it and be accepted.
     let mut score = |name: &str| {
-        text(name).and_then(|v| match v.parse::<f32>() {
-            Ok(x) if (-1.0..=1.0).contains(&x) => Some(x),
+        text(name).and_then(|v| match v.parse::<f64>() {
+            Ok(x) if (-1.0..=1.0).contains(&x) => Some(x as f32),
             _ => {
                 errors.push(FieldError::new(name, "must be a number from -1 to 1"));
                 None
@@ -131,6 +140,12 @@ pub fn parse_filter(query: &HashMap<String, String>, errors: &mut Vec<FieldError
             "q",
             format!("must be at most {MAX_TEXT_QUERY_CHARS} characters"),
         ));
+    }
+    // PostgreSQL cannot compare text holding U+0000: refused here rather than failing in the query.
+    for name in ["q", "segments"] {
+        if query.get(name).is_some_and(|v| v.contains('\0')) {
+            errors.push(FieldError::new(name, NUL_MESSAGE));
+        }
     }
     InteractionFilter {
         from,
@@ -318,14 +333,7 @@ fn json_response(body: String, cache: &'static str) -> Response {
 /// The dashboard: totals, channels, sentiment distribution, volume over time and the most negative
 /// customers, for the filters and range given (default: the last 30 days). Cached 5 minutes (R8.6).
 #[utoipa::path(get, path = "/api/v1/insights/dashboard", tag = "insights", security(("bearer" = [])),
-    params(
-        ("from" = Option<String>, Query, description = "RFC 3339; default: `to` minus 30 days"),
-        ("to" = Option<String>, Query, description = "RFC 3339, exclusive; default: now"),
-        ("interval" = Option<String>, Query, description = "hour, day or week for `volume`; default from the range"),
-        ("channels" = Option<String>, Query), ("segments" = Option<String>, Query),
-        ("sentimentMin" = Option<f32>, Query), ("sentimentMax" = Option<f32>, Query),
-        ("customerId" = Option<String>, Query), ("q" = Option<String>, Query),
-    ),
+    params(FilterParams, DashboardIntervalParam),
     responses((status = 200, body = Dashboard, headers(("x-cache" = String, description = "hit or miss"))),
         (status = 400, body = super::errors::ErrorBody)))]
 pub async fn dashboard(
@@ -355,14 +363,7 @@ pub async fn dashboard(
 /// Sentiment over time: counts, labels and the average score per hour, day or week, for the filters
 /// given. Cached 15 minutes (R8.8).
 #[utoipa::path(get, path = "/api/v1/insights/trends", tag = "insights", security(("bearer" = [])),
-    params(
-        ("from" = Option<String>, Query, description = "RFC 3339; default: `to` minus 30 days"),
-        ("to" = Option<String>, Query, description = "RFC 3339, exclusive; default: now"),
-        ("interval" = Option<String>, Query, description = "hour, day (default) or week"),
-        ("channels" = Option<String>, Query), ("segments" = Option<String>, Query),
-        ("sentimentMin" = Option<f32>, Query), ("sentimentMax" = Option<f32>, Query),
-        ("customerId" = Option<String>, Query), ("q" = Option<String>, Query),
-    ),
+    params(FilterParams, TrendsIntervalParam),
     responses((status = 200, body = Trends, headers(("x-cache" = String, description = "hit or miss"))),
         (status = 400, body = super::errors::ErrorBody)))]
 pub async fn trends(s: &Shared, p: &Principal, query: &HashMap<String, String>) -> Result<Response, Error> {
@@ -397,7 +398,11 @@ pub enum ExportFormat {
 }
 
 impl ExportFormat {
-    fn as_str(self) -> &'static str {
+    /// Every format; the first is the default.
+    pub const ALL: [ExportFormat; 2] = [Self::Csv, Self::Ndjson];
+
+    /// Returns the API name.
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Csv => "csv",
             Self::Ndjson => "ndjson",
@@ -429,29 +434,29 @@ pub const CSV_HEADER: [&str; 17] = [
 /// Streams every interaction matching the filters, as CSV or NDJSON, from a PostgreSQL cursor: memory
 /// stays constant whatever the size (R15.9), and a client that stops reading stops the query.
 #[utoipa::path(get, path = "/api/v1/export/interactions", tag = "interactions", security(("bearer" = [])),
-    params(
-        ("format" = Option<String>, Query, description = "csv (default) or ndjson"),
-        ("from" = Option<String>, Query), ("to" = Option<String>, Query),
-        ("channels" = Option<String>, Query), ("segments" = Option<String>, Query),
-        ("sentimentMin" = Option<f32>, Query), ("sentimentMax" = Option<f32>, Query),
-        ("customerId" = Option<String>, Query), ("q" = Option<String>, Query),
-        ("sort" = Option<String>, Query), ("order" = Option<String>, Query),
-    ),
-    responses((status = 200, description = "text/csv or application/x-ndjson, streamed", content_type = "text/csv"),
+    params(ExportFormatParam, FilterParams, InteractionSortParams),
+    responses(
+        (status = 200, description = "every matching interaction, streamed: CSV with a header row, or one JSON \
+            object per line in the listing's shape; sent as an attachment",
+            content((String = "text/csv"), (String = "application/x-ndjson")),
+            headers(("content-disposition" = String, description = "attachment, with a file name"))),
         (status = 400, body = super::errors::ErrorBody), (status = 403, body = super::errors::ErrorBody),
-        (status = 503, body = super::errors::ErrorBody)))]
+        (status = 503, description = "too many exports are running (`export_max_concurrent`), or the database \
+            is unavailable", body = super::errors::ErrorBody)))]
 pub async fn export(s: &Shared, p: &Principal, query: &HashMap<String, String>) -> Result<Response, Error> {
     let org = p.require(Role::Analyst)?.organization_id;
     let mut errors = Vec::new();
     let filter = parse_filter(query, &mut errors);
     let (sort, descending) = parse_sort(query, &mut errors);
-    let format = match query.get("format").map(|v| v.trim()) {
-        None | Some("") | Some("csv") => ExportFormat::Csv,
-        Some("ndjson") => ExportFormat::Ndjson,
-        Some(_) => {
-            errors.push(FieldError::new("format", "must be csv or ndjson"));
-            ExportFormat::Csv
-        }
+    let format = match query.get("format").map(|v| v.trim()).filter(|v| !v.is_empty()) {
+        None => ExportFormat::Csv,
+        Some(raw) => ExportFormat::ALL
+            .into_iter()
+            .find(|f| f.as_str() == raw)
+            .unwrap_or_else(|| {
+                errors.push(FieldError::new("format", "must be csv or ndjson"));
+                ExportFormat::Csv
+            }),
     };
     if !errors.is_empty() {
         return Err(Error::Validation(errors));

@@ -8,6 +8,8 @@ use uuid::Uuid;
 use warp::Filter;
 use warp::http::{Method, StatusCode};
 
+use super::openapi::params::PageParams;
+use super::openapi::schemas;
 use super::{Endpoint, Page, PageRequest, Shared, authed, json_body, no_content, query_map, respond};
 use crate::auth::Principal;
 use crate::domain::{Email, Fields, Password, PersonName, Role, User, UserId};
@@ -17,18 +19,25 @@ use crate::store::{sessions, users};
 /// A new user.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateUser {
+    #[schema(schema_with = schemas::email)]
     pub email: String,
+    #[schema(schema_with = schemas::person_name)]
     pub name: String,
-    /// 8 to 72 bytes.
+    #[schema(schema_with = schemas::password)]
     pub password: String,
     pub role: Role,
 }
 
-/// Changes to a user; absent fields stay as they are. Changing the role or password ends the user's sessions.
+/// Changes to a user; absent (or null) fields stay as they are, other fields are refused. Changing the
+/// role or password ends the user's sessions.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct UpdateUser {
+    #[schema(schema_with = schemas::optional_person_name)]
     pub name: Option<String>,
+    #[schema(nullable)]
     pub role: Option<Role>,
+    #[schema(schema_with = schemas::password_patch)]
     pub password: Option<String>,
 }
 
@@ -99,7 +108,11 @@ fn parse_role(raw: &str) -> Result<Role, String> {
 /// Creates a user in the caller's organization.
 #[utoipa::path(post, path = "/api/v1/users", tag = "users", security(("bearer" = [])), request_body = CreateUser,
     responses(
-        (status = 201, body = User),
+        (status = 201, body = User, links(
+            ("GetUser" = (operation_id = "get_user", parameters(("id" = "$response.body#/id")))),
+            ("UpdateUser" = (operation_id = "update_user", parameters(("id" = "$response.body#/id")))),
+            ("DeleteUser" = (operation_id = "delete_user", parameters(("id" = "$response.body#/id")))),
+        )),
         (status = 400, body = super::errors::ErrorBody),
         (status = 403, description = "not an admin", body = super::errors::ErrorBody),
         (status = 409, description = "email already used", body = super::errors::ErrorBody),
@@ -127,7 +140,7 @@ pub async fn create_user(s: &Shared, p: &Principal, body: &serde_json::Value) ->
 
 /// Lists the organization's users.
 #[utoipa::path(get, path = "/api/v1/users", tag = "users", security(("bearer" = [])),
-    params(("page" = Option<u32>, Query, description = "from 1"), ("pageSize" = Option<u32>, Query, description = "1 to 100, default 20")),
+    params(PageParams),
     responses((status = 200, body = Page<User>), (status = 400, body = super::errors::ErrorBody), (status = 403, body = super::errors::ErrorBody)))]
 pub async fn list_users(
     s: &Shared,

@@ -85,15 +85,31 @@ pub enum CustomerSort {
 }
 
 impl CustomerSort {
+    /// Every sort key, in API order (the first is the default).
+    pub const ALL: [CustomerSort; 5] = [
+        Self::CreatedAt,
+        Self::LastSeenAt,
+        Self::InteractionCount,
+        Self::ExternalId,
+        Self::Name,
+    ];
+
     /// Parses the API name of a sort key.
     pub fn parse(s: &str) -> Result<Self, String> {
-        match s {
-            "createdAt" => Ok(Self::CreatedAt),
-            "lastSeenAt" => Ok(Self::LastSeenAt),
-            "interactionCount" => Ok(Self::InteractionCount),
-            "externalId" => Ok(Self::ExternalId),
-            "name" => Ok(Self::Name),
-            _ => Err("must be one of createdAt, lastSeenAt, interactionCount, externalId, name".to_owned()),
+        Self::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| {
+            let names: Vec<&str> = Self::ALL.iter().map(|k| k.as_str()).collect();
+            format!("must be one of {}", names.join(", "))
+        })
+    }
+
+    /// Returns the API name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CreatedAt => "createdAt",
+            Self::LastSeenAt => "lastSeenAt",
+            Self::InteractionCount => "interactionCount",
+            Self::ExternalId => "externalId",
+            Self::Name => "name",
         }
     }
 

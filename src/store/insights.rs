@@ -24,14 +24,20 @@ pub enum Interval {
 }
 
 impl Interval {
+    /// Every interval, finest first.
+    pub const ALL: [Interval; 3] = [Self::Hour, Self::Day, Self::Week];
+
     /// Parses the API name.
     pub fn parse(s: &str) -> Result<Self, String> {
-        match s {
-            "hour" => Ok(Self::Hour),
-            "day" => Ok(Self::Day),
-            "week" => Ok(Self::Week),
-            _ => Err("must be hour, day or week".to_owned()),
-        }
+        Self::ALL
+            .into_iter()
+            .find(|i| i.sql() == s)
+            .ok_or_else(|| "must be hour, day or week".to_owned())
+    }
+
+    /// Returns the API name.
+    pub fn as_str(self) -> &'static str {
+        self.sql()
     }
 
     /// The coarsest interval that still shows the shape of `range`: hours up to two days, days up to

@@ -492,14 +492,24 @@ pub enum InteractionSort {
 }
 
 impl InteractionSort {
+    /// Every sort key, in API order (the first is the default).
+    pub const ALL: [InteractionSort; 4] = [Self::Timestamp, Self::Sentiment, Self::Channel, Self::CreatedAt];
+
     /// Parses the API name.
     pub fn parse(s: &str) -> Result<Self, String> {
-        match s {
-            "timestamp" => Ok(Self::Timestamp),
-            "sentiment" => Ok(Self::Sentiment),
-            "channel" => Ok(Self::Channel),
-            "createdAt" => Ok(Self::CreatedAt),
-            _ => Err("must be one of timestamp, sentiment, channel, createdAt".to_owned()),
+        Self::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| {
+            let names: Vec<&str> = Self::ALL.iter().map(|k| k.as_str()).collect();
+            format!("must be one of {}", names.join(", "))
+        })
+    }
+
+    /// Returns the API name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Timestamp => "timestamp",
+            Self::Sentiment => "sentiment",
+            Self::Channel => "channel",
+            Self::CreatedAt => "createdAt",
         }
     }
 

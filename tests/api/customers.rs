@@ -286,3 +286,29 @@ async fn patterns_are_served_highest_confidence_first() {
         .clone();
     assert_eq!(profile["patterns"].as_array().unwrap().len(), 2);
 }
+
+/// PostgreSQL writes a jsonb number in full (`1.7976931348623157e308` comes back as 309 digits), which
+/// serde_json reads exactly only with `float_roundtrip`; without it the profile answered 500.
+#[tokio::test]
+async fn attributes_with_extreme_numbers_read_back_as_sent() {
+    let app = spawn_app().await;
+    let org = app.create_org().await;
+    let admin = app.admin(&org).await;
+    let attributes = json!({"max": f64::MAX, "tiny": 5e-324, "big": 9007199254740993u64, "neg": -1.5e300});
+    let created = app
+        .post(
+            "/api/v1/customers",
+            Some(&admin.access),
+            json!({"externalId": "x", "attributes": attributes}),
+        )
+        .await
+        .expect(201)
+        .clone();
+    let id = created["id"].as_str().unwrap();
+    let profile = app
+        .get(&format!("/api/v1/customers/{id}"), Some(&admin.access))
+        .await;
+    assert_eq!(profile.expect(200)["attributes"], attributes);
+    let listed = app.get("/api/v1/customers", Some(&admin.access)).await;
+    assert_eq!(listed.expect(200)["data"][0]["attributes"], attributes);
+}

@@ -7,6 +7,7 @@ mod auth;
 mod batch;
 mod cli;
 mod cluster_lease;
+mod contract;
 mod customers;
 mod demo;
 mod errors;
