@@ -89,6 +89,11 @@ impl Ownership {
         &self.inner.node
     }
 
+    /// How long a lease outlives its owner's last heartbeat.
+    pub fn lease_ttl(&self) -> std::time::Duration {
+        self.inner.config.lease_ttl
+    }
+
     /// Tells whether this node's leases are still valid (its heartbeat is fresh enough).
     pub fn valid(&self) -> bool {
         self.inner.clock.valid()

@@ -88,8 +88,9 @@ pub fn spawn(
     sweep_every: Duration,
     shutdown: watch::Receiver<bool>,
 ) {
+    let owner = ingest.ownership().clone();
     tokio::spawn(consume(queue, ml, ingest, shutdown.clone()));
-    tokio::spawn(sweep(feed, pool, sweep_every, shutdown));
+    tokio::spawn(sweep(feed, pool, owner, sweep_every, shutdown));
 }
 
 /// Scores what the queue holds, in batches of whatever is waiting (up to the model's batch size).
@@ -134,11 +135,12 @@ async fn consume(mut queue: ScoringQueue, ml: Ml, ingest: Ingest, mut shutdown: 
     }
 }
 
-/// Feeds every unscored row into the queue: all of them at start, then rows older than a grace period
-/// every `sweep_every`.
+/// Feeds every unscored row of the organizations this node owns or may take (not those of a live other
+/// node) into the queue: all of them at start, then rows older than a grace period every `sweep_every`.
 async fn sweep(
     feed: mpsc::Sender<PendingScore>,
     pool: sqlx::PgPool,
+    owner: crate::cluster::Ownership,
     every: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -159,13 +161,16 @@ async fn sweep(
         let mut after = None;
         let mut fed = 0usize;
         loop {
-            let page = match interactions::unscored(&pool, after, SWEEP_PAGE).await {
-                Ok(page) => page,
-                Err(e) => {
-                    tracing::warn!(error = %e, "scoring sweep cannot read unscored rows; retrying later");
-                    break;
-                }
-            };
+            let page =
+                match interactions::unscored(&pool, after, SWEEP_PAGE, &owner.node().name, owner.lease_ttl())
+                    .await
+                {
+                    Ok(page) => page,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "scoring sweep cannot read unscored rows; retrying later");
+                        break;
+                    }
+                };
             let Some((last_at, last)) = page.last().map(|(at, p)| (*at, p.interaction_id)) else {
                 break;
             };

@@ -157,22 +157,34 @@ pub async fn apply_scores(
 }
 
 /// Returns up to `limit` interactions with text that were never scored, oldest first, after `after`.
+///
+/// Rows of organizations that a live other node owns are left to that node (`node` is this node's name,
+/// `lease_ttl` how long a lease outlives its owner's heartbeat), so no row is scored twice.
 pub async fn unscored(
     pool: &PgPool,
     after: Option<(DateTime<Utc>, InteractionId)>,
     limit: i64,
+    node: &str,
+    lease_ttl: std::time::Duration,
 ) -> Result<Vec<(DateTime<Utc>, PendingScore)>, Error> {
     let (at, id) = after.map_or((None, None), |(a, i)| (Some(a), Some(i.as_uuid())));
     let rows = sqlx::query!(
-        r#"SELECT id AS "id: InteractionId", organization_id AS "organization_id: OrganizationId",
-                  customer_id AS "customer_id: CustomerId", content AS "content!", created_at
-           FROM customer_interactions
-           WHERE processed_at IS NULL AND content IS NOT NULL
-             AND ($1::timestamptz IS NULL OR (created_at, id) > ($1, $2))
-           ORDER BY created_at, id LIMIT $3"#,
+        r#"SELECT ci.id AS "id: InteractionId", ci.organization_id AS "organization_id: OrganizationId",
+                  ci.customer_id AS "customer_id: CustomerId", ci.content AS "content!", ci.created_at
+           FROM customer_interactions ci
+           WHERE ci.processed_at IS NULL AND ci.content IS NOT NULL
+             AND ($1::timestamptz IS NULL OR (ci.created_at, ci.id) > ($1, $2))
+             AND NOT EXISTS (
+                 SELECT 1 FROM org_ownership o JOIN cluster_nodes n ON n.name = o.owner_node
+                  WHERE o.organization_id = ci.organization_id AND NOT o.released
+                    AND o.owner_node <> $4 AND n.incarnation = o.owner_incarnation
+                    AND n.state <> 'down' AND n.heartbeat_at > now() - make_interval(secs => $5))
+           ORDER BY ci.created_at, ci.id LIMIT $3"#,
         at,
         id,
-        limit
+        limit,
+        node,
+        lease_ttl.as_secs_f64()
     )
     .fetch_all(pool)
     .await?;

@@ -133,3 +133,46 @@ async fn a_stale_owners_write_after_a_takeover_is_fenced() {
         ["first", "takeover"]
     );
 }
+
+#[tokio::test]
+async fn the_scoring_sweep_leaves_a_live_other_owners_rows_alone() {
+    let a = spawn_with(|_| {}).await;
+    let org = a.create_org().await;
+    let admin = a.admin(&org).await;
+    let customer: Value = a.customer(&admin.access, "c-1", None).await;
+    let id = customer["id"].as_str().unwrap().to_owned();
+    // The model is off in tests, so the row stays unscored.
+    a.post(
+        "/api/v1/interactions",
+        Some(&admin.access),
+        interaction(&id, "chat", Some("so slow")),
+    )
+    .await
+    .expect(201);
+    let ttl = a.config.cluster.lease_ttl;
+    let unscored = |node: String| {
+        let pool = a.pool.clone();
+        async move {
+            insights::store::interactions::unscored(&pool, None, 100, &node, ttl)
+                .await
+                .unwrap()
+                .len()
+        }
+    };
+    assert_eq!(
+        unscored(a.config.node_name.clone()).await,
+        1,
+        "the owner sweeps its rows"
+    );
+    assert_eq!(
+        unscored("another-node".into()).await,
+        0,
+        "another node leaves them to the live owner"
+    );
+    a.app.as_ref().unwrap().state().ingest.ownership().stop().await;
+    assert_eq!(
+        unscored("another-node".into()).await,
+        1,
+        "a stopped owner's rows are anyone's"
+    );
+}
