@@ -107,7 +107,7 @@ impl Actor for OrgActor {
         args.metrics.live_actors.with_label_values(&["org"]).inc();
         // Numbering continues above everything an earlier actor of this organization may have handed out.
         let block = args.config.event_seq_block;
-        let seq = reserve_seq(&args.pool, args.org.id, block).await?;
+        let seq = reserve_seq(&args.pool, args.org.id, block, args.epoch).await?;
         tracing::debug!(org = %args.org.id, seq, "organization actor started");
         Ok(OrgState {
             ring: VecDeque::with_capacity(args.config.event_buffer),
@@ -326,29 +326,45 @@ async fn customer_actor(
 }
 
 /// Reserves the next `block` event numbers of the organization; returns the last number before them.
-async fn reserve_seq(pool: &PgPool, org: OrganizationId, block: u64) -> Result<u64, Error> {
+/// Reserves the next `block` event numbers, fenced by the lease `epoch`: only the owner numbers events.
+async fn reserve_seq(pool: &PgPool, org: OrganizationId, block: u64, epoch: i64) -> Result<u64, Error> {
     let block = i64::try_from(block).unwrap_or(i64::MAX);
+    let mut tx = pool.begin().await?;
+    crate::cluster::lease::fence(&mut tx, org, epoch).await?;
     let start = sqlx::query_scalar!(
         "UPDATE organizations SET event_seq_reserved = event_seq_reserved + $2 WHERE id = $1
          RETURNING event_seq_reserved - $2",
         org.as_uuid(),
         block
     )
-    .fetch_optional(pool)
+    .fetch_optional(&mut *tx)
     .await?
     .flatten()
     .ok_or(Error::NotFound("organization"))?;
+    tx.commit().await?;
     Ok(u64::try_from(start).unwrap_or(0))
 }
 
 async fn publish(state: &mut OrgState, draft: EventDraft) {
     if state.seq >= state.reserved {
-        match reserve_seq(&state.pool, state.org.id, state.config.event_seq_block).await {
+        match reserve_seq(
+            &state.pool,
+            state.org.id,
+            state.config.event_seq_block,
+            state.epoch,
+        )
+        .await
+        {
             Ok(start) => {
                 // Another actor of this organization (a previous life of this one) may have reserved
                 // meanwhile: never go back below what is already handed out.
                 state.seq = state.seq.max(start);
                 state.reserved = state.seq + state.config.event_seq_block;
+            }
+            // Another node owns the organization now: only its owner numbers and publishes events.
+            Err(Error::OwnedElsewhere) => {
+                tracing::warn!(org = %state.org.id, kind = %draft.kind, "event not published: this node lost the organization");
+                return;
             }
             Err(e) => tracing::error!(
                 org = %state.org.id,
