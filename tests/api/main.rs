@@ -26,4 +26,5 @@ mod patterns;
 mod roles;
 mod schema;
 mod tls;
+mod two_nodes;
 mod users;
