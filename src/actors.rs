@@ -12,8 +12,11 @@
 //! The ML pool is a ractor factory beside them. [`ingest::Ingest`] is the door the
 //! HTTP layer uses.
 //!
-//! Message types derive `RactorClusterMessage` when they may cross nodes (their fields encode with
-//! ractor's `BytesConvertable`, structs with postcard), and `RactorMessage` when they are node-local.
+//! Every message type here is node-local (`RactorMessage`): no organization, customer, session or ML
+//! actor is reachable from another node, so a node with 100,000 live customers advertises none of them
+//! to its peers. Work that crosses nodes will go through one remotable actor per node (the gateway,
+//! `../shared/CLUSTER.md` §3.5), whose messages encode with postcard. The `Wire` wrappers the payloads
+//! still carry are that encoding, ready for the gateway.
 
 pub mod customer;
 pub mod ingest;

@@ -4,7 +4,7 @@
 
 use crate::cluster::lease;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use ractor_cluster::RactorClusterMessage;
+use ractor_cluster::RactorMessage;
 use sqlx::PgPool;
 
 use super::org::OrgMsg;
@@ -62,17 +62,15 @@ pub struct CustomerActorState {
 // Ingest is the common message and moves once through the mailbox; boxing it would add an allocation to
 // every interaction to shrink the rare ones.
 #[allow(clippy::large_enum_variant)]
-#[derive(RactorClusterMessage)]
+#[derive(RactorMessage)]
 pub enum CustomerMsg {
     /// Stores one interaction and answers with the stored row.
-    #[rpc]
     Ingest(Wire<NewInteraction>, RpcReplyPort<Wire<IngestReply>>),
     /// Stores the model's scores on one of the customer's interactions and updates the average.
     ApplyScores(Wire<ScoredInteraction>),
     /// Re-reads the customer's row (after a PATCH or a batch wrote to it).
     Refresh,
     /// Returns what the actor holds.
-    #[rpc]
     Snapshot(RpcReplyPort<Wire<CustomerState>>),
     /// Panics, when fault injection is enabled (crash tests); ignored otherwise.
     InjectPanic,

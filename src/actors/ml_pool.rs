@@ -13,17 +13,16 @@ use ractor::factory::{
 };
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use ractor_cluster::RactorClusterMessage;
+use ractor_cluster::RactorMessage;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::Wire;
 use crate::ml::model::{Scores, SentimentModel};
 
 /// Jobs of the pool; cluster-ready, so a node without a model could ask one that has it.
-#[derive(RactorClusterMessage)]
+#[derive(RactorMessage)]
 pub enum MlJob {
     /// Scores preprocessed texts, in order.
-    #[rpc]
     Score(Wire<Vec<String>>, RpcReplyPort<Wire<Vec<Scores>>>),
 }
 

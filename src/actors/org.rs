@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort, SupervisionEvent};
-use ractor_cluster::RactorClusterMessage;
+use ractor_cluster::RactorMessage;
 use sqlx::PgPool;
 use tokio::time::Instant;
 
@@ -66,10 +66,9 @@ pub struct OrgState {
 /// Messages to an organization actor.
 // As for CustomerMsg: Ingest dominates the traffic, so it is not boxed.
 #[allow(clippy::large_enum_variant)]
-#[derive(RactorClusterMessage)]
+#[derive(RactorMessage)]
 pub enum OrgMsg {
     /// Routes an interaction to its customer's actor, which answers the caller directly.
-    #[rpc]
     Ingest(Wire<NewInteraction>, RpcReplyPort<Wire<IngestReply>>),
     /// Numbers an event and keeps it for replay.
     Publish(Wire<EventDraft>),
@@ -80,10 +79,8 @@ pub enum OrgMsg {
     /// A customer's row changed (by id); its live actor re-reads it.
     CustomerChanged(String),
     /// Returns the buffered events after a sequence number.
-    #[rpc]
     EventsAfter(u64, RpcReplyPort<Wire<EventsAfter>>),
     /// Returns how many customer actors are live.
-    #[rpc]
     LiveCustomers(RpcReplyPort<u64>),
     /// Makes a live customer's actor panic (fault injection, crash tests).
     InjectCustomerPanic(String),

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use ractor_cluster::RactorClusterMessage;
+use ractor_cluster::RactorMessage;
 use tokio::sync::{Mutex, Semaphore};
 
 use super::org::OrgMsg;
@@ -81,10 +81,9 @@ pub struct OrgSupervisorState {
 }
 
 /// Messages to the organization supervisor.
-#[derive(RactorClusterMessage)]
+#[derive(RactorMessage)]
 pub enum OrgSupervisorMsg {
     /// Returns how many organization actors are live.
-    #[rpc]
     LiveOrganizations(RpcReplyPort<u64>),
 }
 

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use ractor_cluster::RactorClusterMessage;
+use ractor_cluster::RactorMessage;
 
 use super::names;
 use super::org_supervisor::{OrgSupervisor, OrgSupervisorArgs, SupervisorSlot};
@@ -30,13 +30,11 @@ pub struct RootState {
 }
 
 /// Messages to the root; cluster-ready, so a peer node can ask for them.
-#[derive(RactorClusterMessage)]
+#[derive(RactorMessage)]
 pub enum RootMsg {
     /// Returns the node's name.
-    #[rpc]
     NodeName(RpcReplyPort<String>),
     /// Returns how long the node has been up, in seconds.
-    #[rpc]
     UptimeSecs(RpcReplyPort<u64>),
 }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
-use ractor_cluster::RactorClusterMessage;
+use ractor_cluster::RactorMessage;
 use tokio::sync::{Notify, mpsc};
 
 use super::ingest::Ingest;
@@ -51,10 +51,9 @@ pub const RESYNC_FRAME: &str = r#"{"type":"resync"}"#;
 pub struct SessionSupervisor;
 
 /// Messages to the session supervisor (sessions are spawned linked to it).
-#[derive(RactorClusterMessage)]
+#[derive(RactorMessage)]
 pub enum SupervisorMsg {
     /// How many sessions are alive.
-    #[rpc]
     CountSessions(ractor::RpcReplyPort<u64>),
 }
 
@@ -131,7 +130,7 @@ pub struct SessionState {
 }
 
 /// Messages to a session.
-#[derive(RactorClusterMessage)]
+#[derive(RactorMessage)]
 pub enum SessionMsg {
     /// A new event of the organization.
     Event(Wire<OrgEvent>),
