@@ -2,15 +2,11 @@
 //! the organization has fewer than `org_max_inflight` in flight (so no mailbox grows without bound: a
 //! full one answers 503), and stores batches in transactions of `batch_chunk` through their own pool.
 
-use std::sync::Arc;
-
-use ractor::Actor;
 use ractor::rpc::CallResult;
 use sqlx::PgPool;
-use tokio::sync::Semaphore;
 
-use super::org::{OrgActor, OrgArgs, OrgMsg};
-use super::org_supervisor::{OrgHandle, SupervisorSlot};
+use super::org::{OrgArgs, OrgMsg};
+use super::org_supervisor::{OrgHandle, OrgSupervisorMsg, SupervisorSlot};
 use crate::config::IngestConfig;
 use crate::domain::enrichment::OrgContext;
 use crate::domain::event::EventsAfter;
@@ -82,20 +78,14 @@ impl Ingest {
         if !self.ownership.valid() {
             return Err(Error::OwnedElsewhere);
         }
-        if let Some(handle) = self.live_org(org).await {
+        if let Some(handle) = self.orgs.registry.get(org) {
             return Ok(handle);
         }
-        // The database is read without holding the registry lock, so a slow or unreachable PostgreSQL
+        // The database is read before the supervisor is asked, so a slow or unreachable PostgreSQL
         // delays only the requests of organizations that are starting, not every request of the node.
         let context = self.org_context(org).await?;
         // Never a second owner: a live other node's organization is answered 503 `owned_elsewhere`.
         let epoch = self.ownership.acquire(org).await?;
-        let mut map = self.orgs.registry.0.lock().await;
-        if let Some(handle) = map.get(&org)
-            && handle.actor.get_status() == ractor::ActorStatus::Running
-        {
-            return Ok(handle.clone());
-        }
         let args = OrgArgs {
             org: context,
             pool: self.pool.clone(),
@@ -107,36 +97,20 @@ impl Ingest {
             epoch,
         };
         let supervisor = self.orgs.get().ok_or(Error::Unavailable("actor system"))?;
-        let (actor, _) = Actor::spawn_linked(None, OrgActor, args, supervisor.get_cell())
-            .await
-            .map_err(|e| Error::Internal(anyhow::anyhow!("cannot start organization actor: {e}")))?;
-        let handle = OrgHandle {
-            actor,
-            permits: Arc::new(Semaphore::new(self.config.org_max_inflight)),
-            epoch,
-        };
-        map.insert(org, handle.clone());
-        Ok(handle)
+        let started = ractor::call_t!(
+            supervisor,
+            OrgSupervisorMsg::Start,
+            self.config.call_timeout.as_millis() as u64,
+            Box::new(args)
+        )
+        .map_err(|e| Error::Internal(anyhow::anyhow!("organization supervisor unreachable: {e}")))?;
+        started.map_err(|e| Error::Internal(anyhow::anyhow!(e)))
     }
 
-    /// Stops an organization actor whose lease ended and forgets it.
-    async fn drop_org(&self, org: OrganizationId, handle: &OrgHandle) {
-        let mut map = self.orgs.registry.0.lock().await;
-        if map
-            .get(&org)
-            .is_some_and(|h| h.actor.get_id() == handle.actor.get_id())
-        {
-            map.remove(&org);
-        }
-        drop(map);
+    /// Stops an organization actor whose lease ended; its supervisor then forgets it, and the next
+    /// request acquires the organization again (or learns who owns it).
+    async fn drop_org(&self, _org: OrganizationId, handle: &OrgHandle) {
         handle.actor.stop(Some("lease lost".to_owned()));
-    }
-
-    async fn live_org(&self, org: OrganizationId) -> Option<OrgHandle> {
-        let map = self.orgs.registry.0.lock().await;
-        map.get(&org)
-            .filter(|h| h.actor.get_status() == ractor::ActorStatus::Running)
-            .cloned()
     }
 
     async fn org_context(&self, org: OrganizationId) -> Result<OrgContext, Error> {
@@ -290,7 +264,7 @@ impl Ingest {
 
     /// Tells the customer's live actor (if any) that its row changed.
     pub async fn customer_changed(&self, org: OrganizationId, customer: CustomerId) {
-        if let Some(handle) = self.orgs.registry.0.lock().await.get(&org) {
+        if let Some(handle) = self.orgs.registry.get(org) {
             let _ = handle.actor.cast(OrgMsg::CustomerChanged(customer.to_string()));
         }
     }

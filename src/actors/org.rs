@@ -102,10 +102,6 @@ impl Actor for OrgActor {
         let period = (args.config.passivate_after / 4).max(Duration::from_millis(20));
         myself.send_interval(period, || OrgMsg::PassivateIdle);
         args.metrics.live_actors.with_label_values(&["org"]).inc();
-        // Numbering continues above everything an earlier actor of this organization may have handed out.
-        let block = args.config.event_seq_block;
-        let seq = reserve_seq(&args.pool, args.org.id, block, args.epoch).await?;
-        tracing::debug!(org = %args.org.id, seq, "organization actor started");
         Ok(OrgState {
             ring: VecDeque::with_capacity(args.config.event_buffer),
             org: args.org,
@@ -117,9 +113,26 @@ impl Actor for OrgActor {
             fault_injection: args.fault_injection,
             epoch: args.epoch,
             customers: HashMap::new(),
-            seq,
-            reserved: seq + block,
+            seq: 0,
+            reserved: 0,
         })
+    }
+
+    /// Reserves the first block of event numbers. It runs after the actor is registered but before it
+    /// handles any message, so starting an organization never holds up the supervisor on PostgreSQL,
+    /// and nothing is numbered before the reservation.
+    async fn post_start(
+        &self,
+        _myself: ActorRef<OrgMsg>,
+        state: &mut OrgState,
+    ) -> Result<(), ActorProcessingErr> {
+        // Numbering continues above everything an earlier actor of this organization may have handed out.
+        let block = state.config.event_seq_block;
+        let seq = reserve_seq(&state.pool, state.org.id, block, state.epoch).await?;
+        state.seq = seq;
+        state.reserved = seq + block;
+        tracing::debug!(org = %state.org.id, seq, "organization actor started");
+        Ok(())
     }
 
     async fn post_stop(

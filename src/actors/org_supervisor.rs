@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use ractor_cluster::RactorMessage;
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::Semaphore;
 
-use super::org::OrgMsg;
+use super::org::{OrgActor, OrgArgs, OrgMsg};
 use crate::domain::OrganizationId;
 use crate::metrics::Metrics;
 
@@ -23,20 +23,54 @@ pub struct OrgHandle {
     pub epoch: i64,
 }
 
-/// The organizations with a live actor on this node.
+/// The organizations with a live actor on this node. Only the organization supervisor (and the root,
+/// when that supervisor fails) writes it; the request path reads it, under a lock that is never held
+/// across an await.
 #[derive(Clone, Default)]
-pub struct OrgRegistry(pub Arc<Mutex<HashMap<OrganizationId, OrgHandle>>>);
+pub struct OrgRegistry(Arc<std::sync::RwLock<HashMap<OrganizationId, OrgHandle>>>);
 
 impl OrgRegistry {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<OrganizationId, OrgHandle>> {
+        // Writers only insert or remove whole entries: a poisoned lock holds a consistent map.
+        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<OrganizationId, OrgHandle>> {
+        self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The organization's live actor, if any.
+    pub fn get(&self, org: OrganizationId) -> Option<OrgHandle> {
+        self.read()
+            .get(&org)
+            .filter(|h| h.actor.get_status() == ractor::ActorStatus::Running)
+            .cloned()
+    }
+
+    /// How many organization actors are live.
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    /// Tells whether no organization actor is live.
+    pub fn is_empty(&self) -> bool {
+        self.read().is_empty()
+    }
+
     /// Removes the organization whose actor has this id; returns which one it was.
-    pub async fn remove_actor(&self, actor: ractor::ActorId) -> Option<OrganizationId> {
-        let mut map = self.0.lock().await;
+    fn remove_actor(&self, actor: ractor::ActorId) -> Option<OrganizationId> {
+        let mut map = self.write();
         let org = map
             .iter()
             .find(|(_, h)| h.actor.get_id() == actor)
             .map(|(org, _)| *org)?;
         map.remove(&org);
         Some(org)
+    }
+
+    /// Takes every entry out (the supervisor failed: its children are stopped).
+    pub(super) fn drain(&self) -> Vec<OrgHandle> {
+        self.write().drain().map(|(_, h)| h).collect()
     }
 }
 
@@ -85,6 +119,9 @@ pub struct OrgSupervisorState {
 pub enum OrgSupervisorMsg {
     /// Returns how many organization actors are live.
     LiveOrganizations(RpcReplyPort<u64>),
+    /// Returns the organization's actor, starting it (from these arguments) if none is live. Starts are
+    /// handled one at a time here, so an organization never gets two actors on a node.
+    Start(Box<OrgArgs>, RpcReplyPort<Result<OrgHandle, String>>),
 }
 
 impl Actor for OrgSupervisor {
@@ -105,13 +142,33 @@ impl Actor for OrgSupervisor {
 
     async fn handle(
         &self,
-        _myself: ActorRef<OrgSupervisorMsg>,
+        myself: ActorRef<OrgSupervisorMsg>,
         msg: OrgSupervisorMsg,
         state: &mut OrgSupervisorState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             OrgSupervisorMsg::LiveOrganizations(reply) => {
-                let _ = reply.send(state.registry.0.lock().await.len() as u64);
+                let _ = reply.send(state.registry.len() as u64);
+            }
+            OrgSupervisorMsg::Start(args, reply) => {
+                let org = args.org.id;
+                if let Some(handle) = state.registry.get(org) {
+                    let _ = reply.send(Ok(handle));
+                    return Ok(());
+                }
+                let (permits, epoch) = (args.config.org_max_inflight, args.epoch);
+                let started = Actor::spawn_linked(None, OrgActor, *args, myself.get_cell())
+                    .await
+                    .map(|(actor, _)| OrgHandle {
+                        actor,
+                        permits: Arc::new(Semaphore::new(permits)),
+                        epoch,
+                    })
+                    .map_err(|e| format!("cannot start organization actor: {e}"));
+                if let Ok(handle) = &started {
+                    state.registry.write().insert(org, handle.clone());
+                }
+                let _ = reply.send(started);
             }
         }
         Ok(())
@@ -125,7 +182,7 @@ impl Actor for OrgSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match event {
             SupervisionEvent::ActorFailed(cell, reason) => {
-                if let Some(org) = state.registry.remove_actor(cell.get_id()).await {
+                if let Some(org) = state.registry.remove_actor(cell.get_id()) {
                     state
                         .metrics
                         .actor_restarts
@@ -135,7 +192,7 @@ impl Actor for OrgSupervisor {
                 }
             }
             SupervisionEvent::ActorTerminated(cell, _, _) => {
-                state.registry.remove_actor(cell.get_id()).await;
+                state.registry.remove_actor(cell.get_id());
             }
             _ => {}
         }

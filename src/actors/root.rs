@@ -103,7 +103,7 @@ impl Actor for RootSupervisor {
                 tracing::error!(child = %child.get_id(), %reason, "child of the root failed; restarting it");
                 if state.orgs.get().is_some_and(|s| s.get_id() == child.get_id()) {
                     // The organization actors it supervised are stopped; they restart on their next request.
-                    for (_, handle) in state.orgs.registry.0.lock().await.drain() {
+                    for handle in state.orgs.registry.drain() {
                         handle.actor.stop(Some("supervisor restarted".to_owned()));
                     }
                     state.orgs.set(None);
