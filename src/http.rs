@@ -94,6 +94,7 @@ impl Endpoint {
 pub fn endpoints(state: &Shared) -> Vec<Endpoint> {
     let mut all = Vec::new();
     all.extend(ops::endpoints(state));
+    all.extend(openapi::endpoints(state));
     all.extend(auth::endpoints(state));
     all.extend(users::endpoints(state));
     all.extend(api_keys::endpoints(state));

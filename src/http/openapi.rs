@@ -25,7 +25,7 @@ use crate::config::Config;
 #[openapi(
     info(title = "Insights API", description = "Real-time customer insights: ingestion, sentiment, patterns, live dashboards."),
     paths(
-        ops::healthz, ops::readyz, ops::metrics, ops::openapi_json,
+        ops::healthz, ops::readyz, ops::metrics, openapi_json,
         auth::login, auth::refresh, auth::logout, auth::change_password, auth::me,
         users::create_user, users::list_users, users::get_user, users::update_user, users::delete_user,
         api_keys::create_api_key, api_keys::list_api_keys, api_keys::delete_api_key,
@@ -52,6 +52,24 @@ use crate::config::Config;
     )
 )]
 pub struct ApiDoc;
+
+/// The route that serves this document. It lives here rather than with the other operations routes,
+/// so `ops` does not depend on the document that describes it.
+pub fn endpoints(s: &super::Shared) -> Vec<super::Endpoint> {
+    use warp::{Filter as _, Reply as _};
+    vec![super::Endpoint::new(
+        warp::http::Method::GET,
+        "/api/v1/openapi.json",
+        warp::path!("api" / "v1" / "openapi.json")
+            .and(warp::get())
+            .and(super::with_state(s))
+            .then(|s: super::Shared| async move { warp::reply::json(&document(&s.config)).into_response() }),
+    )]
+}
+
+/// This document.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "ops", responses((status = 200, description = "the OpenAPI 3.1 document")))]
+pub fn openapi_json() {}
 
 /// The document as a node serves it: [`ApiDoc`] with the limits of the node's configuration in the
 /// schemas that state them, as JSON.

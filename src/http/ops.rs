@@ -88,16 +88,6 @@ pub fn endpoints(s: &Shared) -> Vec<Endpoint> {
                 .and(with_state(s))
                 .then(|s: Shared| async move { metrics(&s) }),
         ),
-        Endpoint::new(
-            Method::GET,
-            "/api/v1/openapi.json",
-            warp::path!("api" / "v1" / "openapi.json")
-                .and(warp::get())
-                .and(with_state(s))
-                .then(|s: Shared| async move {
-                    warp::reply::json(&super::openapi::document(&s.config)).into_response()
-                }),
-        ),
     ]
 }
 
@@ -174,7 +164,3 @@ pub fn metrics(s: &Shared) -> Response {
         Err(e) => super::errors::error_response(&crate::error::Error::Internal(e.into())),
     }
 }
-
-/// This document.
-#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "ops", responses((status = 200, description = "the OpenAPI 3.1 document")))]
-pub fn openapi_json() {}
