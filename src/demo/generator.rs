@@ -244,7 +244,9 @@ impl Generator {
                                 .with_hour(self.rng.random_range(7..10))
                                 .and_then(|d| d.with_minute(self.rng.random_range(0..60)))
                                 .unwrap_or(date);
-                            if t < end {
+                            // The first day's morning may fall before the window starts (when `end` is
+                            // itself a morning): keep only moments inside it.
+                            if t >= start && t < end {
                                 out.push(self.interaction_for(index, "web", t));
                             }
                         }
