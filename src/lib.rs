@@ -9,7 +9,8 @@
 //!   PostgreSQL.
 //! - [`config`]: layered configuration (defaults < `insights.toml` < environment); secrets from the environment only.
 //! - [`error`]: the one error type; its HTTP mapping lives in `http::errors`.
-//! - [`domain`]: plain validated types: ids, roles, users, field validation.
+//! - [`domain`]: plain validated types: ids, roles, users, field validation, sentiment scores and
+//!   patterns (shared by `store` and `ml`, so neither depends on the other).
 //! - [`auth`]: login, token rotation and revocation, token and API-key verification, principals.
 //! - [`store`]: PostgreSQL repositories (sqlx), migrations, the cache (Redis behind a circuit breaker, or
 //!   in-process), the login throttle and the request quotas (`store::ratelimit`, GCRA); `store::insights` computes the dashboard and trends, `store::synthetic` bulk-generates rows

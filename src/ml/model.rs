@@ -11,7 +11,6 @@ use std::sync::{Mutex, OnceLock};
 
 use ort::session::Session;
 use ort::value::Tensor;
-use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
 /// The file names inside the model directory.
@@ -35,36 +34,7 @@ pub enum ModelError {
     Inference(String),
 }
 
-/// Probabilities of the three classes; they sum to 1.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Scores {
-    pub positive: f32,
-    pub negative: f32,
-    pub neutral: f32,
-}
-
-impl Scores {
-    /// The most likely label.
-    pub fn label(&self) -> &'static str {
-        if self.positive >= self.negative && self.positive >= self.neutral {
-            "positive"
-        } else if self.negative >= self.neutral {
-            "negative"
-        } else {
-            "neutral"
-        }
-    }
-
-    /// The highest probability (R3.5).
-    pub fn confidence(&self) -> f32 {
-        self.positive.max(self.negative).max(self.neutral)
-    }
-
-    /// positive − negative, in [−1, 1].
-    pub fn score(&self) -> f32 {
-        self.positive - self.negative
-    }
-}
+pub use crate::domain::sentiment::Scores;
 
 static ENVIRONMENT: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
 

@@ -312,7 +312,7 @@ pub async fn recent_events(
     id: CustomerId,
     since: DateTime<Utc>,
     cap: i64,
-) -> Result<Vec<(crate::domain::InteractionId, crate::ml::patterns::Event)>, Error> {
+) -> Result<Vec<(crate::domain::InteractionId, crate::domain::pattern::Event)>, Error> {
     let rows = sqlx::query!(
         r#"SELECT id AS "id: crate::domain::InteractionId", occurred_at, channel AS "channel: crate::domain::interaction::Channel",
                   sentiment_score
@@ -331,7 +331,7 @@ pub async fn recent_events(
         .map(|r| {
             (
                 r.id,
-                crate::ml::patterns::Event {
+                crate::domain::pattern::Event {
                     at: r.occurred_at,
                     channel: r.channel,
                     score: r.sentiment_score,
@@ -346,7 +346,7 @@ pub async fn replace_patterns(
     tx: &mut sqlx::PgConnection,
     org: OrganizationId,
     id: CustomerId,
-    patterns: &[crate::ml::patterns::Pattern],
+    patterns: &[crate::domain::pattern::Pattern],
 ) -> Result<(), Error> {
     sqlx::query!(
         "DELETE FROM behavior_patterns WHERE organization_id = $1 AND customer_id = $2",

@@ -111,7 +111,7 @@ pub async fn apply_scores(
     org: OrganizationId,
     s: &ScoredInteraction,
 ) -> Result<Option<InteractionRecord>, Error> {
-    let label = crate::ml::model::Scores {
+    let label = crate::domain::sentiment::Scores {
         positive: s.positive,
         negative: s.negative,
         neutral: s.neutral,
