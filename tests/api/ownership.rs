@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::{TestApp, interaction, spawn_with};
+use crate::helpers::{Session, TestApp, TestOrg, interaction, spawn_with};
 
 async fn owners(app: &TestApp, org: insights::domain::OrganizationId) -> Vec<(i64, String, String)> {
     sqlx::query_as(
@@ -18,21 +18,27 @@ async fn owners(app: &TestApp, org: insights::domain::OrganizationId) -> Vec<(i6
     .unwrap()
 }
 
-#[tokio::test]
-async fn a_second_node_never_becomes_a_second_owner() {
-    let mut a = spawn_with(|_| {}).await;
-    let b = a.second_node().await;
-    let org = a.create_org().await;
-    let admin = a.admin(&org).await;
-    let customer: Value = a.customer(&admin.access, "c-1", None).await;
+/// An organization with an admin and a customer, made the node's own by a first ingest.
+async fn owned_by(node: &TestApp) -> (TestOrg, Session, String) {
+    let org = node.create_org().await;
+    let admin = node.admin(&org).await;
+    let customer: Value = node.customer(&admin.access, "c-1", None).await;
     let id = customer["id"].as_str().unwrap().to_owned();
-    a.post(
+    node.post(
         "/api/v1/interactions",
         Some(&admin.access),
         interaction(&id, "web", None),
     )
     .await
     .expect(201);
+    (org, admin, id)
+}
+
+#[tokio::test]
+async fn a_second_node_never_becomes_a_second_owner() {
+    let mut a = spawn_with(|_| {}).await;
+    let b = a.second_node().await;
+    let (org, admin, id) = owned_by(&a).await;
     let refused = b
         .post(
             "/api/v1/interactions",
@@ -89,17 +95,7 @@ async fn a_stale_owners_write_after_a_takeover_is_fenced() {
     })
     .await;
     let b = a.second_node().await;
-    let org = a.create_org().await;
-    let admin = a.admin(&org).await;
-    let customer: Value = a.customer(&admin.access, "c-1", None).await;
-    let id = customer["id"].as_str().unwrap().to_owned();
-    a.post(
-        "/api/v1/interactions",
-        Some(&admin.access),
-        interaction(&id, "web", None),
-    )
-    .await
-    .expect(201);
+    let (org, admin, id) = owned_by(&a).await;
     // The first node looks dead to the database (its heartbeat is old), so the second takes over.
     sqlx::query("UPDATE cluster_nodes SET heartbeat_at = now() - interval '10 minutes' WHERE name = $1")
         .bind(&a.config.node_name)
