@@ -12,7 +12,7 @@ mod helpers;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use helpers::{TestApp, eventually, interaction, spawn_with};
+use helpers::{TestApp, eventually, free_port, interaction, spawn_with};
 use reqwest::Method;
 
 /// A redis-server of this test's own, on a free port, keeping nothing on disk.
@@ -69,14 +69,6 @@ impl Drop for OwnRedis {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// p50 and p95 of `n` sequential reads of `path`, in milliseconds; every read must answer 200.

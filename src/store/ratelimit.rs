@@ -81,6 +81,21 @@ pub struct QuotaState {
     pub retry_after: Option<Duration>,
 }
 
+impl QuotaState {
+    /// `remaining` requests and `reset_us` microseconds until whole again, as the algorithm computed
+    /// them (in Redis or here).
+    fn new(q: &Quota, remaining: u64, reset_us: u64, retry_after: Option<Duration>) -> Self {
+        Self {
+            kind: q.kind,
+            limit: q.limit,
+            window: q.window,
+            remaining: remaining.min(u64::from(q.limit)) as u32,
+            reset_after: Duration::from_micros(reset_us),
+            retry_after,
+        }
+    }
+}
+
 /// The decision on one request.
 #[derive(Debug, Clone)]
 pub struct Verdict {
@@ -293,14 +308,12 @@ fn parse_reply(quotas: &[Quota], reads: usize, reply: &[redis::Value]) -> Option
         let retry = int(&reply[1 + 3 * i])?;
         let remaining = int(&reply[2 + 3 * i])?;
         let reset = int(&reply[3 + 3 * i])?;
-        states.push(QuotaState {
-            kind: q.kind,
-            limit: q.limit,
-            window: q.window,
-            remaining: remaining.min(u64::from(q.limit)) as u32,
-            reset_after: Duration::from_micros(reset),
-            retry_after: (retry > 0).then(|| Duration::from_micros(retry)),
-        });
+        states.push(QuotaState::new(
+            q,
+            remaining,
+            reset,
+            (retry > 0).then(|| Duration::from_micros(retry)),
+        ));
     }
     let values = reply[1 + 3 * quotas.len()..]
         .iter()
@@ -352,14 +365,7 @@ pub fn decide(quotas: &[Quota], cells: &mut [Cell], now: u64, backoff: Backoff) 
         } else {
             ((now + window).saturating_sub(tat) / interval, tat - now, None)
         };
-        states.push(QuotaState {
-            kind: q.kind,
-            limit: q.limit,
-            window: q.window,
-            remaining: remaining.min(u64::from(q.limit)) as u32,
-            reset_after: Duration::from_micros(reset),
-            retry_after: retry,
-        });
+        states.push(QuotaState::new(q, remaining, reset, retry));
     }
     states
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Reply, client_trusting, eventually, interaction, read, test_config};
+use crate::helpers::{Reply, client_trusting, eventually, free_port, interaction, read, test_config};
 
 /// One `insights serve` process; killed when dropped.
 struct Node {
@@ -23,14 +23,6 @@ impl Drop for Node {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn serve(name: &str, db_url: &str, secret: &str, prefix: &str) -> Node {
