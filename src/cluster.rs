@@ -1,13 +1,13 @@
 //! The cluster: which node owns which organization. Placement (`cluster::placement`) says where an
-//! organization should live; ownership (`cluster::lease`) is decided in PostgreSQL with a fencing token, so
+//! organization should live; ownership (`store::leases`, run by [`Ownership`]) is decided in PostgreSQL with a fencing token, so
 //! there is never a second effective owner whatever the network does. The design, and the facts about
 //! ractor_cluster it rests on: `../shared/CLUSTER.md`.
 
-pub mod lease;
 pub mod placement;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 use tokio::sync::watch;
@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use crate::config::ClusterConfig;
 use crate::domain::OrganizationId;
 use crate::error::Error;
-use lease::{Acquired, LeaseClock, NodeIdentity};
+use crate::store::leases::{self as lease, Acquired, NodeIdentity};
 
 /// This node's side of ownership: its registration, the heartbeat that keeps its leases, and the
 /// acquisition of the organizations it serves. Cheap to clone.
@@ -121,5 +121,64 @@ impl Ownership {
         if let Err(e) = lease::mark_down(&self.inner.pool, &self.inner.node).await {
             tracing::warn!(error = %e, "could not mark the node down; its leases end with the TTL");
         }
+    }
+}
+
+/// How long this node may still act as an owner without a fresh heartbeat, on the monotonic clock.
+/// Each successful heartbeat sent at `t` extends it to `t + ttl - margin`, which ends before any other
+/// node can see the heartbeat as older than the TTL; a paused or partitioned node therefore stops
+/// publishing before anyone may take over.
+#[derive(Debug, Clone)]
+pub struct LeaseClock {
+    origin: Instant,
+    /// Milliseconds after `origin` until which leases are valid; 0 = never renewed.
+    valid_until_ms: Arc<AtomicU64>,
+}
+
+impl Default for LeaseClock {
+    fn default() -> Self {
+        Self {
+            origin: Instant::now(),
+            valid_until_ms: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+impl LeaseClock {
+    /// Records a heartbeat that was sent at `sent` and succeeded.
+    pub fn renewed(&self, sent: Instant, ttl: Duration, margin: Duration) {
+        let until = sent.saturating_duration_since(self.origin) + ttl.saturating_sub(margin);
+        self.valid_until_ms
+            .fetch_max(until.as_millis() as u64, Ordering::AcqRel);
+    }
+
+    /// Ends every lease now (a later incarnation took the name, or the node is stopping).
+    pub fn revoke(&self) {
+        self.valid_until_ms.store(0, Ordering::Release);
+    }
+
+    /// Tells whether this node may still act as an owner.
+    pub fn valid(&self) -> bool {
+        let now = self.origin.elapsed().as_millis() as u64;
+        now < self.valid_until_ms.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lease_clock_runs_out_a_margin_before_the_ttl() {
+        let clock = LeaseClock::default();
+        assert!(!clock.valid(), "never renewed");
+        clock.renewed(Instant::now(), Duration::from_secs(6), Duration::from_secs(1));
+        assert!(clock.valid());
+        // A renewal sent long ago (a paused process) cannot extend the lease.
+        let old = LeaseClock::default();
+        old.renewed(old.origin, Duration::from_millis(5), Duration::from_millis(5));
+        assert!(!old.valid(), "sent at the start, valid for ttl - margin = 0");
+        clock.revoke();
+        assert!(!clock.valid());
     }
 }

@@ -229,7 +229,7 @@ pub struct RateLimitConfig {
     pub trusted_proxies: Vec<crate::domain::Cidr>,
 }
 
-/// Ownership of organizations (`cluster::lease`).
+/// Ownership of organizations (`cluster::Ownership`, `store::leases`).
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
     /// How long an owner's leases outlive its last heartbeat; after that another node may take over.

@@ -214,13 +214,20 @@ async fn generate(
             .map_err(|e| anyhow::anyhow!("generated interaction {n} is invalid: {e:?}"))?;
         items.push((n, new));
     }
+    // Summaries a node cached earlier (in Redis) are invalidated as the chunks commit.
+    let cache = crate::store::cache::Cache::new(
+        config.redis_url.as_deref(),
+        &config.redis_prefix,
+        &config.redis,
+        crate::metrics::Metrics::new()?,
+    )?;
     let (mut created, mut kept) = (0usize, 0usize);
     let mut chunks = items.chunks(config.ingest.batch_chunk).map(<[_]>::to_vec);
     let mut running = FuturesUnordered::new();
     loop {
         while running.len() < 4 {
             let Some(chunk) = chunks.next() else { break };
-            running.push(interactions::store_chunk(pool, &context, chunk, None));
+            running.push(interactions::store_chunk(pool, &cache, &context, chunk, None));
         }
         let Some(result) = running.next().await else { break };
         for (_, outcome) in result.map_err(|e| anyhow::anyhow!("storing demo interactions: {e}"))? {

@@ -23,6 +23,7 @@ use crate::domain::interaction::{IngestOutcome, NewInteraction, parse_new_intera
 use crate::domain::{CustomerId, FieldError, OrganizationId};
 use crate::store::cache::Cache;
 use crate::store::interactions::{self, ItemOutcome};
+use crate::store::org_tx::OrgTx;
 
 /// The file formats `import` reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,7 +116,7 @@ pub async fn run(pool: &PgPool, config: &Config, opts: &ImportOptions) -> anyhow
     let mut chunk_rows: Vec<(u64, String)> = Vec::with_capacity(config.ingest.batch_chunk);
     let mut last_log = Instant::now();
     let mut in_flight = FuturesOrdered::new();
-    // Summaries cached by running nodes (through Redis) are invalidated as chunks commit.
+    // Summaries cached by running nodes (through Redis) are invalidated as chunks commit (`OrgTx`).
     let cache = Cache::new(
         config.redis_url.as_deref(),
         &config.redis_prefix,
@@ -135,6 +136,7 @@ pub async fn run(pool: &PgPool, config: &Config, opts: &ImportOptions) -> anyhow
         };
         let value = match resolve_customer(
             pool,
+            &cache,
             &org,
             value,
             opts.create_customers,
@@ -162,12 +164,11 @@ pub async fn run(pool: &PgPool, config: &Config, opts: &ImportOptions) -> anyhow
         }
         if chunk.len() >= config.ingest.batch_chunk {
             let (items, rows) = (std::mem::take(&mut chunk), std::mem::take(&mut chunk_rows));
-            in_flight.push_back(store(pool.clone(), org.clone(), items, rows));
+            in_flight.push_back(store(pool.clone(), cache.clone(), org.clone(), items, rows));
             if in_flight.len() >= CHUNKS_IN_FLIGHT
                 && let Some((outcomes, rows)) = in_flight.next().await
             {
                 record(outcomes?, &rows, &mut rejects, &mut summary)?;
-                cache.bump_data_version(org.id).await;
             }
         }
         bar.set_position(read_bytes.load(Ordering::Relaxed));
@@ -178,11 +179,10 @@ pub async fn run(pool: &PgPool, config: &Config, opts: &ImportOptions) -> anyhow
         }
     }
     if !chunk.is_empty() {
-        in_flight.push_back(store(pool.clone(), org.clone(), chunk, chunk_rows));
+        in_flight.push_back(store(pool.clone(), cache.clone(), org.clone(), chunk, chunk_rows));
     }
     while let Some((outcomes, rows)) = in_flight.next().await {
         record(outcomes?, &rows, &mut rejects, &mut summary)?;
-        cache.bump_data_version(org.id).await;
     }
     reader.await??;
     bar.finish_and_clear();
@@ -233,6 +233,7 @@ fn log_progress(summary: &ImportSummary, started: Instant, read: u64, total: u64
 /// Stores one chunk; returns its outcomes with the rows they came from.
 async fn store(
     pool: PgPool,
+    cache: Cache,
     org: OrgContext,
     chunk: Vec<(usize, NewInteraction)>,
     rows: Vec<(u64, String)>,
@@ -240,7 +241,10 @@ async fn store(
     Result<Vec<(usize, ItemOutcome)>, crate::error::Error>,
     Vec<(u64, String)>,
 ) {
-    (interactions::store_chunk(&pool, &org, chunk, None).await, rows)
+    (
+        interactions::store_chunk(&pool, &cache, &org, chunk, None).await,
+        rows,
+    )
 }
 
 /// Counts a stored chunk's outcomes and writes its failed rows to the rejects file.
@@ -269,10 +273,11 @@ fn record(
 /// Fills `customerId` from `customerExternalId` when the row names the customer that way.
 async fn resolve_customer(
     pool: &PgPool,
+    data_cache: &Cache,
     org: &OrgContext,
     mut value: Value,
     create: bool,
-    cache: &mut HashMap<String, CustomerId>,
+    known: &mut HashMap<String, CustomerId>,
     summary: &mut ImportSummary,
 ) -> Result<Value, Vec<FieldError>> {
     let Some(object) = value.as_object_mut() else {
@@ -290,7 +295,7 @@ async fn resolve_customer(
         return Ok(value);
     };
     let external = external.to_owned();
-    let id = match cache.get(&external) {
+    let id = match known.get(&external) {
         Some(id) => *id,
         None => {
             let found = crate::store::customers::id_by_external_id(pool, org.id, &external)
@@ -299,7 +304,7 @@ async fn resolve_customer(
             let id = match (found, create) {
                 (Some(id), _) => id,
                 (None, true) => {
-                    let created = create_customer(pool, org.id, &external).await?;
+                    let created = create_customer(pool, data_cache, org.id, &external).await?;
                     summary.customers_created += 1;
                     created
                 }
@@ -310,10 +315,10 @@ async fn resolve_customer(
                     )]);
                 }
             };
-            if cache.len() >= CUSTOMER_CACHE {
-                cache.clear();
+            if known.len() >= CUSTOMER_CACHE {
+                known.clear();
             }
-            cache.insert(external, id);
+            known.insert(external, id);
             id
         }
     };
@@ -323,6 +328,7 @@ async fn resolve_customer(
 
 async fn create_customer(
     pool: &PgPool,
+    cache: &Cache,
     org: OrganizationId,
     external: &str,
 ) -> Result<CustomerId, Vec<FieldError>> {
@@ -335,7 +341,13 @@ async fn create_customer(
         segment: None,
         attributes: Value::Object(Map::new()),
     };
-    match crate::store::customers::create(pool, org, &new).await {
+    let created = async {
+        let mut tx = OrgTx::unowned(pool, cache, org).await?;
+        let row = crate::store::customers::create(&mut tx, &new).await?;
+        tx.commit().await?;
+        Ok::<_, crate::error::Error>(row)
+    };
+    match created.await {
         Ok(row) => Ok(row.id),
         // Created by someone else meanwhile: use theirs.
         Err(crate::error::Error::Conflict(_)) => {

@@ -2,7 +2,6 @@
 //! counters in memory, and tells its organization what happened. Its state is a cache of PostgreSQL,
 //! rebuilt whenever the actor starts, so a crash or a passivation loses nothing acknowledged.
 
-use crate::cluster::lease;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorMessage;
 use sqlx::PgPool;
@@ -20,6 +19,7 @@ use crate::error::Error;
 use crate::ml::Scorer;
 use crate::ml::patterns::{self, Event, PatternType};
 use crate::store::cache::Cache;
+use crate::store::org_tx::OrgTx;
 use crate::store::{customers, interactions};
 
 /// The customer actor (stateless struct; see [`CustomerActorState`]).
@@ -237,16 +237,14 @@ async fn detect_patterns(state: &mut CustomerActorState) {
         return;
     }
     let stored = async {
-        let mut tx = state.pool.begin().await?;
-        lease::fence(&mut tx, state.org.id, state.epoch).await?;
-        customers::replace_patterns(&mut tx, state.org.id, state.customer.id, &found).await?;
+        let mut tx = OrgTx::owner(&state.pool, &state.cache, state.org.id, state.epoch).await?;
+        customers::replace_patterns(&mut tx, state.customer.id, &found).await?;
         tx.commit().await?;
         Ok::<_, Error>(())
     }
     .await;
     match stored {
         Ok(()) => {
-            state.cache.bump_data_version(state.org.id).await;
             state.last_patterns = signature;
             let list: Vec<serde_json::Value> = found
                 .iter()
@@ -272,15 +270,14 @@ async fn detect_patterns(state: &mut CustomerActorState) {
 /// the row stays unscored and the pipeline's sweep scores it again later.
 async fn apply_scores(state: &mut CustomerActorState, scored: &ScoredInteraction) {
     let result = async {
-        let mut tx = state.pool.begin().await?;
-        lease::fence(&mut tx, state.org.id, state.epoch).await?;
+        let mut tx = OrgTx::owner(&state.pool, &state.cache, state.org.id, state.epoch).await?;
         // Scores can always be computed again: if a crash loses this commit, the row is still unscored
         // (processed_at is NULL) and the sweep scores it again. So the commit need not wait for its WAL
         // flush, which halves the flushes of ingestion (one per stored interaction, not two).
         sqlx::query("SET LOCAL synchronous_commit = off")
             .execute(&mut *tx)
             .await?;
-        let updated = interactions::apply_scores(&mut tx, state.org.id, scored).await?;
+        let updated = interactions::apply_scores(&mut tx, scored).await?;
         let average = customers::load_state(&mut *tx, state.org.id, state.customer.id).await?;
         tx.commit().await?;
         Ok::<_, Error>((updated, average))
@@ -288,7 +285,6 @@ async fn apply_scores(state: &mut CustomerActorState, scored: &ScoredInteraction
     .await;
     match result {
         Ok((Some(record), average)) => {
-            state.cache.bump_data_version(state.org.id).await;
             if let Some(fresh) = average {
                 state.customer = fresh;
             }
@@ -322,9 +318,8 @@ async fn ingest(state: &CustomerActorState, new: &NewInteraction) -> IngestReply
         geo: new.geo.clone(),
     };
     let stored = async {
-        let mut tx = state.pool.begin().await?;
-        lease::fence(&mut tx, state.org.id, state.epoch).await?;
-        let outcome = interactions::insert(&mut tx, state.org.id, new, &enrichment).await?;
+        let mut tx = OrgTx::owner(&state.pool, &state.cache, state.org.id, state.epoch).await?;
+        let outcome = interactions::insert(&mut tx, new, &enrichment).await?;
         tx.commit().await?;
         Ok::<_, Error>(outcome)
     }

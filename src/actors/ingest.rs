@@ -146,12 +146,7 @@ impl Ingest {
             .await
             .map_err(|e| Error::Internal(anyhow::anyhow!("organization actor unreachable: {e}")))?;
         match call {
-            CallResult::Success(Wire(Ok(Ok(outcome)))) => {
-                if matches!(outcome, IngestOutcome::Created(_)) {
-                    self.cache.bump_data_version(org).await;
-                }
-                Ok(outcome)
-            }
+            CallResult::Success(Wire(Ok(Ok(outcome)))) => Ok(outcome),
             CallResult::Success(Wire(Ok(Err(IngestFailure::CustomerNotFound)))) => {
                 Err(Error::NotFound("customer"))
             }
@@ -204,23 +199,30 @@ impl Ingest {
         while chunks.peek().is_some() {
             let chunk: Vec<(usize, NewInteraction)> = chunks.by_ref().take(self.config.batch_chunk).collect();
             let indexes: Vec<usize> = chunk.iter().map(|(i, _)| *i).collect();
-            let outcomes =
-                match interactions::store_chunk(&self.batch_pool, &context, chunk, Some(owner.epoch)).await {
-                    Ok(outcomes) => outcomes,
-                    // Nothing is committed yet: the whole request can honestly be answered 503.
-                    Err(Error::Unavailable(what)) if done == 0 => return Err(Error::Unavailable(what)),
-                    Err(Error::OwnedElsewhere) if done == 0 => {
-                        self.drop_org(org, &owner).await;
-                        return Err(Error::OwnedElsewhere);
-                    }
-                    Err(e) => {
-                        let reason = format!("not stored: {e}; retry this item");
-                        indexes
-                            .into_iter()
-                            .map(|i| (i, ItemOutcome::Failed(vec![FieldError::new("", reason.clone())])))
-                            .collect()
-                    }
-                };
+            let outcomes = match interactions::store_chunk(
+                &self.batch_pool,
+                &self.cache,
+                &context,
+                chunk,
+                Some(owner.epoch),
+            )
+            .await
+            {
+                Ok(outcomes) => outcomes,
+                // Nothing is committed yet: the whole request can honestly be answered 503.
+                Err(Error::Unavailable(what)) if done == 0 => return Err(Error::Unavailable(what)),
+                Err(Error::OwnedElsewhere) if done == 0 => {
+                    self.drop_org(org, &owner).await;
+                    return Err(Error::OwnedElsewhere);
+                }
+                Err(e) => {
+                    let reason = format!("not stored: {e}; retry this item");
+                    indexes
+                        .into_iter()
+                        .map(|i| (i, ItemOutcome::Failed(vec![FieldError::new("", reason.clone())])))
+                        .collect()
+                }
+            };
             for (index, outcome) in outcomes {
                 results[index] = Some(match outcome {
                     ItemOutcome::Stored(stored) => match *stored {
@@ -235,9 +237,6 @@ impl Ingest {
             }
             done += 1;
             tracing::debug!(org = %org, chunk = done, chunks = total_chunks, "batch chunk stored");
-        }
-        if !created.is_empty() {
-            self.cache.bump_data_version(org).await;
         }
         for record in &created {
             self.scorer.hand_off(record);

@@ -340,7 +340,7 @@ async fn customer_actor(
 async fn reserve_seq(pool: &PgPool, org: OrganizationId, block: u64, epoch: i64) -> Result<u64, Error> {
     let block = i64::try_from(block).unwrap_or(i64::MAX);
     let mut tx = pool.begin().await?;
-    crate::cluster::lease::fence(&mut tx, org, epoch).await?;
+    crate::store::leases::fence(&mut tx, org, epoch).await?;
     let start = sqlx::query_scalar!(
         "UPDATE organizations SET event_seq_reserved = event_seq_reserved + $2 WHERE id = $1
          RETURNING event_seq_reserved - $2",

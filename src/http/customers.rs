@@ -18,6 +18,7 @@ use crate::domain::validation::NUL_MESSAGE;
 use crate::domain::{CustomerId, Email, FieldError, Fields, PersonName, Role};
 use crate::error::Error;
 use crate::store::customers::{self, CustomerPatch, CustomerQuery, CustomerSort, NewCustomer};
+use crate::store::org_tx::OrgTx;
 
 /// A customer to create.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -177,8 +178,9 @@ pub async fn create_customer(
             })
         })
         .map_err(Error::Validation)?;
-    let row = customers::create(&s.pool, org, &new).await?;
-    s.cache.bump_data_version(org).await;
+    let mut tx = OrgTx::unowned(&s.pool, &s.cache, org).await?;
+    let row = customers::create(&mut tx, &new).await?;
+    tx.commit().await?;
     Ok(row.into_view(Some(Vec::new())))
 }
 
@@ -313,10 +315,11 @@ pub async fn update_customer(
             })
         })
         .map_err(Error::Validation)?;
-    let row = customers::update(&s.pool, org, id, &patch)
+    let mut tx = OrgTx::unowned(&s.pool, &s.cache, org).await?;
+    let row = customers::update(&mut tx, id, &patch)
         .await?
         .ok_or(Error::NotFound("customer"))?;
-    s.cache.bump_data_version(org).await;
+    tx.commit().await?;
     s.ingest.customer_changed(org, id).await;
     let patterns = customers::patterns(&s.pool, org, id).await?;
     Ok(row.into_view(Some(patterns)))

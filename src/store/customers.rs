@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, QueryBuilder};
 
+use super::org_tx::OrgTx;
 use crate::domain::customer::{CustomerState, CustomerView, ExternalId, PatternView, Segment};
 use crate::domain::{CustomerId, OrganizationId};
 use crate::error::{Error, unique_violation};
@@ -133,7 +134,8 @@ fn conflict(e: sqlx::Error) -> Error {
 }
 
 /// Creates a customer; a duplicate external id in the organization is a 409.
-pub async fn create(pool: &PgPool, org: OrganizationId, c: &NewCustomer) -> Result<CustomerRow, Error> {
+pub async fn create(tx: &mut OrgTx, c: &NewCustomer) -> Result<CustomerRow, Error> {
+    let org = tx.org();
     sqlx::query_as!(
         CustomerRow,
         r#"INSERT INTO customers (organization_id, external_id, name, email, segment, attributes)
@@ -147,7 +149,7 @@ pub async fn create(pool: &PgPool, org: OrganizationId, c: &NewCustomer) -> Resu
         c.segment.as_ref().map(Segment::as_str),
         c.attributes
     )
-    .fetch_one(pool)
+    .fetch_one(&mut **tx)
     .await
     .map_err(conflict)
 }
@@ -269,11 +271,11 @@ pub async fn list(
 
 /// Applies a patch; returns `None` when the customer is not this organization's.
 pub async fn update(
-    pool: &PgPool,
-    org: OrganizationId,
+    tx: &mut OrgTx,
     id: CustomerId,
     patch: &CustomerPatch,
 ) -> Result<Option<CustomerRow>, Error> {
+    let org = tx.org();
     let segment = patch
         .segment
         .as_ref()
@@ -300,7 +302,7 @@ pub async fn update(
         segment.flatten(),
         patch.attributes.clone()
     )
-    .fetch_optional(pool)
+    .fetch_optional(&mut **tx)
     .await
     .map_err(conflict)
 }
@@ -343,11 +345,12 @@ pub async fn recent_events(
 
 /// Replaces the customer's stored patterns with `patterns`, inside `tx` (R4.10, R10.7–10.8).
 pub async fn replace_patterns(
-    tx: &mut sqlx::PgConnection,
-    org: OrganizationId,
+    tx: &mut OrgTx,
     id: CustomerId,
     patterns: &[crate::domain::pattern::Pattern],
 ) -> Result<(), Error> {
+    let org = tx.org();
+    let tx: &mut sqlx::PgConnection = tx;
     sqlx::query!(
         "DELETE FROM behavior_patterns WHERE organization_id = $1 AND customer_id = $2",
         org.as_uuid(),

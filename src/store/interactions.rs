@@ -5,6 +5,8 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
+use super::cache::Cache;
+use super::org_tx::OrgTx;
 use crate::domain::enrichment::{Enrichment, OrgContext};
 use crate::domain::interaction::{
     Channel, IngestOutcome, InteractionRecord, NewInteraction, PendingScore, ScoredInteraction,
@@ -15,11 +17,12 @@ use crate::error::Error;
 /// Inserts one interaction and bumps its customer's counters, inside `tx` (R2.4–2.6). A repeated
 /// idempotency key returns the first interaction and changes nothing.
 pub async fn insert(
-    tx: &mut sqlx::PgConnection,
-    org: OrganizationId,
+    tx: &mut OrgTx,
     new: &NewInteraction,
     enrichment: &Enrichment,
 ) -> Result<IngestOutcome, Error> {
+    let org = tx.org();
+    let tx: &mut sqlx::PgConnection = tx;
     let outcome = insert_row(tx, org, new, enrichment).await?;
     if matches!(outcome, IngestOutcome::Created(_)) {
         bump_customers(tx, org, &[new.customer_id], &[1], &[new.occurred_at]).await?;
@@ -106,11 +109,9 @@ pub async fn get(
 /// Stores the model's scores on an interaction not scored yet, and recomputes its customer's average
 /// sentiment over every scored interaction (R12.5, R12.8–12.10), inside `tx`. Returns the updated row,
 /// or `None` when it was scored already (a replayed hand-off changes nothing).
-pub async fn apply_scores(
-    tx: &mut sqlx::PgConnection,
-    org: OrganizationId,
-    s: &ScoredInteraction,
-) -> Result<Option<InteractionRecord>, Error> {
+pub async fn apply_scores(tx: &mut OrgTx, s: &ScoredInteraction) -> Result<Option<InteractionRecord>, Error> {
+    let org = tx.org();
+    let tx: &mut sqlx::PgConnection = tx;
     let label = crate::domain::sentiment::Scores {
         positive: s.positive,
         negative: s.negative,
@@ -227,6 +228,7 @@ pub enum ItemOutcome {
 /// with the reason.
 pub async fn store_chunk(
     pool: &PgPool,
+    cache: &Cache,
     org: &OrgContext,
     items: Vec<(usize, NewInteraction)>,
     fence: Option<i64>,
@@ -265,7 +267,7 @@ pub async fn store_chunk(
 
     let mut attempt = 1;
     let result = loop {
-        match insert_all(pool, org, &known, fence).await {
+        match insert_all(pool, cache, org, &known, fence).await {
             // A deadlock or serialization failure is another transaction's timing, not this data's
             // fault: the whole chunk is simply tried again.
             Err(e) if is_transient(&e) && attempt < CHUNK_ATTEMPTS => {
@@ -300,14 +302,15 @@ pub async fn store_chunk(
 
 async fn insert_all(
     pool: &PgPool,
+    cache: &Cache,
     org: &OrgContext,
     items: &[(usize, NewInteraction, Option<String>)],
     fence: Option<i64>,
 ) -> Result<Vec<(usize, IngestOutcome)>, Error> {
-    let mut tx = pool.begin().await?;
-    if let Some(epoch) = fence {
-        crate::cluster::lease::fence(&mut tx, org.id, epoch).await?;
-    }
+    let mut tx = match fence {
+        Some(epoch) => OrgTx::owner(pool, cache, org.id, epoch).await?,
+        None => OrgTx::unowned(pool, cache, org.id).await?,
+    };
     let mut stored = Vec::with_capacity(items.len());
     let mut bumps: HashMap<CustomerId, (i64, DateTime<Utc>)> = HashMap::new();
     for (index, new, segment) in items {

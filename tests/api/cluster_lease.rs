@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use insights::cluster::lease::{self, Acquired, NodeIdentity, Reason};
 use insights::domain::OrganizationId;
 use insights::error::Error;
+use insights::store::leases::{self as lease, Acquired, NodeIdentity, Reason};
 use sqlx::PgPool;
 
 use crate::helpers::spawn_app;

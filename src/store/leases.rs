@@ -12,12 +12,10 @@
 //!   while it bumps the epoch, so owner writes in flight commit before it, and later ones read the new
 //!   epoch and roll back: no old-owner write commits after a takeover commits. Advisory locks live in the
 //!   lock manager's memory, so the fence writes no WAL and creates no row locks.
-//! - A node that cannot renew stops owning by itself: [`LeaseClock`] runs out (monotonic clock) a margin
-//!   before the others could see its heartbeat as stale.
+//! - A node that cannot renew stops owning by itself: `cluster::LeaseClock` runs out (monotonic clock) a
+//!   margin before the others could see its heartbeat as stale.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sqlx::{PgConnection, PgPool};
 
@@ -256,63 +254,9 @@ pub async fn release(pool: &PgPool, org: OrganizationId, epoch: i64) -> Result<b
     Ok(updated.rows_affected() == 1)
 }
 
-/// How long this node may still act as an owner without a fresh heartbeat, on the monotonic clock.
-/// Each successful heartbeat sent at `t` extends it to `t + ttl - margin`, which ends before any other
-/// node can see the heartbeat as older than the TTL; a paused or partitioned node therefore stops
-/// publishing before anyone may take over.
-#[derive(Debug, Clone)]
-pub struct LeaseClock {
-    origin: Instant,
-    /// Milliseconds after `origin` until which leases are valid; 0 = never renewed.
-    valid_until_ms: Arc<AtomicU64>,
-}
-
-impl Default for LeaseClock {
-    fn default() -> Self {
-        Self {
-            origin: Instant::now(),
-            valid_until_ms: Arc::new(AtomicU64::new(0)),
-        }
-    }
-}
-
-impl LeaseClock {
-    /// Records a heartbeat that was sent at `sent` and succeeded.
-    pub fn renewed(&self, sent: Instant, ttl: Duration, margin: Duration) {
-        let until = sent.saturating_duration_since(self.origin) + ttl.saturating_sub(margin);
-        self.valid_until_ms
-            .fetch_max(until.as_millis() as u64, Ordering::AcqRel);
-    }
-
-    /// Ends every lease now (a later incarnation took the name, or the node is stopping).
-    pub fn revoke(&self) {
-        self.valid_until_ms.store(0, Ordering::Release);
-    }
-
-    /// Tells whether this node may still act as an owner.
-    pub fn valid(&self) -> bool {
-        let now = self.origin.elapsed().as_millis() as u64;
-        now < self.valid_until_ms.load(Ordering::Acquire)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_lease_clock_runs_out_a_margin_before_the_ttl() {
-        let clock = LeaseClock::default();
-        assert!(!clock.valid(), "never renewed");
-        clock.renewed(Instant::now(), Duration::from_secs(6), Duration::from_secs(1));
-        assert!(clock.valid());
-        // A renewal sent long ago (a paused process) cannot extend the lease.
-        let old = LeaseClock::default();
-        old.renewed(old.origin, Duration::from_millis(5), Duration::from_millis(5));
-        assert!(!old.valid(), "sent at the start, valid for ttl - margin = 0");
-        clock.revoke();
-        assert!(!clock.valid());
-    }
 
     #[test]
     fn org_keys_differ_for_different_organizations() {
