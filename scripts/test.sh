@@ -5,6 +5,8 @@
 #   - Debian's chromium and Node.js with playwright-core (tests/browser, from package-lock.json) for the
 #     browser test — no browser is downloaded;
 #   - Python `websockets` for the permessage-deflate test;
+#   - numpy for Python's onnxruntime (the wheel scripts/ort.sh unpacked), which scores the golden texts on
+#     this machine as the reference of the model test (INSIGHTS_ORT_PYTHONPATH);
 #   - Python `schemathesis` (pinned: the contract test's seed reproduces with this version) for the test
 #     that fuzzes the OpenAPI document (tests/api/contract.rs).
 # PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379) must be running; .ci/run starts them if not.
@@ -40,4 +42,11 @@ fi
 
 ORT_DYLIB_PATH=$(scripts/ort.sh)
 export ORT_DYLIB_PATH
+numpy_dir=/var/tmp/insights-numpy-2.4.6
+if [ ! -d "$numpy_dir/numpy" ]; then
+  log "installing numpy 2.4.6 (for the reference scores of the model test)"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps --target "$numpy_dir" numpy==2.4.6
+fi
+INSIGHTS_ORT_PYTHONPATH="$(dirname "$(dirname "$(dirname "$ORT_DYLIB_PATH")")"):$numpy_dir"
+export INSIGHTS_ORT_PYTHONPATH
 exec cargo test "$@"

@@ -9,8 +9,18 @@
 //! └── SessionActor(connection)        one per live dashboard connection, in its organization's pg group
 //! ```
 //!
-//! The ML pool is a ractor factory beside them. [`ingest::Ingest`] is the door the
-//! HTTP layer uses.
+//! The ML pool is a ractor factory beside them, used through the node's sentiment service
+//! ([`sentiment::Ml`]); the scoring pipeline ([`scoring`]) takes what ingestion hands off ([`scorer`]).
+//! [`route::Router`] is the one way to an organization's actor (HTTP ingest, session replay, score
+//! delivery); [`ingest::Ingest`] is the door ingestion uses; [`fanout::Fanout`] carries an organization's
+//! events to this node's sessions.
+//!
+//! The modules depend on each other in one direction only:
+//!
+//! ```text
+//! ingest ─► route ─► org_supervisor ─► org ─► customer ─► scorer
+//! session ─► route      scoring ─► route, sentiment ─► ml_pool      org ─► fanout
+//! ```
 //!
 //! Every message type here is node-local (`RactorMessage`): no organization, customer, session or ML
 //! actor is reachable from another node, so a node with 100,000 live customers advertises none of them
@@ -19,10 +29,15 @@
 //! still carry are that encoding, ready for the gateway.
 
 pub mod customer;
+pub mod fanout;
 pub mod ingest;
 pub mod ml_pool;
 pub mod names;
 pub mod org;
 pub mod org_supervisor;
 pub mod root;
+pub mod route;
+pub mod scorer;
+pub mod scoring;
+pub mod sentiment;
 pub mod session;

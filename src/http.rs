@@ -52,7 +52,9 @@ pub struct AppState {
     pub metrics: Metrics,
     pub root: ractor::ActorRef<crate::actors::root::RootMsg>,
     pub ingest: crate::actors::ingest::Ingest,
-    pub ml: crate::ml::Ml,
+    /// The one way to reach an organization's actor.
+    pub router: crate::actors::route::Router,
+    pub ml: crate::actors::sentiment::Ml,
     /// Permits for exports running at once (`export_max_concurrent`).
     pub exports: Arc<tokio::sync::Semaphore>,
     /// The supervisor of the node's dashboard sessions.

@@ -24,7 +24,8 @@
 //! - [`demo`]: `insights demo` and its seeded data generator, shared with tests and the load generator.
 //! - [`import`]: `insights import`, streamed bulk import of NDJSON or CSV with a rejects file.
 //! - [`metrics`]: the node's Prometheus registry.
-//! - [`ml`]: preprocessing, the sentiment model and pattern detection.
+//! - [`ml`]: preprocessing, the sentiment model and pattern detection, as pure functions and types (the
+//!   actors that run the model live in `actors`).
 //!
 //! [`App`] wires them together: config -> store -> cache -> auth -> actors -> http.
 
@@ -105,7 +106,8 @@ impl App {
         .await?;
         // Everything that can fail is done before the actors start, so a refused start leaves nothing
         // running (or registered) behind.
-        let ml = ml::Ml::start(&config.ml, &config.model_dir, cache.clone(), metrics.clone()).await?;
+        let ml = actors::sentiment::Ml::start(&config.ml, &config.model_dir, cache.clone(), metrics.clone())
+            .await?;
         let tls = http::server::load_tls(
             config.tls_cert.as_deref(),
             config.tls_key.as_deref(),
@@ -116,10 +118,11 @@ impl App {
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
         tracing::debug!(model_up = ml.is_up(), "scoring pipeline");
         let (scorer, scoring_queue) = if ml.is_up() {
-            let (scorer, queue) = ml::Scorer::with_queue(metrics.clone(), config.ml.queue_capacity);
+            let (scorer, queue) =
+                actors::scorer::Scorer::with_queue(metrics.clone(), config.ml.queue_capacity);
             (scorer, Some(queue))
         } else {
-            (ml::Scorer::without_model(metrics.clone()), None)
+            (actors::scorer::Scorer::without_model(metrics.clone()), None)
         };
         let (shutdown, shutdown_rx) = watch::channel(false);
         let ownership = cluster::Ownership::start(
@@ -150,25 +153,33 @@ impl App {
             ..config.db.clone()
         };
         let batch_pool = store::connect(&config.database_url, &batch_db)?;
-        let ingest = actors::ingest::Ingest::new(actors::ingest::IngestParts {
+        let router = actors::route::Router::new(actors::route::RouterParts {
             orgs,
             pool: pool.clone(),
-            batch_pool,
             config: config.ingest.clone(),
             scorer: scorer.clone(),
             cache: cache.clone(),
             metrics: metrics.clone(),
             fault_injection: config.fault_injection,
             ownership,
+            fanout: actors::fanout::Fanout::default(),
         });
+        let ingest = actors::ingest::Ingest::new(
+            router.clone(),
+            batch_pool,
+            config.ingest.clone(),
+            scorer.clone(),
+            cache.clone(),
+            metrics.clone(),
+        );
         let addr = listener.local_addr()?;
         let grace = config.http.shutdown_grace;
         if let (Some(queue), Some(feed)) = (scoring_queue, scorer.feed()) {
-            ml::pipeline::spawn(
+            actors::scoring::spawn(
                 queue,
                 feed,
                 ml.clone(),
-                ingest.clone(),
+                router.clone(),
                 pool.clone(),
                 config.ml.sweep_interval,
                 shutdown_rx.clone(),
@@ -196,6 +207,7 @@ impl App {
             metrics: metrics.clone(),
             root,
             ingest,
+            router,
             ml,
             exports,
             sessions,
@@ -258,7 +270,7 @@ impl App {
         self.sessions_handle.await?;
         self.state.root.stop(Some("shutdown".to_owned()));
         self.root_handle.await?;
-        self.state.ingest.ownership().stop().await;
+        self.state.router.ownership().stop().await;
         self.state.pool.close().await;
         Ok(())
     }

@@ -58,8 +58,10 @@ pub struct Inner {
     pub export_rows: prometheus::IntCounter,
     /// Dashboard connections dropped by the server, by reason (`slow`, `heartbeat`).
     pub ws_dropped: IntCounterVec,
-    /// Resumes answered with `resync`.
+    /// Resumes and event gaps answered with `resync`.
     pub ws_resyncs: prometheus::IntCounter,
+    /// Events that arrived at a session after a gap (their predecessor unseen), filled or resynced.
+    pub ws_gaps: prometheus::IntCounter,
     /// `batch` frames sent.
     pub ws_batches: prometheus::IntCounter,
     /// Requests refused by a quota, by quota (R13.7).
@@ -157,7 +159,12 @@ impl Metrics {
             Opts::new("ws_dropped_total", "dashboard connections dropped by the server"),
             &["reason"],
         )?;
-        let ws_resyncs = prometheus::IntCounter::new("ws_resyncs_total", "resumes answered with resync")?;
+        let ws_resyncs =
+            prometheus::IntCounter::new("ws_resyncs_total", "resumes and event gaps answered with resync")?;
+        let ws_gaps = prometheus::IntCounter::new(
+            "ws_gaps_total",
+            "events that reached a session after a gap in the numbering (filled by replay or resync)",
+        )?;
         let ws_batches = prometheus::IntCounter::new("ws_batches_total", "batch frames sent")?;
         let rate_limited = IntCounterVec::new(
             Opts::new("rate_limited_total", "requests refused by a quota"),
@@ -176,6 +183,7 @@ impl Metrics {
         registry.register(Box::new(redis_breaker_trips.clone()))?;
         registry.register(Box::new(ws_dropped.clone()))?;
         registry.register(Box::new(ws_resyncs.clone()))?;
+        registry.register(Box::new(ws_gaps.clone()))?;
         registry.register(Box::new(ws_batches.clone()))?;
         registry.register(Box::new(summary_cache.clone()))?;
         registry.register(Box::new(cache_hit_rate.clone()))?;
@@ -221,6 +229,7 @@ impl Metrics {
             export_rows,
             ws_dropped,
             ws_resyncs,
+            ws_gaps,
             ws_batches,
             rate_limited,
             redis_breaker_open,

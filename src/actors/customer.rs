@@ -2,11 +2,11 @@
 //! counters in memory, and tells its organization what happened. Its state is a cache of PostgreSQL,
 //! rebuilt whenever the actor starts, so a crash or a passivation loses nothing acknowledged.
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorProcessingErr, ActorRef, DerivedActorRef, RpcReplyPort};
 use ractor_cluster::RactorMessage;
 use sqlx::PgPool;
 
-use super::org::OrgMsg;
+use super::scorer::Scorer;
 use crate::domain::Wire;
 use crate::domain::customer::CustomerState;
 use crate::domain::enrichment::{Enrichment, OrgContext};
@@ -16,11 +16,14 @@ use crate::domain::interaction::{
 };
 use crate::domain::{CustomerId, InteractionId, OrganizationId};
 use crate::error::Error;
-use crate::ml::Scorer;
 use crate::ml::patterns::{self, Event, PatternType};
 use crate::store::cache::Cache;
 use crate::store::org_tx::OrgTx;
 use crate::store::{customers, interactions};
+
+/// An event for the organization to number and publish: the one message a customer's actor sends its
+/// organization's actor.
+pub struct Publish(pub Wire<EventDraft>);
 
 /// The customer actor (stateless struct; see [`CustomerActorState`]).
 pub struct CustomerActor;
@@ -32,7 +35,7 @@ pub struct CustomerArgs {
     pub org: OrgContext,
     pub customer: CustomerState,
     pub pool: PgPool,
-    pub org_ref: ActorRef<OrgMsg>,
+    pub org_ref: DerivedActorRef<Publish>,
     pub scorer: Scorer,
     pub cache: Cache,
     pub fault_injection: bool,
@@ -51,7 +54,7 @@ pub struct CustomerActorState {
     org: OrgContext,
     customer: CustomerState,
     pool: PgPool,
-    org_ref: ActorRef<OrgMsg>,
+    org_ref: DerivedActorRef<Publish>,
     scorer: Scorer,
     cache: Cache,
     fault_injection: bool,
@@ -140,7 +143,7 @@ impl Actor for CustomerActor {
                         kind: "interaction.created".to_owned(),
                         data,
                     };
-                    let _ = state.org_ref.cast(OrgMsg::Publish(Wire::new(draft)));
+                    let _ = state.org_ref.send_message(Publish(Wire::new(draft)));
                 }
             }
             CustomerMsg::ApplyScores(Wire(Ok(scored))) => {
@@ -258,7 +261,7 @@ async fn detect_patterns(state: &mut CustomerActorState) {
                 kind: "pattern.detected".to_owned(),
                 data: data.to_string(),
             };
-            let _ = state.org_ref.cast(OrgMsg::Publish(Wire::new(draft)));
+            let _ = state.org_ref.send_message(Publish(Wire::new(draft)));
         }
         Err(e) => {
             tracing::warn!(customer = %state.customer.id, error = %e, "patterns not stored; next detection retries")
@@ -300,7 +303,7 @@ async fn apply_scores(state: &mut CustomerActorState, scored: &ScoredInteraction
                 kind: "sentiment.scored".to_owned(),
                 data: data.to_string(),
             };
-            let _ = state.org_ref.cast(OrgMsg::Publish(Wire::new(draft)));
+            let _ = state.org_ref.send_message(Publish(Wire::new(draft)));
         }
         Ok((None, _)) => {}
         Err(e) => {

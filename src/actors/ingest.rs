@@ -1,37 +1,31 @@
-//! The front door of ingestion: finds (or starts) the organization's actor, admits a request only while
-//! the organization has fewer than `org_max_inflight` in flight (so no mailbox grows without bound: a
-//! full one answers 503), and stores batches in transactions of `batch_chunk` through their own pool.
+//! The front door of ingestion: reaches the organization's actor through the [`Router`], admits a
+//! request only while the organization has fewer than `org_max_inflight` in flight (so no mailbox grows
+//! without bound: a full one answers 503), and stores batches in transactions of `batch_chunk` through
+//! their own pool.
 
 use ractor::rpc::CallResult;
 use sqlx::PgPool;
 
-use super::org::{OrgArgs, OrgMsg};
-use super::org_supervisor::{OrgHandle, OrgSupervisorMsg, SupervisorSlot};
+use super::org::OrgMsg;
+use super::route::Router;
+use super::scorer::Scorer;
 use crate::config::IngestConfig;
-use crate::domain::enrichment::OrgContext;
-use crate::domain::event::EventsAfter;
-use crate::domain::interaction::{
-    IngestFailure, IngestOutcome, InteractionRecord, NewInteraction, ScoredInteraction,
-};
-use crate::domain::{CustomerId, FieldError, OrganizationId, Wire};
+use crate::domain::interaction::{IngestFailure, IngestOutcome, InteractionRecord, NewInteraction};
+use crate::domain::{FieldError, OrganizationId, Wire};
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::ml::Scorer;
 use crate::store::cache::Cache;
 use crate::store::interactions::{self, ItemOutcome};
 
-/// Handle to the ingestion actors of this node; cheap to clone.
+/// Handle to the ingestion of this node; cheap to clone.
 #[derive(Clone)]
 pub struct Ingest {
-    orgs: SupervisorSlot,
-    pool: PgPool,
+    router: Router,
     batch_pool: PgPool,
     config: IngestConfig,
     scorer: Scorer,
     cache: Cache,
     metrics: Metrics,
-    fault_injection: bool,
-    ownership: crate::cluster::Ownership,
 }
 
 /// The result of one batch item.
@@ -42,92 +36,29 @@ pub enum BatchItem {
     Failed(Vec<FieldError>),
 }
 
-/// Everything [`Ingest::new`] needs.
-pub struct IngestParts {
-    pub orgs: SupervisorSlot,
-    pub pool: PgPool,
-    pub batch_pool: PgPool,
-    pub config: IngestConfig,
-    pub scorer: Scorer,
-    pub cache: Cache,
-    pub metrics: Metrics,
-    pub fault_injection: bool,
-    /// This node's leases: organization actors start only on organizations it owns.
-    pub ownership: crate::cluster::Ownership,
-}
-
 impl Ingest {
-    /// Builds the handle.
-    pub fn new(p: IngestParts) -> Self {
+    /// Builds the handle; batches write through `batch_pool`.
+    pub fn new(
+        router: Router,
+        batch_pool: PgPool,
+        config: IngestConfig,
+        scorer: Scorer,
+        cache: Cache,
+        metrics: Metrics,
+    ) -> Self {
         Self {
-            orgs: p.orgs,
-            pool: p.pool,
-            batch_pool: p.batch_pool,
-            config: p.config,
-            scorer: p.scorer,
-            cache: p.cache,
-            metrics: p.metrics,
-            fault_injection: p.fault_injection,
-            ownership: p.ownership,
+            router,
+            batch_pool,
+            config,
+            scorer,
+            cache,
+            metrics,
         }
-    }
-
-    /// Returns the organization's actor, starting it on first use.
-    async fn org(&self, org: OrganizationId) -> Result<OrgHandle, Error> {
-        // A node whose heartbeat could not be renewed stops acting as an owner by itself.
-        if !self.ownership.valid() {
-            return Err(Error::OwnedElsewhere);
-        }
-        if let Some(handle) = self.orgs.registry.get(org) {
-            return Ok(handle);
-        }
-        // The database is read before the supervisor is asked, so a slow or unreachable PostgreSQL
-        // delays only the requests of organizations that are starting, not every request of the node.
-        let context = self.org_context(org).await?;
-        // Never a second owner: a live other node's organization is answered 503 `owned_elsewhere`.
-        let epoch = self.ownership.acquire(org).await?;
-        let args = OrgArgs {
-            org: context,
-            pool: self.pool.clone(),
-            config: self.config.clone(),
-            scorer: self.scorer.clone(),
-            cache: self.cache.clone(),
-            metrics: self.metrics.clone(),
-            fault_injection: self.fault_injection,
-            epoch,
-        };
-        let supervisor = self.orgs.get().ok_or(Error::Unavailable("actor system"))?;
-        let started = ractor::call_t!(
-            supervisor,
-            OrgSupervisorMsg::Start,
-            self.config.call_timeout.as_millis() as u64,
-            Box::new(args)
-        )
-        .map_err(|e| Error::Internal(anyhow::anyhow!("organization supervisor unreachable: {e}")))?;
-        started.map_err(|e| Error::Internal(anyhow::anyhow!(e)))
-    }
-
-    /// Stops an organization actor whose lease ended; its supervisor then forgets it, and the next
-    /// request acquires the organization again (or learns who owns it).
-    async fn drop_org(&self, _org: OrganizationId, handle: &OrgHandle) {
-        handle.actor.stop(Some("lease lost".to_owned()));
-    }
-
-    async fn org_context(&self, org: OrganizationId) -> Result<OrgContext, Error> {
-        let name = interactions::org_name(&self.pool, org)
-            .await?
-            .ok_or(Error::NotFound("organization"))?;
-        Ok(OrgContext { id: org, name })
-    }
-
-    /// This node's leases.
-    pub fn ownership(&self) -> &crate::cluster::Ownership {
-        &self.ownership
     }
 
     /// Stores one interaction through its customer's actor (R2.4–2.9).
     pub async fn ingest(&self, org: OrganizationId, new: NewInteraction) -> Result<IngestOutcome, Error> {
-        let handle = self.org(org).await?;
+        let handle = self.router.route(org).await?;
         let Ok(_permit) = handle.permits.clone().try_acquire_owned() else {
             self.metrics
                 .ingest_rejected
@@ -155,7 +86,7 @@ impl Ingest {
             }
             CallResult::Success(Wire(Ok(Err(IngestFailure::NotOwner)))) => {
                 // The lease moved on: this actor must not serve again; the next request re-acquires.
-                self.drop_org(org, &handle).await;
+                self.router.lost(&handle);
                 Err(Error::OwnedElsewhere)
             }
             CallResult::Success(Wire(Ok(Err(IngestFailure::Internal(e))))) => {
@@ -182,8 +113,8 @@ impl Ingest {
         org: OrganizationId,
         items: Vec<Result<NewInteraction, Vec<FieldError>>>,
     ) -> Result<Vec<BatchItem>, Error> {
-        let context = self.org_context(org).await?;
-        let owner = self.org(org).await?;
+        let context = self.router.org_context(org).await?;
+        let owner = self.router.route(org).await?;
         let mut results: Vec<Option<BatchItem>> = vec![None; items.len()];
         let mut valid = Vec::new();
         for (index, item) in items.into_iter().enumerate() {
@@ -212,7 +143,7 @@ impl Ingest {
                 // Nothing is committed yet: the whole request can honestly be answered 503.
                 Err(Error::Unavailable(what)) if done == 0 => return Err(Error::Unavailable(what)),
                 Err(Error::OwnedElsewhere) if done == 0 => {
-                    self.drop_org(org, &owner).await;
+                    self.router.lost(&owner);
                     return Err(Error::OwnedElsewhere);
                 }
                 Err(e) => {
@@ -250,49 +181,5 @@ impl Ingest {
             .into_iter()
             .map(|r| r.unwrap_or_else(|| BatchItem::Failed(missing.clone())))
             .collect())
-    }
-
-    /// Hands the model's scores to the organization's actor, which routes them to the customer's.
-    pub async fn scored(&self, org: OrganizationId, scored: ScoredInteraction) -> Result<(), Error> {
-        let handle = self.org(org).await?;
-        handle
-            .actor
-            .cast(OrgMsg::Scored(Wire::new(scored)))
-            .map_err(|e| Error::Internal(anyhow::anyhow!("organization actor unreachable: {e}")))
-    }
-
-    /// Tells the customer's live actor (if any) that its row changed.
-    pub async fn customer_changed(&self, org: OrganizationId, customer: CustomerId) {
-        if let Some(handle) = self.orgs.registry.get(org) {
-            let _ = handle.actor.cast(OrgMsg::CustomerChanged(customer.to_string()));
-        }
-    }
-
-    /// Returns the organization's buffered events after `after`.
-    pub async fn events_after(&self, org: OrganizationId, after: u64) -> Result<EventsAfter, Error> {
-        let handle = self.org(org).await?;
-        let reply = ractor::call_t!(handle.actor, OrgMsg::EventsAfter, 5_000, after)
-            .map_err(|e| Error::Internal(anyhow::anyhow!("organization actor unreachable: {e}")))?;
-        reply.0.map_err(|e| Error::Internal(anyhow::anyhow!(e)))
-    }
-
-    /// Returns how many customer actors of the organization are live.
-    pub async fn live_customers(&self, org: OrganizationId) -> Result<u64, Error> {
-        let handle = self.org(org).await?;
-        ractor::call_t!(handle.actor, OrgMsg::LiveCustomers, 5_000)
-            .map_err(|e| Error::Internal(anyhow::anyhow!("organization actor unreachable: {e}")))
-    }
-
-    /// Makes a live customer actor panic, when fault injection is enabled (crash tests).
-    pub async fn inject_customer_panic(
-        &self,
-        org: OrganizationId,
-        customer: CustomerId,
-    ) -> Result<(), Error> {
-        let handle = self.org(org).await?;
-        let _ = handle
-            .actor
-            .cast(OrgMsg::InjectCustomerPanic(customer.to_string()));
-        Ok(())
     }
 }

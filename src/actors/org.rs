@@ -11,7 +11,9 @@ use ractor_cluster::RactorMessage;
 use sqlx::PgPool;
 use tokio::time::Instant;
 
-use super::customer::{CustomerActor, CustomerArgs, CustomerMsg};
+use super::customer::{CustomerActor, CustomerArgs, CustomerMsg, Publish};
+use super::fanout::Fanout;
+use super::scorer::Scorer;
 use crate::config::IngestConfig;
 use crate::domain::enrichment::OrgContext;
 use crate::domain::event::{EventDraft, EventsAfter, OrgEvent};
@@ -21,7 +23,6 @@ use crate::domain::interaction::{
 use crate::domain::{CustomerId, OrganizationId, Wire};
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::ml::Scorer;
 use crate::store::cache::Cache;
 use crate::store::customers;
 
@@ -39,6 +40,8 @@ pub struct OrgArgs {
     pub fault_injection: bool,
     /// The lease epoch this node acquired the organization at (the fencing token of its writes).
     pub epoch: i64,
+    /// This node's sessions, which receive the events.
+    pub fanout: Fanout,
 }
 
 struct LiveCustomer {
@@ -56,11 +59,17 @@ pub struct OrgState {
     metrics: Metrics,
     fault_injection: bool,
     customers: HashMap<CustomerId, LiveCustomer>,
+    /// The newest number handed out (or, before the first event, where this actor's numbering starts).
     seq: u64,
+    /// The number this actor last gave an event: the next event's `prev`. It starts at the reservation
+    /// boundary, above anything an earlier owner handed out, so the first event of a new owner always
+    /// shows a session that something may lie between.
+    last: u64,
     /// The highest number reserved in PostgreSQL (`organizations.event_seq_reserved`).
     reserved: u64,
     ring: VecDeque<OrgEvent>,
     epoch: i64,
+    fanout: Fanout,
 }
 
 /// Messages to an organization actor.
@@ -70,7 +79,7 @@ pub struct OrgState {
 pub enum OrgMsg {
     /// Routes an interaction to its customer's actor, which answers the caller directly.
     Ingest(Wire<NewInteraction>, RpcReplyPort<Wire<IngestReply>>),
-    /// Numbers an event and keeps it for replay.
+    /// Numbers an event and keeps it for replay (sent by the customers' actors).
     Publish(Wire<EventDraft>),
     /// The model scored one of the organization's interactions: its customer's actor stores the scores.
     Scored(Wire<ScoredInteraction>),
@@ -86,6 +95,25 @@ pub enum OrgMsg {
     InjectCustomerPanic(String),
     /// Stops customer actors idle for longer than the passivation period.
     PassivateIdle,
+}
+
+/// The customers' actors hold a `DerivedActorRef<Publish>` of their organization: they can publish
+/// events and nothing else, and their module does not depend on this one.
+impl From<Publish> for OrgMsg {
+    fn from(p: Publish) -> Self {
+        OrgMsg::Publish(p.0)
+    }
+}
+
+impl TryFrom<OrgMsg> for Publish {
+    type Error = OrgMsg;
+
+    fn try_from(msg: OrgMsg) -> Result<Self, OrgMsg> {
+        match msg {
+            OrgMsg::Publish(draft) => Ok(Publish(draft)),
+            other => Err(other),
+        }
+    }
 }
 
 impl Actor for OrgActor {
@@ -112,8 +140,10 @@ impl Actor for OrgActor {
             metrics: args.metrics,
             fault_injection: args.fault_injection,
             epoch: args.epoch,
+            fanout: args.fanout,
             customers: HashMap::new(),
             seq: 0,
+            last: 0,
             reserved: 0,
         })
     }
@@ -130,6 +160,7 @@ impl Actor for OrgActor {
         let block = state.config.event_seq_block;
         let seq = reserve_seq(&state.pool, state.org.id, block, state.epoch).await?;
         state.seq = seq;
+        state.last = seq;
         state.reserved = seq + block;
         tracing::debug!(org = %state.org.id, seq, "organization actor started");
         Ok(())
@@ -315,7 +346,7 @@ async fn customer_actor(
         org: state.org.clone(),
         customer,
         pool: state.pool.clone(),
-        org_ref: myself.clone(),
+        org_ref: myself.get_derived(),
         scorer: state.scorer.clone(),
         cache: state.cache.clone(),
         fault_injection: state.fault_injection,
@@ -335,7 +366,6 @@ async fn customer_actor(
     Ok(Some(actor))
 }
 
-/// Reserves the next `block` event numbers of the organization; returns the last number before them.
 /// Reserves the next `block` event numbers, fenced by the lease `epoch`: only the owner numbers events.
 async fn reserve_seq(pool: &PgPool, org: OrganizationId, block: u64, epoch: i64) -> Result<u64, Error> {
     let block = i64::try_from(block).unwrap_or(i64::MAX);
@@ -391,11 +421,13 @@ async fn publish(state: &mut OrgState, draft: EventDraft) {
         .inc();
     let event = OrgEvent {
         seq: state.seq,
+        prev: state.last,
         kind: draft.kind,
         data: draft.data,
         at: Utc::now(),
     };
-    super::session::fan_out(state.org.id, &event);
+    state.last = state.seq;
+    state.fanout.publish(state.org.id, &event);
     state.ring.push_back(event);
     while state.ring.len() > state.config.event_buffer {
         state.ring.pop_front();

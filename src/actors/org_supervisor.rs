@@ -1,4 +1,4 @@
-//! Supervises the organization actors. They start on first use (through [`super::ingest::Ingest`]) and
+//! Supervises the organization actors. They start on first use (through the router, `actors::route`) and
 //! are linked here; when one fails, it is dropped from the registry and the next request for that
 //! organization starts a fresh one, rebuilt from PostgreSQL.
 

@@ -1,11 +1,12 @@
 //! One actor per live dashboard connection (R6), under a [`SessionSupervisor`].
 //!
-//! A session joins its organization's fan-out group (a `ractor::pg` group, so an organization actor
-//! reaches sessions wherever they run), numbers nothing itself, and turns the organization's events into
-//! frames for its connection: every event once, in order, gathered into `batch` frames over a short
-//! window (R6.10). A resume replays what the client missed from the organization's buffer, or tells it to
-//! resync (R6.7, R6.8). Its outbound queue is bounded: a client that cannot keep up is told to resync and
-//! dropped instead of growing the server's memory.
+//! A session subscribes to its organization's events on this node ([`Fanout`]), numbers nothing itself,
+//! and turns the events into frames for its connection: every event once, in order, gathered into
+//! `batch` frames over a short window (R6.10). Each event names its predecessor (`prev`): an event whose
+//! predecessor the session has not seen (a new owner took over, or something was lost on the way) is
+//! held while the gap is filled from the owner's buffer, or the client is told to resync. A resume
+//! replays what the client missed the same way (R6.7, R6.8). Its outbound queue is bounded: a client that
+//! cannot keep up is told to resync and dropped instead of growing the server's memory.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,21 +16,31 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use ractor_cluster::RactorMessage;
 use tokio::sync::{Notify, mpsc};
 
-use super::ingest::Ingest;
-use crate::domain::event::OrgEvent;
+use super::fanout::Fanout;
+use super::route::Router;
+use crate::domain::event::{EventsAfter, OrgEvent};
 use crate::domain::{OrganizationId, Wire};
 use crate::metrics::Metrics;
 
-/// The fan-out group of an organization's live sessions.
-pub fn group(org: OrganizationId) -> String {
-    format!("org-events/{}", org.as_uuid())
+/// What a session does with an arriving event, given the newest number it has accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// Already accepted (a replay delivered it, or it is older than the connection): dropped.
+    Seen,
+    /// Its predecessor is the last accepted event: accepted.
+    Next,
+    /// Something lies between the last accepted event and this one: fill the gap first.
+    Gap,
 }
 
-/// Sends an organization's new event to every session in its group.
-pub fn fan_out(org: OrganizationId, event: &OrgEvent) {
-    for member in ractor::pg::get_members(&group(org)) {
-        let session: ActorRef<SessionMsg> = member.into();
-        let _ = session.cast(SessionMsg::Event(Wire::new(event.clone())));
+/// Decides about an event numbered `seq` whose owner numbered `prev` before it.
+pub fn admit(accepted_upto: u64, prev: u64, seq: u64) -> Admit {
+    if seq <= accepted_upto {
+        Admit::Seen
+    } else if prev <= accepted_upto {
+        Admit::Next
+    } else {
+        Admit::Gap
     }
 }
 
@@ -106,7 +117,7 @@ pub struct SessionArgs {
     pub out: mpsc::Sender<String>,
     /// Raised when the client is too slow: the connection sends `resync` and closes.
     pub overflow: Arc<Notify>,
-    pub ingest: Ingest,
+    pub router: Router,
     pub batch_window: Duration,
     pub metrics: Metrics,
 }
@@ -116,7 +127,8 @@ pub struct SessionState {
     org: OrganizationId,
     out: mpsc::Sender<String>,
     overflow: Arc<Notify>,
-    ingest: Ingest,
+    router: Router,
+    fanout: Fanout,
     batch_window: Duration,
     metrics: Metrics,
     /// The first number delivered live (the newest one at connect time + 1).
@@ -140,6 +152,23 @@ pub enum SessionMsg {
     Flush,
 }
 
+impl From<Wire<OrgEvent>> for SessionMsg {
+    fn from(event: Wire<OrgEvent>) -> Self {
+        SessionMsg::Event(event)
+    }
+}
+
+impl TryFrom<SessionMsg> for Wire<OrgEvent> {
+    type Error = SessionMsg;
+
+    fn try_from(msg: SessionMsg) -> Result<Self, SessionMsg> {
+        match msg {
+            SessionMsg::Event(event) => Ok(event),
+            other => Err(other),
+        }
+    }
+}
+
 /// The session actor (stateless struct; see [`SessionState`]).
 pub struct SessionActor;
 
@@ -153,10 +182,17 @@ impl Actor for SessionActor {
         myself: ActorRef<SessionMsg>,
         args: SessionArgs,
     ) -> Result<SessionState, ActorProcessingErr> {
-        // Join first, then read the newest number: every later event is in the mailbox, every earlier
-        // one is at most that number, so nothing falls between.
-        ractor::pg::join(group(args.org), vec![myself.get_cell()]);
-        let newest = args.ingest.events_after(args.org, u64::MAX).await?.last_seq;
+        // Subscribe first, then read the newest number: every later event is in the mailbox, every
+        // earlier one is at most that number, so nothing falls between.
+        let fanout = args.router.fanout().clone();
+        fanout.subscribe(args.org, myself.get_derived());
+        let newest = match args.router.events_after(args.org, u64::MAX).await {
+            Ok(replay) => replay.last_seq,
+            Err(e) => {
+                fanout.unsubscribe(args.org, myself.get_id());
+                return Err(e.into());
+            }
+        };
         let ready = format!(r#"{{"type":"ready","lastSeq":{newest}}}"#);
         args.out.try_send(ready)?;
         args.metrics.live_actors.with_label_values(&["session"]).inc();
@@ -164,7 +200,8 @@ impl Actor for SessionActor {
             org: args.org,
             out: args.out,
             overflow: args.overflow,
-            ingest: args.ingest,
+            router: args.router,
+            fanout,
             batch_window: args.batch_window,
             metrics: args.metrics,
             live_from: newest + 1,
@@ -180,7 +217,7 @@ impl Actor for SessionActor {
         myself: ActorRef<SessionMsg>,
         state: &mut SessionState,
     ) -> Result<(), ActorProcessingErr> {
-        ractor::pg::leave(group(state.org), vec![myself.get_cell()]);
+        state.fanout.unsubscribe(state.org, myself.get_id());
         state.metrics.live_actors.with_label_values(&["session"]).dec();
         Ok(())
     }
@@ -195,8 +232,9 @@ impl Actor for SessionActor {
             return Ok(());
         }
         match msg {
-            SessionMsg::Event(Wire(Ok(event))) => {
-                if event.seq > state.accepted_upto {
+            SessionMsg::Event(Wire(Ok(event))) => match admit(state.accepted_upto, event.prev, event.seq) {
+                Admit::Seen => {}
+                Admit::Next => {
                     state.accepted_upto = event.seq;
                     state.pending.insert(event.seq, event_frame(&event));
                     if !state.flush_scheduled {
@@ -204,7 +242,8 @@ impl Actor for SessionActor {
                         myself.send_after(state.batch_window, || SessionMsg::Flush);
                     }
                 }
-            }
+                Admit::Gap => fill_gap(&myself, state, event).await,
+            },
             SessionMsg::Event(Wire(Err(e))) => {
                 tracing::error!(org = %state.org, error = e, "undecodable event dropped; the client may miss it");
             }
@@ -220,21 +259,9 @@ impl Actor for SessionActor {
 
 /// Replays what the client missed, never an event it already has from this connection, in order.
 async fn resume(myself: &ActorRef<SessionMsg>, state: &mut SessionState, last: u64) {
-    let replay = match state.ingest.events_after(state.org, last).await {
-        Ok(replay) => replay,
-        Err(e) => {
-            tracing::warn!(org = %state.org, error = %e, "replay unavailable; asking the client to resync");
-            send(myself, state, RESYNC_FRAME.to_owned());
-            return;
-        }
-    };
-    if !replay.complete {
-        state.metrics.ws_resyncs.inc();
-        flush(myself, state);
-        send(myself, state, RESYNC_FRAME.to_owned());
-        state.accepted_upto = state.accepted_upto.max(replay.last_seq);
+    let Some(replay) = replay_after(myself, state, last).await else {
         return;
-    }
+    };
     for event in &replay.events {
         let sent_live = event.seq >= state.live_from && event.seq <= state.accepted_upto;
         if !sent_live {
@@ -243,6 +270,51 @@ async fn resume(myself: &ActorRef<SessionMsg>, state: &mut SessionState, last: u
     }
     state.accepted_upto = state.accepted_upto.max(replay.last_seq);
     flush(myself, state);
+}
+
+/// An event arrived whose predecessor this session has not seen: the events between come from the
+/// owner's buffer, in order before it; if the buffer no longer has them (a new owner starts with an
+/// empty one), the client is told to resync. Nothing is ever skipped silently.
+async fn fill_gap(myself: &ActorRef<SessionMsg>, state: &mut SessionState, event: OrgEvent) {
+    state.metrics.ws_gaps.inc();
+    tracing::debug!(org = %state.org, accepted = state.accepted_upto, prev = event.prev, seq = event.seq,
+        "event gap; replaying from the owner");
+    let after = state.accepted_upto;
+    let Some(replay) = replay_after(myself, state, after).await else {
+        // Told to resync: the client reloads everything up to now, this event included.
+        state.accepted_upto = state.accepted_upto.max(event.seq);
+        return;
+    };
+    for missed in replay.events.iter().filter(|e| e.seq > after) {
+        state.pending.insert(missed.seq, event_frame(missed));
+    }
+    state.pending.insert(event.seq, event_frame(&event));
+    state.accepted_upto = state.accepted_upto.max(replay.last_seq).max(event.seq);
+    flush(myself, state);
+}
+
+/// The owner's events after `after`, when they are all still buffered; otherwise the client is told to
+/// resync (after what was already gathered) and `None` is returned.
+async fn replay_after(
+    myself: &ActorRef<SessionMsg>,
+    state: &mut SessionState,
+    after: u64,
+) -> Option<EventsAfter> {
+    let replay = match state.router.events_after(state.org, after).await {
+        Ok(replay) if replay.complete => return Some(replay),
+        Ok(replay) => Some(replay),
+        Err(e) => {
+            tracing::warn!(org = %state.org, error = %e, "replay unavailable; asking the client to resync");
+            None
+        }
+    };
+    state.metrics.ws_resyncs.inc();
+    flush(myself, state);
+    send(myself, state, RESYNC_FRAME.to_owned());
+    if let Some(replay) = replay {
+        state.accepted_upto = state.accepted_upto.max(replay.last_seq);
+    }
+    None
 }
 
 /// Sends the gathered frames: one as itself, several as a `batch`.
@@ -293,6 +365,7 @@ mod tests {
     fn frames_embed_the_event_data_as_json() {
         let event = OrgEvent {
             seq: 7,
+            prev: 6,
             kind: "interaction.created".to_owned(),
             data: r#"{"id":"x","content":"a \"quoted\" text"}"#.to_owned(),
             at: chrono::Utc::now(),
@@ -301,5 +374,44 @@ mod tests {
         assert_eq!(frame["seq"], 7);
         assert_eq!(frame["type"], "interaction.created");
         assert_eq!(frame["data"]["content"], "a \"quoted\" text");
+    }
+
+    #[test]
+    fn events_are_admitted_by_their_predecessor() {
+        assert_eq!(admit(5, 5, 6), Admit::Next);
+        assert_eq!(admit(5, 4, 5), Admit::Seen, "already delivered");
+        assert_eq!(admit(5, 7, 8), Admit::Gap, "6 and 7 never arrived");
+        // A new owner numbers above everything reserved before it: its first event shows the gap.
+        assert_eq!(admit(5, 100, 101), Admit::Gap);
+        // A replay may have delivered beyond an event's predecessor: the event is still new.
+        assert_eq!(admit(5, 3, 6), Admit::Next);
+    }
+
+    proptest::proptest! {
+        /// One owner's stream delivered in order never shows a gap; dropping any event makes the next
+        /// one a gap, and an event delivered twice is seen once.
+        #[test]
+        fn one_owners_stream_has_no_gaps_and_a_loss_always_shows(
+            start in 0u64..1_000, len in 1usize..50, lost in proptest::option::of(0usize..50), dup in 0usize..50,
+        ) {
+            let events: Vec<(u64, u64)> = (0..len as u64).map(|i| (start + i, start + i + 1)).collect();
+            let mut accepted = start;
+            let mut gaps = 0;
+            for (i, (prev, seq)) in events.iter().copied().enumerate() {
+                if lost == Some(i) {
+                    continue;
+                }
+                let times = if dup == i { 2 } else { 1 };
+                for t in 0..times {
+                    match admit(accepted, prev, seq) {
+                        Admit::Next => { proptest::prop_assert_eq!(t, 0); accepted = seq }
+                        Admit::Seen => proptest::prop_assert_eq!(t, 1),
+                        Admit::Gap => { gaps += 1; accepted = seq }
+                    }
+                }
+            }
+            let expected = usize::from(lost.is_some_and(|l| l + 1 < len));
+            proptest::prop_assert_eq!(gaps, expected);
+        }
     }
 }

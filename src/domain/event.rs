@@ -15,8 +15,12 @@ pub struct EventDraft {
 /// A numbered event, as kept in the organization's replay buffer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrgEvent {
-    /// Counts per organization, from 1.
+    /// Counts per organization, from 1; monotonic across owners.
     pub seq: u64,
+    /// The number the same owner gave its previous event. It equals the last number a session has seen
+    /// unless something lies between (a new owner, or an event lost on the way): then the session fills
+    /// the gap by replay or tells its client to resync. Not part of the client frames.
+    pub prev: u64,
     pub kind: String,
     pub data: String,
     pub at: DateTime<Utc>,

@@ -320,7 +320,7 @@ pub async fn update_customer(
         .await?
         .ok_or(Error::NotFound("customer"))?;
     tx.commit().await?;
-    s.ingest.customer_changed(org, id).await;
+    s.router.customer_changed(org, id);
     let patterns = customers::patterns(&s.pool, org, id).await?;
     Ok(row.into_view(Some(patterns)))
 }

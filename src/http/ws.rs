@@ -183,7 +183,7 @@ where
         org,
         out: tx,
         overflow: overflow.clone(),
-        ingest: s.ingest.clone(),
+        router: s.router.clone(),
         batch_window: config.batch_window,
         metrics: s.metrics.clone(),
     };

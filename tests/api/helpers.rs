@@ -385,7 +385,7 @@ impl TestApp {
             .as_ref()
             .unwrap()
             .state()
-            .ingest
+            .router
             .events_after(org, after)
             .await
             .unwrap()

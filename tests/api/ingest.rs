@@ -308,7 +308,7 @@ async fn a_panicking_customer_actor_is_restarted_and_loses_nothing_acknowledged(
         .as_str()
         .unwrap()
         .to_owned();
-    let ingest = app.app.as_ref().unwrap().state().ingest.clone();
+    let router = app.app.as_ref().unwrap().state().router.clone();
     let victim_id = CustomerId::parse(&victim).unwrap();
 
     let sender = {
@@ -346,7 +346,7 @@ async fn a_panicking_customer_actor_is_restarted_and_loses_nothing_acknowledged(
             app.stored_interactions().await > 5
         })
         .await;
-        ingest.inject_customer_panic(org.id, victim_id).await.unwrap();
+        router.inject_customer_panic(org.id, victim_id).await.unwrap();
         app.post(
             "/api/v1/interactions",
             Some(&admin.access),
@@ -412,10 +412,10 @@ async fn idle_customer_actors_are_passivated_and_rebuilt() {
     )
     .await
     .expect(201);
-    let ingest = app.app.as_ref().unwrap().state().ingest.clone();
-    assert_eq!(ingest.live_customers(org.id).await.unwrap(), 1);
+    let router = app.app.as_ref().unwrap().state().router.clone();
+    assert_eq!(router.live_customers(org.id).await.unwrap(), 1);
     let passivated = eventually(Duration::from_secs(5), || async {
-        ingest.live_customers(org.id).await.unwrap() == 0
+        router.live_customers(org.id).await.unwrap() == 0
     })
     .await;
     assert!(passivated, "the idle actor stopped");

@@ -24,6 +24,32 @@ async fn ml_app() -> TestApp {
     .await
 }
 
+/// How far a probability may differ from the golden file, which was made on another CPU. The model's
+/// dynamic int8 kernels differ between instruction sets: on an AVX2 CPU without VNNI (ONNX Runtime's
+/// U8S8 path saturates there) the same runtime moves probabilities by up to 0.086 against the golden
+/// scores (measured here on an AMD EPYC with Python's onnxruntime 1.32.0 as well). Exactness is checked
+/// against the reference runtime on this machine instead (below); this bound only catches another model.
+const GOLDEN_TOLERANCE: f32 = 0.1;
+
+/// How far the Rust port may differ from Python's ONNX Runtime on the same machine.
+const REFERENCE_TOLERANCE: f32 = 1e-4;
+
+/// The golden token ids scored by Python's `onnxruntime` 1.32.0 on this machine (`tests/ml/reference.py`;
+/// `scripts/test.sh` installs its numpy and names both in `INSIGHTS_ORT_PYTHONPATH`).
+fn reference_scores() -> Vec<[f32; 3]> {
+    let path = std::env::var("INSIGHTS_ORT_PYTHONPATH")
+        .expect("INSIGHTS_ORT_PYTHONPATH names Python's onnxruntime and numpy: run the tests with scripts/test.sh");
+    let out = std::process::Command::new("python3")
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/ml/reference.py"))
+        .arg(model_dir().join("sentiment-minilm-v1.onnx"))
+        .arg(model_dir().join("golden.json"))
+        .env("PYTHONPATH", path)
+        .output()
+        .expect("python3 runs");
+    assert!(out.status.success(), "reference.py failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("reference scores are JSON")
+}
+
 #[test]
 fn preprocessing_and_token_ids_match_the_training_script() {
     let golden: Value =
@@ -34,9 +60,11 @@ fn preprocessing_and_token_ids_match_the_training_script() {
     );
     let cases = golden["items"].as_array().unwrap();
     assert!(cases.len() >= 10);
+    let reference = reference_scores();
+    assert_eq!(reference.len(), cases.len());
     let model = insights::ml::model::SentimentModel::load(&model_dir(), None, 1)
         .expect("model loads (is ORT_DYLIB_PATH set?)");
-    for case in cases {
+    for (case, reference) in cases.iter().zip(&reference) {
         let raw = case["text"].as_str().unwrap();
         let pre = insights::ml::preprocess::preprocess(raw);
         assert_eq!(
@@ -51,21 +79,23 @@ fn preprocessing_and_token_ids_match_the_training_script() {
             .iter()
             .map(|v| v.as_i64().unwrap())
             .collect();
-        assert_eq!(ids, expected, "token ids of {pre:?}");
+        assert_eq!(ids, expected, "token ids of {raw:?}");
         let scores = model.score(&pre).unwrap();
-        let probs: Vec<f32> = case["probs"]
+        let got = [scores.positive, scores.negative, scores.neutral];
+        let golden: Vec<f32> = case["probs"]
             .as_array()
             .unwrap()
             .iter()
             .map(|v| v.as_f64().unwrap() as f32)
             .collect();
-        for (got, want) in [scores.positive, scores.negative, scores.neutral]
-            .iter()
-            .zip(&probs)
-        {
+        for i in 0..3 {
             assert!(
-                (got - want).abs() < 1e-4,
-                "scores of {raw:?}: got {scores:?}, golden {probs:?}"
+                (got[i] - reference[i]).abs() < REFERENCE_TOLERANCE,
+                "scores of {raw:?}: got {got:?}, Python onnxruntime on this machine {reference:?}"
+            );
+            assert!(
+                (got[i] - golden[i]).abs() < GOLDEN_TOLERANCE,
+                "scores of {raw:?}: got {got:?}, golden {golden:?}: not the golden file's model"
             );
         }
     }

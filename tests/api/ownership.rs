@@ -165,7 +165,7 @@ async fn the_scoring_sweep_leaves_a_live_other_owners_rows_alone() {
         0,
         "another node leaves them to the live owner"
     );
-    a.app.as_ref().unwrap().state().ingest.ownership().stop().await;
+    a.app.as_ref().unwrap().state().router.ownership().stop().await;
     assert_eq!(
         unscored("another-node".into()).await,
         1,

@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use super::Ml;
-use super::model::MODEL_NAME;
-use crate::actors::ingest::Ingest;
-use crate::domain::interaction::{InteractionRecord, PendingScore, ScoredInteraction};
-use crate::metrics::Metrics;
+use super::route::Router;
+use super::scorer::ScoringQueue;
+use super::sentiment::Ml;
+use crate::domain::interaction::{PendingScore, ScoredInteraction};
+use crate::ml::model::MODEL_NAME;
 use crate::store::interactions;
 
 /// Rows read per page by the sweep.
@@ -22,79 +22,23 @@ const SWEEP_PAGE: i64 = 500;
 /// How long a new row is left to the live hand-off before a periodic sweep takes it.
 const SWEEP_GRACE: Duration = Duration::from_secs(30);
 
-/// Where stored interactions go to be scored.
-#[derive(Clone)]
-pub struct Scorer {
-    queue: Option<mpsc::Sender<PendingScore>>,
-    metrics: Metrics,
-}
-
-/// The receiving end of the scoring queue.
-pub struct ScoringQueue(mpsc::Receiver<PendingScore>);
-
-impl Scorer {
-    /// A scorer feeding a queue of `capacity` for the pipeline.
-    pub fn with_queue(metrics: Metrics, capacity: usize) -> (Self, ScoringQueue) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        (
-            Self {
-                queue: Some(tx),
-                metrics,
-            },
-            ScoringQueue(rx),
-        )
-    }
-
-    /// A scorer for a node without the model: rows stay unscored until a node with the model sweeps them.
-    pub fn without_model(metrics: Metrics) -> Self {
-        Self { queue: None, metrics }
-    }
-
-    /// The queue's sending end, for the sweep.
-    pub fn feed(&self) -> Option<mpsc::Sender<PendingScore>> {
-        self.queue.clone()
-    }
-
-    /// Hands a stored interaction on for scoring. Rows without text have nothing to score.
-    pub fn hand_off(&self, record: &InteractionRecord) {
-        let Some(content) = &record.content else {
-            return;
-        };
-        self.metrics.scoring_handoffs.inc();
-        let Some(queue) = &self.queue else {
-            return;
-        };
-        let pending = PendingScore {
-            organization_id: record.organization_id,
-            interaction_id: record.id,
-            customer_id: record.customer_id,
-            content: content.clone(),
-        };
-        tracing::debug!(interaction = %record.id, "queued for scoring");
-        if queue.try_send(pending).is_err() {
-            // Full (or shutting down): the periodic sweep picks the row up.
-            self.metrics.scoring_deferred.inc();
-        }
-    }
-}
-
 /// Starts the pipeline: the consumer of the queue and the sweep. Both end when `shutdown` turns true.
 pub fn spawn(
     queue: ScoringQueue,
     feed: mpsc::Sender<PendingScore>,
     ml: Ml,
-    ingest: Ingest,
+    router: Router,
     pool: sqlx::PgPool,
     sweep_every: Duration,
     shutdown: watch::Receiver<bool>,
 ) {
-    let owner = ingest.ownership().clone();
-    tokio::spawn(consume(queue, ml, ingest, shutdown.clone()));
+    let owner = router.ownership().clone();
+    tokio::spawn(consume(queue, ml, router, shutdown.clone()));
     tokio::spawn(sweep(feed, pool, owner, sweep_every, shutdown));
 }
 
 /// Scores what the queue holds, in batches of whatever is waiting (up to the model's batch size).
-async fn consume(mut queue: ScoringQueue, ml: Ml, ingest: Ingest, mut shutdown: watch::Receiver<bool>) {
+async fn consume(mut queue: ScoringQueue, ml: Ml, router: Router, mut shutdown: watch::Receiver<bool>) {
     let max = ml.config.max_batch;
     loop {
         let first = tokio::select! {
@@ -121,7 +65,7 @@ async fn consume(mut queue: ScoringQueue, ml: Ml, ingest: Ingest, mut shutdown: 
                         neutral: p.neutral,
                         model: MODEL_NAME.to_owned(),
                     };
-                    if let Err(e) = ingest.scored(pending.organization_id, scored).await {
+                    if let Err(e) = router.scored(pending.organization_id, scored).await {
                         tracing::warn!(interaction = %pending.interaction_id, error = %e, "scores not delivered; the sweep retries");
                     }
                 }
