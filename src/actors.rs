@@ -5,8 +5,9 @@
 //! └── OrgSupervisor                   drops a failed organization actor; the next request restarts it
 //!     └── OrgActor(org)               routes ingestion, numbers events, keeps the replay buffer
 //!         └── CustomerActor(customer) stores interactions; started on first use, passivated when idle
+//!                                     (one per customer in the cluster: its organization has one owner)
 //! SessionSupervisor                   one per node; counts and logs how sessions end
-//! └── SessionActor(connection)        one per live dashboard connection, in its organization's pg group
+//! └── SessionActor(connection)        one per live dashboard connection, subscribed to its organization
 //! ```
 //!
 //! The ML pool is a ractor factory beside them, used through the node's sentiment service

@@ -3,6 +3,7 @@
 //! there is never a second effective owner whatever the network does. The design, and the facts about
 //! ractor_cluster it rests on: `../shared/CLUSTER.md`.
 
+pub mod file;
 pub mod placement;
 
 use std::sync::Arc;

@@ -5,18 +5,22 @@
 //!
 //! # Layout
 //!
-//! - [`cluster`]: placement of organizations on nodes (rendezvous hashing) and their fenced leases in
-//!   PostgreSQL.
+//! - [`cluster`]: placement of organizations on nodes (rendezvous hashing) and this node's ownership of
+//!   them (registration, heartbeat, lease clock; the lease SQL is `store::leases`).
 //! - [`config`]: layered configuration (defaults < `insights.toml` < environment); secrets from the environment only.
 //! - [`error`]: the one error type; its HTTP mapping lives in `http::errors`.
 //! - [`domain`]: plain validated types: ids, roles, users, field validation, sentiment scores and
 //!   patterns (shared by `store` and `ml`, so neither depends on the other).
 //! - [`auth`]: login, token rotation and revocation, token and API-key verification, principals.
-//! - [`store`]: PostgreSQL repositories (sqlx), migrations, the cache (Redis behind a circuit breaker, or
+//! - [`store`]: PostgreSQL repositories (sqlx; every write to an organization's data through
+//!   `store::org_tx::OrgTx`, fenced for owners, invalidating the cache at commit), migrations, the cache (Redis behind a circuit breaker, or
 //!   in-process), the login throttle and the request quotas (`store::ratelimit`, GCRA); `store::insights` computes the dashboard and trends, `store::synthetic` bulk-generates rows
 //!   inside PostgreSQL for scale tests and benchmarks.
 //! - [`actors`]: the ractor supervision trees: `actors::root::RootSupervisor` (organizations, customers)
-//!   and `actors::session::SessionSupervisor` (one actor per live connection).
+//!   and `actors::session::SessionSupervisor` (one actor per live connection). A customer's actor lives
+//!   under its organization's, and an organization has one owner node (`cluster`), so there is exactly
+//!   one live actor per customer in the cluster. Also the ML pool, the node's sentiment service and the
+//!   scoring pipeline.
 //! - [`http`]: warp endpoints, the error shape, the OpenAPI document and the TLS server; `http::limits`
 //!   (the request front: client IP, quotas and the credential read ahead, before routing), `http::query`
 //!   (summaries, caching, export), `http::ws` and `http::deflate` (live events over WSS with

@@ -2,6 +2,8 @@
 //! modules below it, and the files of `actors/` (one per actor or service) import each other without a
 //! cycle. Comment lines are ignored, so a doc link does not count as a dependency.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 

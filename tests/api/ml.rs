@@ -37,8 +37,9 @@ const REFERENCE_TOLERANCE: f32 = 1e-4;
 /// The golden token ids scored by Python's `onnxruntime` 1.32.0 on this machine (`tests/ml/reference.py`;
 /// `scripts/test.sh` installs its numpy and names both in `INSIGHTS_ORT_PYTHONPATH`).
 fn reference_scores() -> Vec<[f32; 3]> {
-    let path = std::env::var("INSIGHTS_ORT_PYTHONPATH")
-        .expect("INSIGHTS_ORT_PYTHONPATH names Python's onnxruntime and numpy: run the tests with scripts/test.sh");
+    let path = std::env::var("INSIGHTS_ORT_PYTHONPATH").expect(
+        "INSIGHTS_ORT_PYTHONPATH names Python's onnxruntime and numpy: run the tests with scripts/test.sh",
+    );
     let out = std::process::Command::new("python3")
         .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/ml/reference.py"))
         .arg(model_dir().join("sentiment-minilm-v1.onnx"))
@@ -46,7 +47,11 @@ fn reference_scores() -> Vec<[f32; 3]> {
         .env("PYTHONPATH", path)
         .output()
         .expect("python3 runs");
-    assert!(out.status.success(), "reference.py failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "reference.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("reference scores are JSON")
 }
 
