@@ -67,6 +67,9 @@ pub struct App {
     sessions_handle: JoinHandle<()>,
 }
 
+/// The shortest wait of a batch chunk for a connection of the batch pool.
+const BATCH_ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Fewer lookups than this in a window are too few to judge a cache's hit rate by.
 const HIT_RATE_MIN_LOOKUPS: u64 = 50;
 
@@ -151,9 +154,12 @@ impl App {
         .await?;
         // Batches write through a pool of their own, so a burst of imports cannot take the connections
         // single ingestion and queries need (R15.6).
+        // Chunks of concurrent batches queue for these connections by design, so a chunk waits for one
+        // longer than a request waits for the main pool, instead of failing while another batch writes.
         let batch_db = config::DbConfig {
             max_connections: config.ingest.batch_pool_connections,
             min_connections: 0,
+            acquire_timeout: config.db.acquire_timeout.max(BATCH_ACQUIRE_TIMEOUT),
             ..config.db.clone()
         };
         let batch_pool = store::connect(&config.database_url, &batch_db)?;
