@@ -4,18 +4,25 @@
 //! ractor_cluster it rests on: `../shared/CLUSTER.md`.
 
 pub mod file;
+pub mod gateway;
+pub mod node;
 pub mod placement;
+pub mod view;
+pub mod watch;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
-use tokio::sync::watch;
 
+use self::file::{Mode, Role};
+use self::view::ClusterView;
+use self::watch::Membership;
 use crate::config::ClusterConfig;
 use crate::domain::OrganizationId;
 use crate::error::Error;
+use crate::metrics::Metrics;
 use crate::store::leases::{self as lease, Acquired, NodeIdentity};
 
 /// This node's side of ownership: its registration, the heartbeat that keeps its leases, and the
@@ -30,40 +37,61 @@ struct OwnershipInner {
     node: NodeIdentity,
     config: ClusterConfig,
     clock: LeaseClock,
+    membership: Membership,
+    view: std::sync::RwLock<Arc<ClusterView>>,
+    metrics: Metrics,
 }
 
 impl Ownership {
-    /// Registers the node (a new incarnation) and keeps its heartbeat until `shutdown`.
+    /// Registers the node (a new incarnation) with the roles and config hash of its membership, and keeps
+    /// its heartbeat until `shutdown`.
     pub async fn start(
         pool: PgPool,
-        node_name: &str,
-        address: &str,
+        membership: Membership,
         config: &ClusterConfig,
-        mut shutdown: watch::Receiver<bool>,
+        metrics: Metrics,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Result<Self, Error> {
-        let roles = ["api", "actors", "ml"].map(str::to_owned);
+        let entry = membership.entry();
         let sent = Instant::now();
-        let node = lease::register(&pool, node_name, address, &roles, "standalone").await?;
+        let node = lease::register(
+            &pool,
+            &entry.name,
+            &entry.address,
+            &entry.role_names(),
+            &membership.hash(),
+        )
+        .await?;
         let clock = LeaseClock::default();
         clock.renewed(sent, config.lease_ttl, config.heartbeat);
         tracing::info!(node = %node.name, incarnation = node.incarnation, "node registered");
+        let view = ClusterView::new(&membership.file(), &[], &node.name, mode_name(&membership), true);
         let ownership = Self {
             inner: Arc::new(OwnershipInner {
                 pool,
                 node,
                 config: config.clone(),
                 clock,
+                membership,
+                view: std::sync::RwLock::new(Arc::new(view)),
+                metrics,
             }),
         };
+        ownership.refresh_view().await;
         let beating = ownership.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(beating.inner.config.heartbeat);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut changes = beating.inner.membership.changes();
             loop {
                 tokio::select! {
-                    _ = tick.tick() => beating.beat().await,
+                    _ = tick.tick() => {}
+                    // A new membership is published at once, not at the next tick.
+                    Ok(()) = changes.changed() => {}
                     _ = shutdown.changed() => break,
                 }
+                beating.beat().await;
+                beating.refresh_view().await;
             }
         });
         Ok(ownership)
@@ -72,7 +100,15 @@ impl Ownership {
     async fn beat(&self) {
         let i = &self.inner;
         let sent = Instant::now();
-        match lease::heartbeat(&i.pool, &i.node).await {
+        let entry = i.membership.entry();
+        let roles = entry.role_names();
+        let hash = i.membership.hash();
+        let published = lease::Published {
+            config_hash: &hash,
+            roles: &roles,
+            state: if i.membership.leaving() { "leaving" } else { "up" },
+        };
+        match lease::heartbeat(&i.pool, &i.node, &published).await {
             Ok(true) => i.clock.renewed(sent, i.config.lease_ttl, i.config.heartbeat),
             Ok(false) => {
                 if i.clock.valid() {
@@ -83,6 +119,42 @@ impl Ownership {
             // The lease clock runs out by itself if this goes on.
             Err(e) => tracing::warn!(error = %e, "heartbeat not renewed"),
         }
+    }
+
+    /// Re-reads the nodes' rows and publishes the view of the cluster.
+    async fn refresh_view(&self) {
+        let i = &self.inner;
+        let rows = match lease::nodes(&i.pool, i.config.lease_ttl).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::debug!(error = %e, "cluster view not refreshed");
+                return;
+            }
+        };
+        let view = ClusterView::new(
+            &i.membership.file(),
+            &rows,
+            &i.node.name,
+            mode_name(&i.membership),
+            i.membership.valid(),
+        );
+        for (state, n) in view.counts() {
+            i.metrics
+                .cluster_members
+                .with_label_values(&[state.as_str()])
+                .set(n);
+        }
+        *i.view.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(view);
+    }
+
+    /// The cluster as of the last heartbeat.
+    pub fn view(&self) -> Arc<ClusterView> {
+        self.inner.view.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The membership this node runs with.
+    pub fn membership(&self) -> &Membership {
+        &self.inner.membership
     }
 
     /// This node's name and incarnation.
@@ -102,8 +174,9 @@ impl Ownership {
 
     /// Acquires the organization for this node and returns the epoch to fence its writes with, or
     /// [`Error::OwnedElsewhere`] when a live other node owns it (or this node's leases have run out).
+    /// A node that is leaving, or has no `actors` role, takes no organization.
     pub async fn acquire(&self, org: OrganizationId) -> Result<i64, Error> {
-        if !self.valid() {
+        if !self.valid() || !self.takes_organizations() {
             return Err(Error::OwnedElsewhere);
         }
         let i = &self.inner;
@@ -116,12 +189,25 @@ impl Ownership {
         }
     }
 
+    /// Whether this node may take organizations: it has the `actors` role and is not leaving.
+    pub fn takes_organizations(&self) -> bool {
+        let m = &self.inner.membership;
+        !m.leaving() && m.entry().has(Role::Actors)
+    }
+
     /// Ends this node's leases now (a graceful stop), so another node may take over at once.
     pub async fn stop(&self) {
         self.inner.clock.revoke();
         if let Err(e) = lease::mark_down(&self.inner.pool, &self.inner.node).await {
             tracing::warn!(error = %e, "could not mark the node down; its leases end with the TTL");
         }
+    }
+}
+
+fn mode_name(m: &Membership) -> &'static str {
+    match m.mode() {
+        Mode::Standalone => "standalone",
+        Mode::Clustered => "clustered",
     }
 }
 

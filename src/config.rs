@@ -85,6 +85,8 @@ pub struct Config {
     pub jwt_secret: Option<Secret>,
     /// AES-256 key for sensitive fields, from the environment only.
     pub data_key: Option<[u8; 32]>,
+    /// The secret nodes of a cluster share to authenticate each other, from the environment only.
+    pub cluster_cookie: Option<Secret>,
     /// Whether `serve` applies migrations at start.
     pub migrate_on_start: bool,
     /// This node's name: scopes its registered actors and names it in a cluster.
@@ -236,6 +238,30 @@ pub struct ClusterConfig {
     pub lease_ttl: Duration,
     /// How often a node renews its heartbeat; it stops owning by itself `heartbeat` before the TTL ends.
     pub heartbeat: Duration,
+    /// The cluster file (`cluster.toml`); `None` runs standalone without one.
+    pub file: Option<PathBuf>,
+    /// Whether a missing `file` refuses the start (it was named explicitly) or means standalone (the
+    /// default path).
+    pub file_required: bool,
+    /// How often the cluster file is checked for changes (it is also re-read at SIGHUP).
+    pub reload_interval: Duration,
+    /// How often each peer's gateway is pinged; also the ping's timeout.
+    pub ping_interval: Duration,
+    /// Missed pings in a row after which a peer's session is dropped and redialled.
+    pub ping_misses: u32,
+    /// How long a request forwarded to an organization's owner may take.
+    pub forward_timeout: Duration,
+    /// How long a request waits for an unreachable owner's organization to be taken over (its lease
+    /// to expire) before it is answered 503 `node_unavailable`.
+    pub failover_wait: Duration,
+}
+
+impl ClusterConfig {
+    /// Names the cluster file explicitly (it must then exist); an empty path means no file (standalone).
+    fn set_file(&mut self, path: &str) {
+        self.file = (!path.is_empty()).then(|| PathBuf::from(path));
+        self.file_required = true;
+    }
 }
 
 /// How the node talks to Redis, and how it stops waiting for it when it is down.
@@ -299,6 +325,7 @@ impl Default for Config {
             cors_origins: Vec::new(),
             jwt_secret: None,
             data_key: None,
+            cluster_cookie: None,
             migrate_on_start: true,
             node_name: "insights-1".to_owned(),
             db: DbConfig {
@@ -384,6 +411,13 @@ impl Default for Config {
             cluster: ClusterConfig {
                 lease_ttl: Duration::from_secs(6),
                 heartbeat: Duration::from_secs(1),
+                file: Some(PathBuf::from("cluster.toml")),
+                file_required: false,
+                reload_interval: Duration::from_secs(2),
+                ping_interval: Duration::from_secs(1),
+                ping_misses: 3,
+                forward_timeout: Duration::from_secs(3),
+                failover_wait: Duration::from_secs(8),
             },
             fault_injection: false,
         }
@@ -468,9 +502,16 @@ struct FileConfig {
     redis_probe_ms: Option<u64>,
     lease_ttl_ms: Option<u64>,
     heartbeat_ms: Option<u64>,
+    cluster_file: Option<PathBuf>,
+    cluster_reload_ms: Option<u64>,
+    cluster_ping_ms: Option<u64>,
+    cluster_ping_misses: Option<u32>,
+    cluster_forward_timeout_ms: Option<u64>,
+    cluster_failover_wait_ms: Option<u64>,
     // Named only so that their presence can be refused with a clear message.
     jwt_secret: Option<toml::Value>,
     data_key: Option<toml::Value>,
+    cluster_cookie: Option<toml::Value>,
 }
 
 /// A source of environment variables; a map in tests, the process environment in the binary.
@@ -532,6 +573,12 @@ impl Config {
         if f.data_key.is_some() {
             return Err(ConfigError::SecretInFile {
                 key: "data_key",
+                path: path.to_owned(),
+            });
+        }
+        if f.cluster_cookie.is_some() {
+            return Err(ConfigError::SecretInFile {
+                key: "cluster_cookie",
                 path: path.to_owned(),
             });
         }
@@ -704,6 +751,26 @@ impl Config {
         set(
             &mut self.cluster.heartbeat,
             f.heartbeat_ms.map(Duration::from_millis),
+        );
+        if let Some(file) = &f.cluster_file {
+            self.cluster.set_file(file.to_str().unwrap_or_default());
+        }
+        set(
+            &mut self.cluster.reload_interval,
+            f.cluster_reload_ms.map(Duration::from_millis),
+        );
+        set(
+            &mut self.cluster.ping_interval,
+            f.cluster_ping_ms.map(Duration::from_millis),
+        );
+        set(&mut self.cluster.ping_misses, f.cluster_ping_misses);
+        set(
+            &mut self.cluster.forward_timeout,
+            f.cluster_forward_timeout_ms.map(Duration::from_millis),
+        );
+        set(
+            &mut self.cluster.failover_wait,
+            f.cluster_failover_wait_ms.map(Duration::from_millis),
         );
         Ok(())
     }
@@ -958,6 +1025,32 @@ impl Config {
         );
         set(&mut self.cluster.lease_ttl, millis(env, "INSIGHTS_LEASE_TTL_MS")?);
         set(&mut self.cluster.heartbeat, millis(env, "INSIGHTS_HEARTBEAT_MS")?);
+        if let Some(file) = env.var("INSIGHTS_CLUSTER_FILE") {
+            self.cluster.set_file(&file);
+        }
+        set(
+            &mut self.cluster.reload_interval,
+            millis(env, "INSIGHTS_CLUSTER_RELOAD_MS")?,
+        );
+        set(
+            &mut self.cluster.ping_interval,
+            millis(env, "INSIGHTS_CLUSTER_PING_MS")?,
+        );
+        set(
+            &mut self.cluster.ping_misses,
+            parse_env(env, "INSIGHTS_CLUSTER_PING_MISSES")?,
+        );
+        set(
+            &mut self.cluster.forward_timeout,
+            millis(env, "INSIGHTS_CLUSTER_FORWARD_TIMEOUT_MS")?,
+        );
+        set(
+            &mut self.cluster.failover_wait,
+            millis(env, "INSIGHTS_CLUSTER_FAILOVER_WAIT_MS")?,
+        );
+        if let Some(cookie) = env.var("INSIGHTS_CLUSTER_COOKIE") {
+            self.cluster_cookie = Some(Secret::new(cookie));
+        }
         set(
             &mut self.fault_injection,
             parse_env(env, "INSIGHTS_FAULT_INJECTION")?,
@@ -1085,6 +1178,18 @@ impl Config {
                 "lease_ttl_ms",
                 "the heartbeat must be positive and at most half the lease TTL",
             ));
+        }
+        if self.cluster.reload_interval.is_zero() {
+            return Err(invalid("cluster_reload_ms", "must be positive"));
+        }
+        if self.cluster.ping_interval.is_zero() || self.cluster.ping_misses == 0 {
+            return Err(invalid(
+                "cluster_ping_ms",
+                "the ping interval and the misses allowed must be positive",
+            ));
+        }
+        if self.cluster.forward_timeout.is_zero() {
+            return Err(invalid("cluster_forward_timeout_ms", "must be positive"));
         }
         if self.redis_prefix.is_empty() || self.redis_prefix.contains(char::is_whitespace) {
             return Err(invalid(

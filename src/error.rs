@@ -47,6 +47,10 @@ pub enum Error {
     /// lease on it; nothing was stored, so the request may be retried.
     #[error("this organization is served by another node; retry shortly")]
     OwnedElsewhere,
+    /// 503: the node that owns the organization cannot be reached (`node_unavailable`); whether a request
+    /// in flight to it was stored is unknown, so only a retry with an idempotency key is safe.
+    #[error("{0}")]
+    NodeUnavailable(String),
     /// 503: a dependency (PostgreSQL, the model) cannot be reached.
     #[error("{0} unavailable")]
     Unavailable(&'static str),

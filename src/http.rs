@@ -6,6 +6,7 @@
 
 pub mod api_keys;
 pub mod auth;
+pub mod cluster;
 pub mod customers;
 pub mod deflate;
 pub mod errors;
@@ -99,6 +100,7 @@ pub fn endpoints(state: &Shared) -> Vec<Endpoint> {
     all.extend(openapi::endpoints(state));
     all.extend(auth::endpoints(state));
     all.extend(users::endpoints(state));
+    all.extend(cluster::endpoints(state));
     all.extend(api_keys::endpoints(state));
     all.extend(customers::endpoints(state));
     all.extend(interactions::endpoints(state));

@@ -79,6 +79,14 @@ impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let secret = config.require_jwt_secret()?.expose().as_bytes().to_vec();
         let metrics = metrics::Metrics::new()?;
+        let membership = cluster::watch::Membership::load(
+            &config.cluster,
+            &config.node_name,
+            config.cluster_cookie.as_ref().map(config::Secret::expose),
+            &config.listen.to_string(),
+            metrics.clone(),
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
         if config.migrate_on_start {
             store::ensure_database(&config.database_url)
                 .await
@@ -132,11 +140,12 @@ impl App {
             (actors::scorer::Scorer::without_model(metrics.clone()), None)
         };
         let (shutdown, shutdown_rx) = watch::channel(false);
+        membership.spawn_watcher(config.cluster.reload_interval, shutdown_rx.clone());
         let ownership = cluster::Ownership::start(
             pool.clone(),
-            &config.node_name,
-            &config.listen.to_string(),
+            membership,
             &config.cluster,
+            metrics.clone(),
             shutdown_rx.clone(),
         )
         .await

@@ -70,6 +70,13 @@ pub struct Inner {
     pub redis_breaker_open: IntGauge,
     /// Times the node stopped using Redis because it failed or was too slow.
     pub redis_breaker_trips: prometheus::IntCounter,
+    /// 1 while the cluster file last read is valid; 0 while an invalid one is ignored.
+    pub cluster_config_valid: IntGauge,
+    /// Re-reads of a changed cluster file, by result (`applied`, `invalid`).
+    pub cluster_config_reloads: IntCounterVec,
+    /// The members of the cluster file by state as this node sees them (`up`, `leaving`, `down`,
+    /// `unknown`).
+    pub cluster_members: IntGaugeVec,
 }
 
 impl std::ops::Deref for Metrics {
@@ -178,6 +185,27 @@ impl Metrics {
             "redis_breaker_trips_total",
             "times the node stopped using Redis because a call failed or timed out",
         )?;
+        let cluster_config_valid = IntGauge::new(
+            "cluster_config_valid",
+            "1 while the cluster file last read is valid, 0 while an invalid one is ignored",
+        )?;
+        let cluster_config_reloads = IntCounterVec::new(
+            Opts::new(
+                "cluster_config_reloads_total",
+                "re-reads of a changed cluster file, by result",
+            ),
+            &["result"],
+        )?;
+        let cluster_members = IntGaugeVec::new(
+            Opts::new(
+                "cluster_members",
+                "members of the cluster file by state, as this node sees them",
+            ),
+            &["state"],
+        )?;
+        registry.register(Box::new(cluster_config_valid.clone()))?;
+        registry.register(Box::new(cluster_config_reloads.clone()))?;
+        registry.register(Box::new(cluster_members.clone()))?;
         registry.register(Box::new(rate_limited.clone()))?;
         registry.register(Box::new(redis_breaker_open.clone()))?;
         registry.register(Box::new(redis_breaker_trips.clone()))?;
@@ -234,6 +262,9 @@ impl Metrics {
             rate_limited,
             redis_breaker_open,
             redis_breaker_trips,
+            cluster_config_valid,
+            cluster_config_reloads,
+            cluster_members,
         })))
     }
 

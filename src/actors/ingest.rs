@@ -10,7 +10,7 @@ use super::org::OrgMsg;
 use super::route::Router;
 use super::scorer::Scorer;
 use crate::config::IngestConfig;
-use crate::domain::interaction::{IngestFailure, IngestOutcome, InteractionRecord, NewInteraction};
+use crate::domain::interaction::{BatchItem, IngestFailure, IngestOutcome, NewInteraction};
 use crate::domain::{FieldError, OrganizationId, Wire};
 use crate::error::Error;
 use crate::metrics::Metrics;
@@ -26,14 +26,6 @@ pub struct Ingest {
     scorer: Scorer,
     cache: Cache,
     metrics: Metrics,
-}
-
-/// The result of one batch item.
-#[derive(Debug, Clone)]
-pub enum BatchItem {
-    Created(InteractionRecord),
-    Duplicate(InteractionRecord),
-    Failed(Vec<FieldError>),
 }
 
 impl Ingest {

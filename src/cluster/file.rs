@@ -101,6 +101,21 @@ impl ClusterFile {
     pub fn names(&self) -> Vec<&str> {
         self.nodes.iter().map(|n| n.name.as_str()).collect()
     }
+
+    /// The membership of a node that runs without a file: itself, with every role, at `address` (its
+    /// HTTPS listener: a standalone node has no cluster listener). Its hash is `standalone`.
+    pub fn standalone(name: &str, address: &str) -> Self {
+        Self {
+            nodes: vec![NodeEntry {
+                name: name.to_owned(),
+                address: address.to_owned(),
+                http: Some(address.to_owned()),
+                roles: BTreeSet::from([Role::Api, Role::Actors, Role::Ml]),
+                weight: 1.0,
+            }],
+            hash: "standalone".to_owned(),
+        }
+    }
 }
 
 #[derive(Deserialize)]

@@ -241,6 +241,14 @@ pub enum IngestFailure {
     NotOwner,
 }
 
+/// The result of one batch item.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum BatchItem {
+    Created(InteractionRecord),
+    Duplicate(InteractionRecord),
+    Failed(Vec<FieldError>),
+}
+
 /// The answer of a customer actor to an ingest request.
 pub type IngestReply = Result<IngestOutcome, IngestFailure>;
 

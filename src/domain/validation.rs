@@ -1,12 +1,12 @@
 //! Field-by-field validation of JSON bodies, collecting every error rather than stopping at the first
 //! (API.md: "every bad field listed, not just the first").
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 /// One invalid field and what is wrong with it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct FieldError {
     /// The JSON field name, or an empty string for the body as a whole.
     pub field: String,

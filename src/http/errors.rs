@@ -159,6 +159,17 @@ pub fn error_response(e: &Error) -> Response {
                 .insert(header::RETRY_AFTER, HeaderValue::from(1u64));
             r
         }
+        Error::NodeUnavailable(why) => {
+            let mut r = body(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "node_unavailable",
+                why.clone(),
+                Vec::new(),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(1u64));
+            r
+        }
         Error::OwnedElsewhere => {
             let mut r = body(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -14,8 +14,8 @@ use super::openapi::params::{CursorParam, FilterParams, InteractionSortParams, P
 use super::openapi::schemas;
 use super::query;
 use super::{Endpoint, Page, PageRequest, Shared, authed, json_body, json_body_limited, query_map, respond};
-use crate::actors::ingest::BatchItem;
 use crate::auth::Principal;
+use crate::domain::interaction::BatchItem;
 use crate::domain::interaction::{IngestLimits, IngestOutcome, InteractionView, parse_new_interaction};
 use crate::domain::{FieldError, InteractionId, Role};
 use crate::error::Error;

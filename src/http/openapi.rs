@@ -18,14 +18,14 @@ use self::schemas::Limits;
 use super::errors::ErrorBody;
 use super::interactions::{CreateBatch, CreateInteraction};
 use super::ml::{SentimentBatchRequest, SentimentRequest};
-use super::{api_keys, auth, customers, interactions, ml, ops, query, users, ws};
+use super::{api_keys, auth, cluster, customers, interactions, ml, ops, query, users, ws};
 use crate::config::Config;
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Insights API", description = "Real-time customer insights: ingestion, sentiment, patterns, live dashboards."),
     paths(
-        ops::healthz, ops::readyz, ops::metrics, openapi_json,
+        ops::healthz, ops::readyz, ops::metrics, openapi_json, cluster::cluster,
         auth::login, auth::refresh, auth::logout, auth::change_password, auth::me,
         users::create_user, users::list_users, users::get_user, users::update_user, users::delete_user,
         api_keys::create_api_key, api_keys::list_api_keys, api_keys::delete_api_key,
@@ -48,7 +48,7 @@ use crate::config::Config;
         (name = "ml", description = "Sentiment predictions"),
         (name = "live", description = "Live events over WSS (see the contract for the frames)"),
         (name = "insights", description = "Dashboard summaries and sentiment trends (cached)"),
-        (name = "ops", description = "Health, readiness, metrics"),
+        (name = "ops", description = "Health, readiness, metrics, the cluster"),
     )
 )]
 pub struct ApiDoc;

@@ -29,6 +29,29 @@ pub struct Readiness {
     /// `ready`, `degraded` (a cache problem: still serving) or `not_ready` (answered with 503).
     pub status: &'static str,
     pub checks: ReadinessChecks,
+    pub cluster: ReadyCluster,
+}
+
+/// This node's place in the cluster (the full view is `GET /api/v1/cluster`, for admins).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadyCluster {
+    /// This node's name.
+    pub node: String,
+    /// `up`, or `leaving` once its cluster file no longer names it (then the node is not ready), or
+    /// `fenced` while its heartbeat cannot be renewed (it owns nothing then).
+    pub state: &'static str,
+    /// The members of its cluster file and their states (`up`, `leaving`, `down`, `unknown`).
+    pub members: Vec<ReadyMember>,
+    /// Organizations this node owns now.
+    pub owned_organizations: i64,
+}
+
+/// A member's name and state.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadyMember {
+    pub name: String,
+    pub state: crate::cluster::view::MemberState,
 }
 
 /// The state of each dependency.
@@ -106,7 +129,7 @@ fn healthz_reply() -> Response {
 
 /// Whether the node can serve: PostgreSQL reachable (else 503), cache state, actor system state.
 #[utoipa::path(get, path = "/readyz", tag = "ops",
-    responses((status = 200, body = Readiness), (status = 503, description = "PostgreSQL or the actor system is down", body = Readiness)))]
+    responses((status = 200, body = Readiness), (status = 503, description = "PostgreSQL or the actor system is down, the model is required and missing, or the node is leaving the cluster or fenced", body = Readiness)))]
 pub async fn readyz(s: Shared) -> Readiness {
     let (db, redis) = tokio::join!(crate::store::ping(&s.pool, READY_DB_TIMEOUT), s.cache.health());
     let postgres = match db {
@@ -129,7 +152,30 @@ pub async fn readyz(s: Shared) -> Readiness {
     };
     let model = s.ml.status();
     let model_missing = s.ml.required() && model.status != "up";
-    let status = if postgres.status != "up" || !actors_up || model_missing {
+    let ownership = s.router.ownership();
+    let view = ownership.view();
+    let cluster_state = if ownership.membership().leaving() {
+        "leaving"
+    } else if !ownership.valid() {
+        "fenced"
+    } else {
+        "up"
+    };
+    let cluster = ReadyCluster {
+        node: view.node.clone(),
+        state: cluster_state,
+        members: view
+            .members
+            .iter()
+            .filter(|m| m.configured)
+            .map(|m| ReadyMember {
+                name: m.name.clone(),
+                state: m.state,
+            })
+            .collect(),
+        owned_organizations: view.me().map_or(0, |m| m.owned_organizations),
+    };
+    let status = if postgres.status != "up" || !actors_up || model_missing || cluster_state != "up" {
         "not_ready"
     } else if redis.status != "up" {
         "degraded"
@@ -144,6 +190,7 @@ pub async fn readyz(s: Shared) -> Readiness {
             actors,
             model,
         },
+        cluster,
     }
 }
 

@@ -100,17 +100,75 @@ pub async fn register(
     })
 }
 
-/// Renews this node's heartbeat. `false` means another process registered under this name since (a
-/// later incarnation): this one must stop owning at once.
-pub async fn heartbeat(pool: &PgPool, node: &NodeIdentity) -> Result<bool, Error> {
+/// Renews this node's heartbeat and publishes what it runs: the hash of its cluster file, its roles and
+/// its state (`up`, or `leaving` once the file no longer names it). `false` means another process
+/// registered under this name since (a later incarnation): this one must stop owning at once.
+pub async fn heartbeat(pool: &PgPool, node: &NodeIdentity, published: &Published<'_>) -> Result<bool, Error> {
     let updated = sqlx::query!(
-        "UPDATE cluster_nodes SET heartbeat_at = now() WHERE name = $1 AND incarnation = $2",
+        "UPDATE cluster_nodes SET heartbeat_at = now(), config_hash = $3, roles = $4, state = $5
+          WHERE name = $1 AND incarnation = $2",
         node.name,
-        node.incarnation
+        node.incarnation,
+        published.config_hash,
+        published.roles,
+        published.state
     )
     .execute(pool)
     .await?;
     Ok(updated.rows_affected() == 1)
+}
+
+/// What a node publishes with each heartbeat.
+#[derive(Debug, Clone)]
+pub struct Published<'a> {
+    pub config_hash: &'a str,
+    pub roles: &'a [String],
+    /// `up` or `leaving`.
+    pub state: &'a str,
+}
+
+/// A node as the ownership tables know it, with the organizations it owns now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRow {
+    pub name: String,
+    pub incarnation: i64,
+    pub address: String,
+    pub roles: Vec<String>,
+    /// `up`, `leaving` or `down` as the node last wrote it.
+    pub state: String,
+    pub config_hash: String,
+    /// Whether its heartbeat is younger than the lease TTL.
+    pub fresh: bool,
+    /// Organizations it holds (not released, acquired by its current incarnation).
+    pub owned: i64,
+}
+
+/// Every node that ever registered, by name.
+pub async fn nodes(pool: &PgPool, ttl: Duration) -> Result<Vec<NodeRow>, Error> {
+    let rows = sqlx::query!(
+        r#"SELECT n.name, n.incarnation, n.address, n.roles, n.state, n.config_hash,
+                  n.heartbeat_at > now() - make_interval(secs => $1) AS "fresh!",
+                  (SELECT count(*) FROM org_ownership o
+                    WHERE o.owner_node = n.name AND o.owner_incarnation = n.incarnation
+                      AND NOT o.released) AS "owned!"
+             FROM cluster_nodes n ORDER BY n.name"#,
+        ttl.as_secs_f64()
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| NodeRow {
+            name: r.name,
+            incarnation: r.incarnation,
+            address: r.address,
+            roles: r.roles,
+            state: r.state,
+            config_hash: r.config_hash,
+            fresh: r.fresh,
+            owned: r.owned,
+        })
+        .collect())
 }
 
 /// Marks this node down (a graceful stop): its leases end now rather than after the TTL.

@@ -13,6 +13,12 @@ use crate::helpers::spawn_app;
 
 const TTL: Duration = Duration::from_secs(6);
 
+const PUBLISHED: lease::Published<'static> = lease::Published {
+    config_hash: "hash",
+    roles: &[],
+    state: "up",
+};
+
 async fn node(pool: &PgPool, name: &str) -> NodeIdentity {
     lease::register(
         pool,
@@ -89,7 +95,7 @@ async fn one_owner_until_its_lease_expires_then_a_takeover_fences_it() {
         },
         "acquiring again changes nothing"
     );
-    assert!(lease::heartbeat(pool, &a).await.unwrap());
+    assert!(lease::heartbeat(pool, &a, &PUBLISHED).await.unwrap());
     assert_eq!(
         lease::acquire(pool, org, &b, TTL).await.unwrap(),
         Acquired::HeldBy {
@@ -167,7 +173,7 @@ async fn a_restart_bumps_the_incarnation_and_voids_the_old_process() {
     let restarted = node(pool, "node-a").await;
     assert_eq!(restarted.incarnation, first.incarnation + 1);
     assert!(
-        !lease::heartbeat(pool, &first).await.unwrap(),
+        !lease::heartbeat(pool, &first, &PUBLISHED).await.unwrap(),
         "the old process learns it must stop owning"
     );
     let b = node(pool, "node-b").await;

@@ -101,6 +101,8 @@ pub fn test_config() -> Config {
     };
     config.db.max_connections = 5;
     config.db.min_connections = 0;
+    // Standalone, whatever cluster.toml the working directory holds (tests/api/cluster.rs sets one).
+    config.cluster.file = None;
     config.http.shutdown_grace = Duration::from_secs(2);
     // Most tests do not score texts; the ML tests turn the model on (tests/api/ml.rs).
     config.ml.enabled = false;

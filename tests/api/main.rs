@@ -6,6 +6,7 @@ mod api_keys;
 mod auth;
 mod batch;
 mod cli;
+mod cluster;
 mod cluster_lease;
 mod contract;
 mod customers;
