@@ -31,11 +31,13 @@
 
 pub mod customer;
 pub mod fanout;
+pub mod gateway;
 pub mod ingest;
 pub mod ml_pool;
 pub mod names;
 pub mod org;
 pub mod org_supervisor;
+pub mod rebalance;
 pub mod root;
 pub mod route;
 pub mod scorer;

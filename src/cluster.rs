@@ -25,6 +25,17 @@ use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::store::leases::{self as lease, Acquired, NodeIdentity};
 
+/// The outcome of [`Ownership::claim`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// This node owns the organization at this epoch (the fencing token of its writes).
+    Owned(i64),
+    /// A live other node owns it.
+    HeldBy(String),
+    /// This node takes no organizations (it is leaving, or has no `actors` role).
+    Refused,
+}
+
 /// This node's side of ownership: its registration, the heartbeat that keeps its leases, and the
 /// acquisition of the organizations it serves. Cheap to clone.
 #[derive(Clone)]
@@ -172,21 +183,34 @@ impl Ownership {
         self.inner.clock.valid()
     }
 
-    /// Acquires the organization for this node and returns the epoch to fence its writes with, or
-    /// [`Error::OwnedElsewhere`] when a live other node owns it (or this node's leases have run out).
-    /// A node that is leaving, or has no `actors` role, takes no organization.
-    pub async fn acquire(&self, org: OrganizationId) -> Result<i64, Error> {
-        if !self.valid() || !self.takes_organizations() {
+    /// Takes the organization for this node if it is free, or says who holds it (see [`Claim`]).
+    pub async fn claim(&self, org: OrganizationId) -> Result<Claim, Error> {
+        if !self.valid() {
             return Err(Error::OwnedElsewhere);
+        }
+        if !self.takes_organizations() {
+            return Ok(Claim::Refused);
         }
         let i = &self.inner;
         match lease::acquire(&i.pool, org, &i.node, i.config.lease_ttl).await? {
-            Acquired::Owned { epoch, .. } => Ok(epoch),
+            Acquired::Owned { epoch, .. } => Ok(Claim::Owned(epoch)),
             Acquired::HeldBy { owner } => {
-                tracing::info!(org = %org, owner, "organization owned by another live node");
-                Err(Error::OwnedElsewhere)
+                tracing::debug!(org = %org, owner, "organization owned by another live node");
+                Ok(Claim::HeldBy(owner))
             }
         }
+    }
+
+    /// The organization's live owner, without taking it.
+    pub async fn live_owner(&self, org: OrganizationId) -> Result<Option<String>, Error> {
+        lease::live_owner(&self.inner.pool, org, self.inner.config.lease_ttl).await
+    }
+
+    /// Gives an organization up (a hand-off): from now on this node's writes at `epoch` fail the fence
+    /// and any node may take it.
+    pub async fn release(&self, org: OrganizationId, epoch: i64) -> Result<(), Error> {
+        lease::release(&self.inner.pool, org, epoch).await?;
+        Ok(())
     }
 
     /// Whether this node may take organizations: it has the `actors` role and is not leaving.

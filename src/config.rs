@@ -254,6 +254,12 @@ pub struct ClusterConfig {
     /// How long a request waits for an unreachable owner's organization to be taken over (its lease
     /// to expire) before it is answered 503 `node_unavailable`.
     pub failover_wait: Duration,
+    /// How long a member must have been reachable without a break before organizations are handed to
+    /// it (so a flapping node gets none).
+    pub join_grace: Duration,
+    /// How often each node checks whether its organizations should live elsewhere (their rendezvous
+    /// home changed: a node joined, left or came back).
+    pub rebalance_interval: Duration,
 }
 
 impl ClusterConfig {
@@ -418,6 +424,8 @@ impl Default for Config {
                 ping_misses: 3,
                 forward_timeout: Duration::from_secs(3),
                 failover_wait: Duration::from_secs(8),
+                join_grace: Duration::from_secs(10),
+                rebalance_interval: Duration::from_secs(1),
             },
             fault_injection: false,
         }
@@ -508,6 +516,8 @@ struct FileConfig {
     cluster_ping_misses: Option<u32>,
     cluster_forward_timeout_ms: Option<u64>,
     cluster_failover_wait_ms: Option<u64>,
+    cluster_join_grace_ms: Option<u64>,
+    cluster_rebalance_ms: Option<u64>,
     // Named only so that their presence can be refused with a clear message.
     jwt_secret: Option<toml::Value>,
     data_key: Option<toml::Value>,
@@ -771,6 +781,14 @@ impl Config {
         set(
             &mut self.cluster.failover_wait,
             f.cluster_failover_wait_ms.map(Duration::from_millis),
+        );
+        set(
+            &mut self.cluster.join_grace,
+            f.cluster_join_grace_ms.map(Duration::from_millis),
+        );
+        set(
+            &mut self.cluster.rebalance_interval,
+            f.cluster_rebalance_ms.map(Duration::from_millis),
         );
         Ok(())
     }
@@ -1048,6 +1066,14 @@ impl Config {
             &mut self.cluster.failover_wait,
             millis(env, "INSIGHTS_CLUSTER_FAILOVER_WAIT_MS")?,
         );
+        set(
+            &mut self.cluster.join_grace,
+            millis(env, "INSIGHTS_CLUSTER_JOIN_GRACE_MS")?,
+        );
+        set(
+            &mut self.cluster.rebalance_interval,
+            millis(env, "INSIGHTS_CLUSTER_REBALANCE_MS")?,
+        );
         if let Some(cookie) = env.var("INSIGHTS_CLUSTER_COOKIE") {
             self.cluster_cookie = Some(Secret::new(cookie));
         }
@@ -1190,6 +1216,9 @@ impl Config {
         }
         if self.cluster.forward_timeout.is_zero() {
             return Err(invalid("cluster_forward_timeout_ms", "must be positive"));
+        }
+        if self.cluster.rebalance_interval.is_zero() {
+            return Err(invalid("cluster_rebalance_ms", "must be positive"));
         }
         if self.redis_prefix.is_empty() || self.redis_prefix.contains(char::is_whitespace) {
             return Err(invalid(

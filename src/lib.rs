@@ -87,6 +87,15 @@ impl App {
             metrics.clone(),
         )
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let clustered = *membership.mode() == cluster::file::Mode::Clustered;
+        if clustered {
+            cluster::node::check_transport(&membership.file()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        let peers = if clustered {
+            cluster::node::Peers::clustered()
+        } else {
+            cluster::node::Peers::default()
+        };
         if config.migrate_on_start {
             store::ensure_database(&config.database_url)
                 .await
@@ -143,7 +152,7 @@ impl App {
         membership.spawn_watcher(config.cluster.reload_interval, shutdown_rx.clone());
         let ownership = cluster::Ownership::start(
             pool.clone(),
-            membership,
+            membership.clone(),
             &config.cluster,
             metrics.clone(),
             shutdown_rx.clone(),
@@ -180,8 +189,10 @@ impl App {
             cache: cache.clone(),
             metrics: metrics.clone(),
             fault_injection: config.fault_injection,
-            ownership,
-            fanout: actors::fanout::Fanout::default(),
+            ownership: ownership.clone(),
+            fanout: actors::fanout::Fanout::new(peers.clone()),
+            peers: peers.clone(),
+            cluster: config.cluster.clone(),
         });
         let ingest = actors::ingest::Ingest::new(
             router.clone(),
@@ -191,6 +202,34 @@ impl App {
             cache.clone(),
             metrics.clone(),
         );
+        if clustered {
+            actors::gateway::start(actors::gateway::GatewayArgs {
+                ingest: ingest.clone(),
+                router: router.clone(),
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot start the gateway: {e}"))?;
+            actors::rebalance::spawn(
+                router.clone(),
+                config.cluster.rebalance_interval,
+                config.cluster.join_grace,
+                shutdown_rx.clone(),
+            );
+            let cookie = config
+                .cluster_cookie
+                .as_ref()
+                .map(config::Secret::expose)
+                .unwrap_or_default();
+            cluster::node::start(
+                membership,
+                ownership,
+                cookie,
+                peers,
+                cluster::node::Liveness::from(&config.cluster),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
         let addr = listener.local_addr()?;
         let grace = config.http.shutdown_grace;
         if let (Some(queue), Some(feed)) = (scoring_queue, scorer.feed()) {

@@ -4,14 +4,21 @@
 //! session of the organization that subscribed on this node, in publication order (one sender, one
 //! mailbox per session). Subscribers are held as `DerivedActorRef<Wire<OrgEvent>>`, so the organization
 //! actor never sees the session's message type, and the registry belongs to the node (an `App`), not to
-//! the process: two nodes in one test process do not see each other's sessions. Events of organizations
-//! owned elsewhere will reach this registry through the node's gateway (`../shared/CLUSTER.md` §3.8).
+//! the process: two nodes in one test process do not see each other's sessions.
+//!
+//! In a cluster the owner also casts each event to the gateway of every reachable peer, which hands it
+//! to its own sessions ([`Fanout::deliver`]): one sender (the owner's organization actor) and one link
+//! per peer, so every session on every node receives the owner's events in order
+//! (`../shared/CLUSTER.md` §3.8). An event lost on the way (a peer reconnecting) shows as a gap in `prev`,
+//! which the session fills by replay from the owner or answers with `resync`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use ractor::{ActorId, DerivedActorRef};
 
+use crate::cluster::gateway::GatewayMsg;
+use crate::cluster::node::Peers;
 use crate::domain::event::OrgEvent;
 use crate::domain::{OrganizationId, Wire};
 
@@ -22,6 +29,7 @@ pub type Subscriber = DerivedActorRef<Wire<OrgEvent>>;
 #[derive(Clone, Default)]
 pub struct Fanout {
     subscribers: Arc<RwLock<HashMap<OrganizationId, Vec<Subscriber>>>>,
+    peers: Peers,
 }
 
 impl Fanout {
@@ -46,9 +54,26 @@ impl Fanout {
         }
     }
 
-    /// Hands an event to every session of the organization; a session that has ended meanwhile is
-    /// forgotten.
+    /// The fan-out of a node that also relays its events to `peers` (empty when standalone).
+    pub fn new(peers: Peers) -> Self {
+        Self {
+            subscribers: Arc::default(),
+            peers,
+        }
+    }
+
+    /// Publishes an event of an organization this node owns: to its sessions here and to every
+    /// reachable peer's gateway.
     pub fn publish(&self, org: OrganizationId, event: &OrgEvent) {
+        for gateway in self.peers.gateways() {
+            let _ = gateway.cast(GatewayMsg::Events(Wire::new((org, vec![event.clone()]))));
+        }
+        self.deliver(org, event);
+    }
+
+    /// Hands an event to this node's sessions of the organization; a session that has ended meanwhile
+    /// is forgotten.
+    pub fn deliver(&self, org: OrganizationId, event: &OrgEvent) {
         let mut gone = Vec::new();
         {
             let all = self.subscribers.read().unwrap_or_else(PoisonError::into_inner);

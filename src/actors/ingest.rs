@@ -7,8 +7,10 @@ use ractor::rpc::CallResult;
 use sqlx::PgPool;
 
 use super::org::OrgMsg;
-use super::route::Router;
+use super::org_supervisor::OrgHandle;
+use super::route::{Place, Router};
 use super::scorer::Scorer;
+use crate::cluster::gateway::{BatchItems, Failure, GatewayMsg};
 use crate::config::IngestConfig;
 use crate::domain::interaction::{BatchItem, IngestFailure, IngestOutcome, NewInteraction};
 use crate::domain::{FieldError, OrganizationId, Wire};
@@ -48,9 +50,67 @@ impl Ingest {
         }
     }
 
-    /// Stores one interaction through its customer's actor (R2.4–2.9).
+    /// Stores one interaction through its customer's actor (R2.4–2.9), on this node or at the
+    /// organization's owner. A forward that gets no answer (the owner crashed or is cut off) is retried
+    /// once the organization is served again only when the interaction has an idempotency key: the
+    /// retry then returns the original row if the first attempt was stored. Without a key the answer
+    /// is 503 `node_unavailable`, never a silent duplicate.
     pub async fn ingest(&self, org: OrganizationId, new: NewInteraction) -> Result<IngestOutcome, Error> {
-        let handle = self.router.route(org).await?;
+        self.ingest_at(org, new, false).await
+    }
+
+    /// Stores an interaction another node forwarded: only as the organization's owner.
+    pub async fn ingest_forwarded(
+        &self,
+        org: OrganizationId,
+        new: NewInteraction,
+    ) -> Result<IngestOutcome, Error> {
+        self.ingest_at(org, new, true).await
+    }
+
+    async fn ingest_at(
+        &self,
+        org: OrganizationId,
+        new: NewInteraction,
+        forwarded: bool,
+    ) -> Result<IngestOutcome, Error> {
+        let mut last = Error::OwnedElsewhere;
+        for _ in 0..2 {
+            let (node, gateway) = match self.router.place(org, forwarded).await? {
+                Place::Local(handle) => match self.ingest_here(org, handle, new.clone()).await {
+                    // Fenced (nothing stored): the organization moved on, so it is placed again.
+                    Err(Error::OwnedElsewhere) if !forwarded => continue,
+                    other => return other,
+                },
+                Place::Remote { node, gateway } => (node, gateway),
+            };
+            let body = self.router.forwarded(org, new.clone());
+            match self
+                .router
+                .forward(org, &node, &gateway, |reply| GatewayMsg::Ingest(body, reply))
+                .await
+            {
+                Ok(Ok(outcome)) => return Ok(outcome),
+                Ok(Err(Failure::NotOwner { .. })) => last = Error::OwnedElsewhere,
+                Ok(Err(f)) => return Err(f.into_error()),
+                Err(lost) => {
+                    tracing::warn!(org = %org, node = %lost.node, why = %lost.why, keyed = new.idempotency_key.is_some(), "forwarded ingest lost");
+                    last = lost.into_error();
+                    if new.idempotency_key.is_none() {
+                        return Err(last);
+                    }
+                }
+            }
+        }
+        Err(last)
+    }
+
+    async fn ingest_here(
+        &self,
+        org: OrganizationId,
+        handle: OrgHandle,
+        new: NewInteraction,
+    ) -> Result<IngestOutcome, Error> {
         let Ok(_permit) = handle.permits.clone().try_acquire_owned() else {
             self.metrics
                 .ingest_rejected
@@ -78,7 +138,7 @@ impl Ingest {
             }
             CallResult::Success(Wire(Ok(Err(IngestFailure::NotOwner)))) => {
                 // The lease moved on: this actor must not serve again; the next request re-acquires.
-                self.router.lost(&handle);
+                self.router.lost(org, &handle);
                 Err(Error::OwnedElsewhere)
             }
             CallResult::Success(Wire(Ok(Err(IngestFailure::Internal(e))))) => {
@@ -99,14 +159,73 @@ impl Ingest {
     }
 
     /// Stores a batch (R2.11, R15.1–15.6): the valid items in transactions of `batch_chunk`, each of
-    /// which commits or rolls back on its own. `items` holds each item's validation result in order.
+    /// which commits or rolls back on its own, on this node or at the organization's owner (a lost
+    /// forward is retried only when every item has an idempotency key, as for single ingests). `items`
+    /// holds each item's validation result in order.
     pub async fn ingest_batch(
         &self,
         org: OrganizationId,
-        items: Vec<Result<NewInteraction, Vec<FieldError>>>,
+        items: BatchItems,
+    ) -> Result<Vec<BatchItem>, Error> {
+        self.batch_at(org, items, false).await
+    }
+
+    /// Stores a batch another node forwarded: only as the organization's owner.
+    pub async fn batch_forwarded(
+        &self,
+        org: OrganizationId,
+        items: BatchItems,
+    ) -> Result<Vec<BatchItem>, Error> {
+        self.batch_at(org, items, true).await
+    }
+
+    async fn batch_at(
+        &self,
+        org: OrganizationId,
+        items: BatchItems,
+        forwarded: bool,
+    ) -> Result<Vec<BatchItem>, Error> {
+        let keyed = items
+            .iter()
+            .all(|i| i.as_ref().map_or(true, |n| n.idempotency_key.is_some()));
+        let mut last = Error::OwnedElsewhere;
+        for _ in 0..2 {
+            let (node, gateway) = match self.router.place(org, forwarded).await? {
+                Place::Local(handle) => match self.batch_here(org, handle, items.clone()).await {
+                    // Fenced before any chunk committed: the organization moved on; placed again.
+                    Err(Error::OwnedElsewhere) if !forwarded => continue,
+                    other => return other,
+                },
+                Place::Remote { node, gateway } => (node, gateway),
+            };
+            let body = self.router.forwarded(org, items.clone());
+            match self
+                .router
+                .forward(org, &node, &gateway, |reply| GatewayMsg::Batch(body, reply))
+                .await
+            {
+                Ok(Ok(results)) => return Ok(results),
+                Ok(Err(Failure::NotOwner { .. })) => last = Error::OwnedElsewhere,
+                Ok(Err(f)) => return Err(f.into_error()),
+                Err(lost) => {
+                    tracing::warn!(org = %org, node = %lost.node, why = %lost.why, keyed, "forwarded batch lost");
+                    last = lost.into_error();
+                    if !keyed {
+                        return Err(last);
+                    }
+                }
+            }
+        }
+        Err(last)
+    }
+
+    async fn batch_here(
+        &self,
+        org: OrganizationId,
+        owner: OrgHandle,
+        items: BatchItems,
     ) -> Result<Vec<BatchItem>, Error> {
         let context = self.router.org_context(org).await?;
-        let owner = self.router.route(org).await?;
         let mut results: Vec<Option<BatchItem>> = vec![None; items.len()];
         let mut valid = Vec::new();
         for (index, item) in items.into_iter().enumerate() {
@@ -135,7 +254,7 @@ impl Ingest {
                 // Nothing is committed yet: the whole request can honestly be answered 503.
                 Err(Error::Unavailable(what)) if done == 0 => return Err(Error::Unavailable(what)),
                 Err(Error::OwnedElsewhere) if done == 0 => {
-                    self.router.lost(&owner);
+                    self.router.lost(org, &owner);
                     return Err(Error::OwnedElsewhere);
                 }
                 Err(e) => {

@@ -16,7 +16,7 @@ use super::fanout::Fanout;
 use super::scorer::Scorer;
 use crate::config::IngestConfig;
 use crate::domain::enrichment::OrgContext;
-use crate::domain::event::{EventDraft, EventsAfter, OrgEvent};
+use crate::domain::event::{EventDraft, EventsAfter, HandOff, OrgEvent};
 use crate::domain::interaction::{
     IngestFailure, IngestReply, InteractionRecord, InteractionView, NewInteraction, ScoredInteraction,
 };
@@ -25,6 +25,9 @@ use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::store::cache::Cache;
 use crate::store::customers;
+
+/// How long a hand-off waits for the customers' actors to finish their writes.
+const HANDOFF_DRAIN: Duration = Duration::from_secs(5);
 
 /// The organization actor (stateless struct; see [`OrgState`]).
 pub struct OrgActor;
@@ -42,6 +45,8 @@ pub struct OrgArgs {
     pub epoch: i64,
     /// This node's sessions, which receive the events.
     pub fanout: Fanout,
+    /// The numbering and replay buffer of the previous owner, when the organization was handed over.
+    pub handoff: Option<HandOff>,
 }
 
 struct LiveCustomer {
@@ -70,6 +75,10 @@ pub struct OrgState {
     ring: VecDeque<OrgEvent>,
     epoch: i64,
     fanout: Fanout,
+    handoff: Option<HandOff>,
+    /// Set while the organization is handed to another node: new requests are answered "not the
+    /// owner" (their senders re-route to the new owner).
+    moving: bool,
 }
 
 /// Messages to an organization actor.
@@ -95,6 +104,12 @@ pub enum OrgMsg {
     InjectCustomerPanic(String),
     /// Stops customer actors idle for longer than the passivation period.
     PassivateIdle,
+    /// Hands the organization over: stops its customers' actors (each finishes the write it is in),
+    /// publishes what they published meanwhile, then answers with its numbering and replay buffer and
+    /// stops. Requests that arrive meanwhile are answered "not the owner".
+    HandOff(RpcReplyPort<Wire<HandOff>>),
+    /// The second step of a hand-off, queued behind the customers' last events.
+    HandOffDone(RpcReplyPort<Wire<HandOff>>),
 }
 
 /// The customers' actors hold a `DerivedActorRef<Publish>` of their organization: they can publish
@@ -141,6 +156,8 @@ impl Actor for OrgActor {
             fault_injection: args.fault_injection,
             epoch: args.epoch,
             fanout: args.fanout,
+            handoff: args.handoff,
+            moving: false,
             customers: HashMap::new(),
             seq: 0,
             last: 0,
@@ -156,6 +173,16 @@ impl Actor for OrgActor {
         _myself: ActorRef<OrgMsg>,
         state: &mut OrgState,
     ) -> Result<(), ActorProcessingErr> {
+        if let Some(h) = state.handoff.take() {
+            // Handed over: numbering continues right after the previous owner's last event, within the
+            // block it reserved (it has stopped, and its writes are fenced).
+            state.seq = h.seq;
+            state.last = h.last;
+            state.reserved = h.reserved.max(h.seq);
+            state.ring = h.ring.into();
+            tracing::info!(org = %state.org.id, seq = state.seq, buffered = state.ring.len(), "organization actor started from a hand-off");
+            return Ok(());
+        }
         // Numbering continues above everything an earlier actor of this organization may have handed out.
         let block = state.config.event_seq_block;
         let seq = reserve_seq(&state.pool, state.org.id, block, state.epoch).await?;
@@ -245,6 +272,24 @@ impl Actor for OrgActor {
                 }
             }
             OrgMsg::PassivateIdle => passivate_idle(state),
+            OrgMsg::HandOff(reply) => {
+                state.moving = true;
+                myself
+                    .stop_children_and_wait(Some("handed off".to_owned()), Some(HANDOFF_DRAIN))
+                    .await;
+                // Behind the events the customers published before they stopped.
+                let _ = myself.cast(OrgMsg::HandOffDone(reply));
+            }
+            OrgMsg::HandOffDone(reply) => {
+                let _ = reply.send(Wire::new(HandOff {
+                    seq: state.seq,
+                    last: state.last,
+                    reserved: state.reserved,
+                    ring: state.ring.iter().cloned().collect(),
+                }));
+                tracing::info!(org = %state.org.id, seq = state.seq, "organization handed off");
+                myself.stop(Some("handed off".to_owned()));
+            }
         }
         Ok(())
     }
@@ -290,6 +335,10 @@ async fn route_ingest(
     wire: Wire<NewInteraction>,
     reply: RpcReplyPort<Wire<IngestReply>>,
 ) {
+    if state.moving {
+        let _ = reply.send(Wire::new(Err(IngestFailure::NotOwner)));
+        return;
+    }
     let customer_id = match &wire.0 {
         Ok(new) => new.customer_id,
         Err(e) => {

@@ -47,6 +47,11 @@ impl OrgRegistry {
             .cloned()
     }
 
+    /// The organizations with a live actor.
+    pub fn ids(&self) -> Vec<OrganizationId> {
+        self.read().keys().copied().collect()
+    }
+
     /// How many organization actors are live.
     pub fn len(&self) -> usize {
         self.read().len()

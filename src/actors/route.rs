@@ -1,20 +1,37 @@
-//! The one way to reach an organization's actor. [`Router::route`] returns the running actor of an
-//! organization this node owns, or acquires the organization's lease and starts its actor under the
-//! organization supervisor; an organization a live other node owns is answered
-//! [`Error::OwnedElsewhere`] (503 `owned_elsewhere`). HTTP ingest, session replay and score delivery all
-//! go through it, so there is one place where forwarding to the owner will go (`../shared/CLUSTER.md`
-//! §3.6).
+//! The one way to reach an organization's actor (`../shared/CLUSTER.md` §3.6). [`Router::place`] says
+//! where an organization is served:
+//! - here, when this node runs its actor, or takes the organization's lease now and starts its actor
+//!   under the organization supervisor;
+//! - at its live owner, reached through that node's gateway (at most one hop: the receiver serves only
+//!   as the owner, else it answers who the owner is and the sender re-routes once);
+//! - for an organization nobody owns, at its rendezvous home among this node (if it takes
+//!   organizations) and the reachable members with the `actors` role; the home takes it on arrival.
+//!
+//! Nobody takes an organization from a live owner. While the owner is unreachable (crashed, or cut off)
+//! a request waits, at most `failover_wait`, for its lease to expire and a live node to take over; then
+//! it is answered 503 `node_unavailable`. A standalone node never forwards: an organization a live
+//! other node owns is answered 503 `owned_elsewhere`.
+//! HTTP ingest, batches, session replay, score delivery and customer changes all go through here.
 
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use ractor::rpc::CallResult;
+use ractor::{ActorRef, RpcReplyPort};
 use sqlx::PgPool;
 
 use super::fanout::Fanout;
 use super::org::{OrgArgs, OrgMsg};
 use super::org_supervisor::{OrgHandle, OrgSupervisorMsg, SupervisorSlot};
 use super::scorer::Scorer;
-use crate::cluster::Ownership;
-use crate::config::IngestConfig;
+use crate::cluster::gateway::{Failure, Forwarded, GatewayMsg, Routed};
+use crate::cluster::node::Peers;
+use crate::cluster::placement::{self, Member, ShardKey};
+use crate::cluster::{Claim, Ownership};
+use crate::config::{ClusterConfig, IngestConfig};
 use crate::domain::enrichment::OrgContext;
-use crate::domain::event::EventsAfter;
+use crate::domain::event::{EventsAfter, HandOff};
 use crate::domain::interaction::ScoredInteraction;
 use crate::domain::{CustomerId, OrganizationId, Wire};
 use crate::error::Error;
@@ -34,7 +51,51 @@ pub struct Router {
     fault_injection: bool,
     ownership: Ownership,
     fanout: Fanout,
+    peers: Peers,
+    cluster: ClusterConfig,
+    /// Where organizations this node does not own were last found (a cache of `org_ownership`).
+    directory: Arc<RwLock<HashMap<OrganizationId, String>>>,
+    /// Organizations being handed off from this node.
+    moving: Arc<Mutex<HashSet<OrganizationId>>>,
 }
+
+/// Where an organization is served.
+pub enum Place {
+    /// Here, by this actor.
+    Local(OrgHandle),
+    /// At `node`, through its gateway.
+    Remote {
+        node: String,
+        gateway: ActorRef<GatewayMsg>,
+    },
+}
+
+/// A forwarded request that got no answer: its node crashed or is cut off, so whether it was served is
+/// unknown.
+#[derive(Debug)]
+pub struct Lost {
+    pub node: String,
+    pub why: String,
+}
+
+impl Lost {
+    /// The client's answer: 503 `node_unavailable` (a retry is safe with an idempotency key only).
+    pub fn into_error(self) -> Error {
+        Error::NodeUnavailable(format!(
+            "the node that owns this organization ({}) stopped answering ({}); the request may or may not have been stored: retry it with its idempotency key",
+            self.node, self.why
+        ))
+    }
+}
+
+/// How often a request waiting for an unreachable owner's organization checks again.
+const FAILOVER_POLL: Duration = Duration::from_millis(250);
+
+/// How often a request for an organization being handed off checks again.
+const MOVING_POLL: Duration = Duration::from_millis(20);
+
+/// How long an organization actor may take to drain for a hand-off.
+const HANDOFF_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Everything [`Router::new`] needs.
 pub struct RouterParts {
@@ -49,6 +110,9 @@ pub struct RouterParts {
     pub ownership: Ownership,
     /// Where the organization actors publish their events for this node's sessions.
     pub fanout: Fanout,
+    /// The members this node can forward to (none when standalone).
+    pub peers: Peers,
+    pub cluster: ClusterConfig,
 }
 
 impl Router {
@@ -64,23 +128,214 @@ impl Router {
             fault_injection: p.fault_injection,
             ownership: p.ownership,
             fanout: p.fanout,
+            peers: p.peers,
+            cluster: p.cluster,
+            directory: Arc::default(),
+            moving: Arc::default(),
         }
     }
 
-    /// Returns the organization's actor, acquiring the organization and starting its actor on first use.
-    pub async fn route(&self, org: OrganizationId) -> Result<OrgHandle, Error> {
+    /// Where the organization is served now (see the module docs). `forwarded` requests (from another
+    /// node) are served only here, as the owner: anything else is [`Error::OwnedElsewhere`].
+    pub async fn place(&self, org: OrganizationId, forwarded: bool) -> Result<Place, Error> {
         // A node whose heartbeat could not be renewed stops acting as an owner by itself.
         if !self.ownership.valid() {
             return Err(Error::OwnedElsewhere);
         }
+        self.settled(org).await;
         if let Some(handle) = self.orgs.registry.get(org) {
-            return Ok(handle);
+            return Ok(Place::Local(handle));
+        }
+        if forwarded || !self.peers.is_clustered() {
+            return self.route(org).await.map(Place::Local);
+        }
+        if let Some(owner) = self.known_owner(org)
+            && let Some(gateway) = self.peers.gateway(&owner)
+        {
+            return Ok(Place::Remote { node: owner, gateway });
+        }
+        let deadline = tokio::time::Instant::now() + self.cluster.failover_wait;
+        loop {
+            let me = self.ownership.node().name.clone();
+            let target = match self.ownership.live_owner(org).await? {
+                Some(owner) => owner,
+                None => self.home(org).unwrap_or_else(|| me.clone()),
+            };
+            if target == me {
+                match self.claim(org).await? {
+                    Ok(handle) => return Ok(Place::Local(handle)),
+                    Err(Some(owner)) if owner != me => {
+                        if let Some(gateway) = self.peers.gateway(&owner) {
+                            self.remember(org, &owner);
+                            return Ok(Place::Remote { node: owner, gateway });
+                        }
+                    }
+                    Err(_) => {}
+                }
+            } else if let Some(gateway) = self.peers.gateway(&target) {
+                self.remember(org, &target);
+                return Ok(Place::Remote {
+                    node: target,
+                    gateway,
+                });
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::NodeUnavailable(format!(
+                    "the node that serves this organization ({target}) is unreachable and its lease has not expired yet; retry shortly"
+                )));
+            }
+            tokio::time::sleep(FAILOVER_POLL).await;
+        }
+    }
+
+    /// The rendezvous home of an organization nobody owns, among this node (when it takes
+    /// organizations) and the reachable members with the `actors` role.
+    fn home(&self, org: OrganizationId) -> Option<String> {
+        self.home_among(org, &self.peers.names())
+    }
+
+    /// Where the organization should live: its rendezvous home among this node (when it takes
+    /// organizations) and the members with the `actors` role reachable for at least `grace`.
+    pub fn target(&self, org: OrganizationId, grace: Duration) -> Option<String> {
+        self.home_among(org, &self.peers.settled(grace))
+    }
+
+    /// The organizations whose actors run here.
+    pub fn local_orgs(&self) -> Vec<OrganizationId> {
+        self.orgs.registry.ids()
+    }
+
+    fn home_among(&self, org: OrganizationId, reachable: &[String]) -> Option<String> {
+        let file = self.ownership.membership().file();
+        let me = self.ownership.node().name.as_str();
+        let members: Vec<Member> = file
+            .nodes
+            .iter()
+            .filter(|n| {
+                if n.name == me {
+                    self.ownership.takes_organizations()
+                } else {
+                    reachable.contains(&n.name)
+                }
+            })
+            .map(|n| Member {
+                name: n.name.clone(),
+                weight: n.weight,
+                actors: n.has(crate::cluster::file::Role::Actors),
+            })
+            .collect();
+        placement::home(ShardKey::org(org), &members).map(str::to_owned)
+    }
+
+    /// Who owns the organization as far as this node knows (for a peer that asked the wrong node).
+    pub fn owner_hint(&self, org: OrganizationId) -> Option<String> {
+        self.known_owner(org)
+    }
+
+    fn known_owner(&self, org: OrganizationId) -> Option<String> {
+        self.directory
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&org)
+            .cloned()
+    }
+
+    fn remember(&self, org: OrganizationId, owner: &str) {
+        self.directory
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(org, owner.to_owned());
+    }
+
+    /// Forgets where the organization was served (a forward failed or was answered "not the owner").
+    pub fn forget(&self, org: OrganizationId) {
+        self.directory
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&org);
+    }
+
+    /// Sends a request to `gateway` and waits for the owner's answer, at most `forward_timeout`.
+    /// A wrong guess ([`Failure::NotOwner`]) forgets the directory entry; so does a lost call.
+    pub async fn forward<T, F>(
+        &self,
+        org: OrganizationId,
+        node: &str,
+        gateway: &ActorRef<GatewayMsg>,
+        make: F,
+    ) -> Result<Routed<T>, Lost>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+        F: FnOnce(RpcReplyPort<Wire<Routed<T>>>) -> GatewayMsg,
+    {
+        let lost = |why: String| {
+            self.forget(org);
+            Lost {
+                node: node.to_owned(),
+                why,
+            }
+        };
+        match gateway.call(make, Some(self.cluster.forward_timeout)).await {
+            Ok(CallResult::Success(Wire(Ok(routed)))) => {
+                if matches!(routed, Err(Failure::NotOwner { .. })) {
+                    self.forget(org);
+                }
+                Ok(routed)
+            }
+            Ok(CallResult::Success(Wire(Err(e)))) => Err(lost(format!("undecodable answer: {e}"))),
+            Ok(CallResult::Timeout) => Err(lost("no answer in time".to_owned())),
+            Ok(CallResult::SenderError) => Err(lost("its session ended".to_owned())),
+            Err(e) => Err(lost(format!("cannot send: {e}"))),
+        }
+    }
+
+    /// Wraps a body for the owner.
+    pub fn forwarded<T>(&self, org: OrganizationId, body: T) -> Wire<Forwarded<T>> {
+        Wire::new(Forwarded {
+            org,
+            from: self.ownership.node().name.clone(),
+            body,
+        })
+    }
+
+    /// This node's organization actor, acquiring the organization and starting its actor if it is free;
+    /// [`Error::OwnedElsewhere`] when a live other node owns it (or this node takes no organizations).
+    pub async fn route(&self, org: OrganizationId) -> Result<OrgHandle, Error> {
+        match self.claim(org).await? {
+            Ok(handle) => Ok(handle),
+            Err(_) => Err(Error::OwnedElsewhere),
+        }
+    }
+
+    /// This node's organization actor, or who owns the organization instead (`None`: this node takes no
+    /// organizations).
+    async fn claim(&self, org: OrganizationId) -> Result<Result<OrgHandle, Option<String>>, Error> {
+        self.claim_with(org, None).await
+    }
+
+    async fn claim_with(
+        &self,
+        org: OrganizationId,
+        handoff: Option<HandOff>,
+    ) -> Result<Result<OrgHandle, Option<String>>, Error> {
+        if !self.ownership.valid() {
+            return Err(Error::OwnedElsewhere);
+        }
+        if let Some(handle) = self.orgs.registry.get(org) {
+            return Ok(Ok(handle));
         }
         // The database is read before the supervisor is asked, so a slow or unreachable PostgreSQL
         // delays only the requests of organizations that are starting, not every request of the node.
         let context = self.org_context(org).await?;
-        // Never a second owner: a live other node's organization is answered 503 `owned_elsewhere`.
-        let epoch = self.ownership.acquire(org).await?;
+        // Never a second owner: nobody takes an organization from a live owner.
+        let epoch = match self.ownership.claim(org).await? {
+            Claim::Owned(epoch) => epoch,
+            Claim::HeldBy(owner) => {
+                self.remember(org, &owner);
+                return Ok(Err(Some(owner)));
+            }
+            Claim::Refused => return Ok(Err(None)),
+        };
         let args = OrgArgs {
             org: context,
             pool: self.pool.clone(),
@@ -91,6 +346,7 @@ impl Router {
             fault_injection: self.fault_injection,
             epoch,
             fanout: self.fanout.clone(),
+            handoff,
         };
         let supervisor = self.orgs.get().ok_or(Error::Unavailable("actor system"))?;
         let started = ractor::call_t!(
@@ -100,7 +356,7 @@ impl Router {
             Box::new(args)
         )
         .map_err(|e| Error::Internal(anyhow::anyhow!("organization supervisor unreachable: {e}")))?;
-        started.map_err(|e| Error::Internal(anyhow::anyhow!(e)))
+        started.map(Ok).map_err(|e| Error::Internal(anyhow::anyhow!(e)))
     }
 
     /// The organization's actor if it runs on this node; never starts one.
@@ -110,8 +366,112 @@ impl Router {
 
     /// Stops an organization actor whose lease ended (its write was fenced); its supervisor then forgets
     /// it, and the next request acquires the organization again or learns who owns it.
-    pub fn lost(&self, handle: &OrgHandle) {
+    pub fn lost(&self, org: OrganizationId, handle: &OrgHandle) {
+        // An organization being handed off answers "not the owner" by design while it drains.
+        if self.moving(org) {
+            return;
+        }
         handle.actor.stop(Some("lease lost".to_owned()));
+    }
+
+    fn moving(&self, org: OrganizationId) -> bool {
+        self.moving
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&org)
+    }
+
+    /// Waits (at most `failover_wait`) while the organization is being handed off from this node.
+    async fn settled(&self, org: OrganizationId) {
+        let deadline = tokio::time::Instant::now() + self.cluster.failover_wait;
+        while self.moving(org) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(MOVING_POLL).await;
+        }
+    }
+
+    /// Hands an organization this node owns to `to` (`../shared/CLUSTER.md` §4.5): its actor drains
+    /// (each customer finishes its write) and stops, its lease is released, and `to` takes it over with
+    /// its numbering and replay buffer, so dashboards continue without a resync. Requests that arrive
+    /// meanwhile wait, then go to the new owner. If `to` does not take it, the organization is left free
+    /// and the next request places it.
+    pub async fn hand_off(&self, org: OrganizationId, to: &str) -> Result<i64, Error> {
+        let Some(gateway) = self.peers.gateway(to) else {
+            return Err(Error::NodeUnavailable(format!("{to} is not reachable")));
+        };
+        let Some(handle) = self.local(org) else {
+            return Err(Error::OwnedElsewhere);
+        };
+        if !self
+            .moving
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(org)
+        {
+            return Err(Error::Overloaded("the organization is already being handed off"));
+        }
+        let result = self.hand_off_moving(org, to, &gateway, &handle).await;
+        self.moving
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&org);
+        match &result {
+            Ok(epoch) => tracing::info!(org = %org, to, epoch, "organization handed off"),
+            Err(e) => {
+                tracing::warn!(org = %org, to, error = %e, "hand-off failed; the organization is free for the next request")
+            }
+        }
+        result
+    }
+
+    async fn hand_off_moving(
+        &self,
+        org: OrganizationId,
+        to: &str,
+        gateway: &ActorRef<GatewayMsg>,
+        handle: &OrgHandle,
+    ) -> Result<i64, Error> {
+        let state = match handle.actor.call(OrgMsg::HandOff, Some(HANDOFF_TIMEOUT)).await {
+            Ok(CallResult::Success(Wire(Ok(state)))) => state,
+            other => {
+                handle.actor.stop(Some("hand-off failed".to_owned()));
+                return Err(Error::Internal(anyhow::anyhow!(
+                    "the organization actor did not hand off: {other:?}"
+                )));
+            }
+        };
+        // The actor stops right after answering; the supervisor then forgets it.
+        let stopped = handle.actor.get_id();
+        let deadline = tokio::time::Instant::now() + HANDOFF_TIMEOUT;
+        while self.local(org).is_some_and(|h| h.actor.get_id() == stopped)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(MOVING_POLL).await;
+        }
+        self.ownership.release(org, handle.epoch).await?;
+        self.remember(org, to);
+        let body = self.forwarded(org, state);
+        match self
+            .forward(org, to, gateway, |reply| GatewayMsg::TakeOver(body, reply))
+            .await
+        {
+            Ok(Ok(epoch)) => {
+                self.remember(org, to);
+                Ok(epoch)
+            }
+            Ok(Err(f)) => Err(f.into_error()),
+            Err(lost) => Err(lost.into_error()),
+        }
+    }
+
+    /// Takes over an organization another node handed to this one, continuing from its state.
+    pub async fn take_over(&self, org: OrganizationId, state: HandOff) -> Result<i64, Error> {
+        match self.claim_with(org, Some(state)).await? {
+            Ok(handle) => Ok(handle.epoch),
+            Err(owner) => Err(match owner {
+                Some(_) => Error::OwnedElsewhere,
+                None => Error::Overloaded("this node takes no organizations"),
+            }),
+        }
     }
 
     /// The organization's name and id, as its rows are enriched with; 404 for an unknown organization.
@@ -133,27 +493,72 @@ impl Router {
     }
 
     /// Hands the model's scores to the organization's actor, which routes them to the customer's.
-    pub async fn scored(&self, org: OrganizationId, scored: ScoredInteraction) -> Result<(), Error> {
-        let handle = self.route(org).await?;
-        handle
-            .actor
-            .cast(OrgMsg::Scored(Wire::new(scored)))
-            .map_err(|e| Error::Internal(anyhow::anyhow!("organization actor unreachable: {e}")))
-    }
-
-    /// Tells the customer's live actor (if any) that its row changed.
-    pub fn customer_changed(&self, org: OrganizationId, customer: CustomerId) {
-        if let Some(handle) = self.local(org) {
-            let _ = handle.actor.cast(OrgMsg::CustomerChanged(customer.to_string()));
+    pub async fn scored(
+        &self,
+        org: OrganizationId,
+        scored: ScoredInteraction,
+        forwarded: bool,
+    ) -> Result<(), Error> {
+        match self.place(org, forwarded).await? {
+            Place::Local(handle) => handle
+                .actor
+                .cast(OrgMsg::Scored(Wire::new(scored)))
+                .map_err(|e| Error::Internal(anyhow::anyhow!("organization actor unreachable: {e}"))),
+            // Best effort, like the local cast: a score lost on the way leaves the row unscored, and the
+            // owner's sweep scores it again.
+            Place::Remote { gateway, .. } => gateway
+                .cast(GatewayMsg::Scored(self.forwarded(org, scored)))
+                .map_err(|e| Error::Internal(anyhow::anyhow!("gateway unreachable: {e}"))),
         }
     }
 
-    /// Returns the organization's buffered events after `after` (a session's replay).
-    pub async fn events_after(&self, org: OrganizationId, after: u64) -> Result<EventsAfter, Error> {
-        let handle = self.route(org).await?;
-        let reply = ractor::call_t!(handle.actor, OrgMsg::EventsAfter, 5_000, after)
-            .map_err(|e| Error::Internal(anyhow::anyhow!("organization actor unreachable: {e}")))?;
-        reply.0.map_err(|e| Error::Internal(anyhow::anyhow!(e)))
+    /// Tells the customer's live actor (if any, here or at the owner) that its row changed.
+    pub fn customer_changed(&self, org: OrganizationId, customer: CustomerId) {
+        if let Some(handle) = self.local(org) {
+            let _ = handle.actor.cast(OrgMsg::CustomerChanged(customer.to_string()));
+        } else if let Some(owner) = self.known_owner(org)
+            && let Some(gateway) = self.peers.gateway(&owner)
+        {
+            let _ = gateway.cast(GatewayMsg::CustomerChanged(self.forwarded(org, customer)));
+        }
+    }
+
+    /// Returns the organization's buffered events after `after` (a session's replay), from its owner.
+    pub async fn events_after(
+        &self,
+        org: OrganizationId,
+        after: u64,
+        forwarded: bool,
+    ) -> Result<EventsAfter, Error> {
+        for _ in 0..2 {
+            match self.place(org, forwarded).await? {
+                Place::Local(handle) => {
+                    let reply =
+                        ractor::call_t!(handle.actor, OrgMsg::EventsAfter, 5_000, after).map_err(|e| {
+                            Error::Internal(anyhow::anyhow!("organization actor unreachable: {e}"))
+                        })?;
+                    return reply.0.map_err(|e| Error::Internal(anyhow::anyhow!(e)));
+                }
+                Place::Remote { node, gateway } => {
+                    let body = self.forwarded(org, after);
+                    match self
+                        .forward(org, &node, &gateway, |reply| GatewayMsg::EventsAfter(body, reply))
+                        .await
+                    {
+                        Ok(Ok(events)) => return Ok(events),
+                        Ok(Err(Failure::NotOwner { .. })) => continue,
+                        Ok(Err(f)) => return Err(f.into_error()),
+                        Err(lost) => return Err(lost.into_error()),
+                    }
+                }
+            }
+        }
+        Err(Error::OwnedElsewhere)
+    }
+
+    /// The members this node forwards to.
+    pub fn peers(&self) -> &Peers {
+        &self.peers
     }
 
     /// Returns how many customer actors of the organization are live.

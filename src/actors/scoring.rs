@@ -65,7 +65,7 @@ async fn consume(mut queue: ScoringQueue, ml: Ml, router: Router, mut shutdown: 
                         neutral: p.neutral,
                         model: MODEL_NAME.to_owned(),
                     };
-                    if let Err(e) = router.scored(pending.organization_id, scored).await {
+                    if let Err(e) = router.scored(pending.organization_id, scored, false).await {
                         tracing::warn!(interaction = %pending.interaction_id, error = %e, "scores not delivered; the sweep retries");
                     }
                 }

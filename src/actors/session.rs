@@ -186,7 +186,7 @@ impl Actor for SessionActor {
         // earlier one is at most that number, so nothing falls between.
         let fanout = args.router.fanout().clone();
         fanout.subscribe(args.org, myself.get_derived());
-        let newest = match args.router.events_after(args.org, u64::MAX).await {
+        let newest = match args.router.events_after(args.org, u64::MAX, false).await {
             Ok(replay) => replay.last_seq,
             Err(e) => {
                 fanout.unsubscribe(args.org, myself.get_id());
@@ -300,7 +300,7 @@ async fn replay_after(
     state: &mut SessionState,
     after: u64,
 ) -> Option<EventsAfter> {
-    let replay = match state.router.events_after(state.org, after).await {
+    let replay = match state.router.events_after(state.org, after, false).await {
         Ok(replay) if replay.complete => return Some(replay),
         Ok(replay) => Some(replay),
         Err(e) => {

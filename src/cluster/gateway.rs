@@ -11,7 +11,7 @@ use ractor::RpcReplyPort;
 use ractor_cluster::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::event::{EventsAfter, OrgEvent};
+use crate::domain::event::{EventsAfter, HandOff, OrgEvent};
 use crate::domain::interaction::{BatchItem, IngestOutcome, NewInteraction, ScoredInteraction};
 use crate::domain::{CustomerId, FieldError, OrganizationId, Wire};
 use crate::error::Error;
@@ -137,6 +137,10 @@ pub enum GatewayMsg {
     CustomerChanged(Wire<Forwarded<CustomerId>>),
     /// The owner's events, in order, for the receiver's sessions of the organization.
     Events(Wire<(OrganizationId, Vec<OrgEvent>)>),
+    /// Takes over an organization its owner released for the receiver (a hand-off), continuing its
+    /// numbering and replay buffer; answered with the new epoch.
+    #[rpc]
+    TakeOver(Wire<Forwarded<HandOff>>, RpcReplyPort<Wire<Routed<i64>>>),
 }
 
 #[cfg(test)]

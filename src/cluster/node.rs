@@ -24,6 +24,7 @@ use rand::Rng as _;
 use super::Ownership;
 use super::file::ClusterFile;
 use super::gateway::{self, GatewayMsg, PingInfo, WIRE_VERSION};
+use super::view::MemberState;
 use super::watch::Membership;
 use crate::config::ClusterConfig;
 use crate::domain::Wire;
@@ -38,6 +39,8 @@ pub struct Peer {
     pub gateway: ActorRef<GatewayMsg>,
     /// What it said in its last ping.
     pub info: PingInfo,
+    /// Since when it has been reachable without a break.
+    pub since: Instant,
 }
 
 /// The members this node can reach, by name; empty on a standalone node. Cheap to clone.
@@ -71,11 +74,28 @@ impl Peers {
         self.read().values().map(|p| p.gateway.clone()).collect()
     }
 
+    /// The names of the peers reachable without a break for at least `grace`, sorted: those that may
+    /// receive organizations by hand-off (a peer that flaps gets none).
+    pub fn settled(&self, grace: Duration) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .read()
+            .iter()
+            .filter(|(_, p)| p.since.elapsed() >= grace)
+            .map(|(n, _)| n.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
     /// The names of the reachable peers, sorted.
     pub fn names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.read().keys().cloned().collect();
         names.sort();
         names
+    }
+
+    fn since(&self, node: &str) -> Option<Instant> {
+        self.read().get(node).map(|p| p.since)
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Peer>> {
@@ -295,7 +315,7 @@ impl Actor for MembershipActor {
             MembershipMsg::Tick => tick(&myself, state),
             MembershipMsg::Authenticated(ses) => {
                 let name = peer_name(&ses).unwrap_or_default();
-                if state.args.membership.file().node(&name).is_none() {
+                if !wanted(&state.args).iter().any(|(n, _)| *n == name) {
                     tracing::warn!(peer = %name, addr = %ses.peer_addr, "refused a cluster session: the node is not in the cluster file");
                     ses.actor.stop(Some("not a member".to_owned()));
                 }
@@ -357,28 +377,49 @@ fn jitter(d: Duration) -> Duration {
     Duration::from_millis(ms / 2 + rand::rng().random_range(0..=ms / 2 + 1))
 }
 
+/// The nodes this one keeps a link to, with their cluster addresses: the other members of its file,
+/// and nodes removed from it that are still handing their organizations off (until they own none).
+fn wanted(args: &MembershipArgs) -> Vec<(String, String)> {
+    let me = args.membership.me();
+    let mut wanted: Vec<(String, String)> = args
+        .membership
+        .file()
+        .nodes
+        .iter()
+        .filter(|n| n.name != me)
+        .map(|n| (n.name.clone(), n.address.clone()))
+        .collect();
+    for m in &args.ownership.view().members {
+        if !m.configured && m.name != me && m.state == MemberState::Leaving && m.owned_organizations > 0 {
+            wanted.push((m.name.clone(), m.address.clone()));
+        }
+    }
+    wanted
+}
+
 fn tick(myself: &ActorRef<MembershipMsg>, state: &mut MembershipState) {
-    let file = state.args.membership.file();
     let me = state.args.membership.me().to_owned();
-    // Members removed from the file lose their session and are not dialled again.
+    let wanted = wanted(&state.args);
+    // Members removed from the file (and done handing off) lose their session and are not dialled
+    // again.
     let removed: Vec<String> = state
         .links
         .keys()
-        .filter(|n| file.node(n).is_none())
+        .filter(|n| !wanted.iter().any(|(w, _)| w == *n))
         .cloned()
         .collect();
     for name in removed {
         if let Some(link) = state.links.remove(&name)
             && let Some(ses) = link.session
         {
-            tracing::info!(peer = %name, "member removed from the cluster file: its session ends");
+            tracing::info!(peer = %name, "member removed from the cluster file (and done handing off): its session ends");
             ses.actor.stop(Some("not a member".to_owned()));
         }
         state.args.peers.set(&name, None);
     }
     let now = Instant::now();
-    for node in file.nodes.iter().filter(|n| n.name != me) {
-        let link = state.links.entry(node.name.clone()).or_insert_with(|| Link {
+    for (name, address) in &wanted {
+        let link = state.links.entry(name.clone()).or_insert_with(|| Link {
             backoff: DIAL_BACKOFF_MIN,
             ..Link::default()
         });
@@ -386,13 +427,13 @@ fn tick(myself: &ActorRef<MembershipMsg>, state: &mut MembershipState) {
             None => {
                 // The lower name dials, so a pair of nodes keeps one link.
                 let due = link.next_dial.is_none_or(|t| now >= t);
-                if me < node.name && !link.dialing && due {
+                if me < *name && !link.dialing && due {
                     link.dialing = true;
                     link.next_dial = Some(now + DIAL_TIMEOUT + jitter(link.backoff));
                     let (server, address, name, back) = (
                         state.args.node_server.clone(),
-                        node.address.clone(),
-                        node.name.clone(),
+                        address.clone(),
+                        name.clone(),
                         myself.clone(),
                     );
                     tokio::spawn(async move {
@@ -422,7 +463,7 @@ fn tick(myself: &ActorRef<MembershipMsg>, state: &mut MembershipState) {
                 if !link.pinging && link.next_ping.is_none_or(|t| now >= t) {
                     link.pinging = true;
                     link.next_ping = Some(now + state.args.liveness.ping_interval);
-                    spawn_ping(myself, &state.args, node.name.clone(), ses.actor.get_id());
+                    spawn_ping(myself, &state.args, name.clone(), ses.actor.get_id());
                 }
             }
         }
@@ -450,7 +491,11 @@ fn spawn_ping(
                 .call(|reply| GatewayMsg::Ping(Wire::new(mine), reply), Some(timeout))
                 .await
             {
-                Ok(ractor::rpc::CallResult::Success(Wire(Ok(info)))) => Ok(Peer { gateway, info }),
+                Ok(ractor::rpc::CallResult::Success(Wire(Ok(info)))) => Ok(Peer {
+                    gateway,
+                    info,
+                    since: Instant::now(),
+                }),
                 Ok(ractor::rpc::CallResult::Success(Wire(Err(e)))) => Err(format!("undecodable ping: {e}")),
                 Ok(ractor::rpc::CallResult::Timeout) => Err("no answer in time".to_owned()),
                 Ok(ractor::rpc::CallResult::SenderError) => Err("the session ended".to_owned()),
@@ -498,9 +543,10 @@ fn pinged(state: &mut MembershipState, peer: &str, session: ractor::ActorId, res
             link.next_dial = Some(Instant::now() + DIAL_BACKOFF_MAX);
             state.args.peers.set(peer, None);
         }
-        Ok(p) => {
-            if state.args.peers.gateway(peer).is_none() {
-                tracing::info!(peer, incarnation = p.info.incarnation, "peer reachable");
+        Ok(mut p) => {
+            match state.args.peers.since(peer) {
+                Some(since) => p.since = since,
+                None => tracing::info!(peer, incarnation = p.info.incarnation, "peer reachable"),
             }
             link.misses = 0;
             state.args.peers.set(peer, Some(p));

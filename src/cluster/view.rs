@@ -55,6 +55,8 @@ pub struct Member {
     /// `api`, `actors`, `ml`.
     pub roles: Vec<String>,
     pub state: MemberState,
+    /// Whether this node has a working session to it now (always true for itself).
+    pub reachable: bool,
     /// Whether this node's cluster file lists it (a node removed from the file but still running is
     /// listed with `false` until it stops).
     pub configured: bool,
@@ -106,6 +108,7 @@ impl ClusterView {
                     http: n.http.clone(),
                     roles: n.role_names(),
                     state: MemberState::of(r),
+                    reachable: n.name == me,
                     configured: true,
                     incarnation: r.map(|r| r.incarnation),
                     config_hash: r.map(|r| r.config_hash.clone()),
@@ -122,6 +125,7 @@ impl ClusterView {
                     http: None,
                     roles: r.roles.clone(),
                     state,
+                    reachable: r.name == me,
                     configured: false,
                     incarnation: Some(r.incarnation),
                     config_hash: Some(r.config_hash.clone()),
@@ -141,6 +145,14 @@ impl ClusterView {
             hashes_agree,
             members,
         }
+    }
+
+    /// Marks the members this node has a working session to.
+    pub fn with_reachable(mut self, peers: &[String]) -> Self {
+        for m in &mut self.members {
+            m.reachable = m.name == self.node || peers.contains(&m.name);
+        }
+        self
     }
 
     /// This node's entry.

@@ -35,3 +35,18 @@ pub struct EventsAfter {
     /// The newest sequence number.
     pub last_seq: u64,
 }
+
+/// What an organization's numbering and replay buffer are when it moves to another node (a graceful
+/// hand-off): the new owner continues from them, so its first event follows the last one without a gap
+/// and its dashboards need no resync.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HandOff {
+    /// The newest number handed out.
+    pub seq: u64,
+    /// The number of the last event published (the next event's `prev`).
+    pub last: u64,
+    /// The highest number reserved in PostgreSQL by the old owner.
+    pub reserved: u64,
+    /// The buffered events, oldest first.
+    pub ring: Vec<OrgEvent>,
+}

@@ -28,7 +28,7 @@ pub fn endpoints(s: &Shared) -> Vec<Endpoint> {
 pub fn cluster(s: &Shared, p: &Principal) -> Result<ClusterView, Error> {
     p.require(Role::Admin)?;
     let ownership = s.router.ownership();
-    let mut view = ClusterView::clone(&ownership.view());
+    let mut view = ClusterView::clone(&ownership.view()).with_reachable(&s.router.peers().names());
     // Read now: an ignored file changes no membership, so it does not wait for the next refresh.
     view.config_valid = ownership.membership().valid();
     Ok(view)

@@ -277,6 +277,21 @@ pub async fn acquire(
     })
 }
 
+/// The live owner of the organization, if any: not released, acquired by its owner's current
+/// incarnation, whose heartbeat is younger than `ttl` and which is not down. A read: it takes nothing.
+pub async fn live_owner(pool: &PgPool, org: OrganizationId, ttl: Duration) -> Result<Option<String>, Error> {
+    let owner = sqlx::query_scalar!(
+        "SELECT o.owner_node FROM org_ownership o JOIN cluster_nodes n ON n.name = o.owner_node
+          WHERE o.organization_id = $1 AND NOT o.released AND n.incarnation = o.owner_incarnation
+            AND n.state <> 'down' AND n.heartbeat_at > now() - make_interval(secs => $2)",
+        org.as_uuid(),
+        ttl.as_secs_f64()
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(owner)
+}
+
 /// The first step of an owner's write transaction: fails with [`Error::OwnedElsewhere`] (and the caller
 /// rolls back) unless the organization is still owned at `epoch`. Run it on the transaction's connection.
 pub async fn fence(conn: &mut PgConnection, org: OrganizationId, epoch: i64) -> Result<(), Error> {

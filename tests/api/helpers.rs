@@ -388,7 +388,7 @@ impl TestApp {
             .unwrap()
             .state()
             .router
-            .events_after(org, after)
+            .events_after(org, after, false)
             .await
             .unwrap()
     }

@@ -2,81 +2,21 @@
 //! before the upgrade, isolation, order, batching, replay, resync, heartbeat drop, slow clients, and no
 //! leaked session actors.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::helpers::{TestApp, eventually, interaction, spawn_with};
 
-type Socket = tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+use crate::procs::{Socket, events, next};
 
 /// Opens `/api/v1/ws` over TLS (trusting the node's certificate) with the token as subprotocol.
 async fn open(app: &TestApp, token: Option<&str>) -> Result<Socket, tungstenite::Error> {
     let port = app.app.as_ref().unwrap().local_addr().port();
     let pem = std::fs::read(app.data_dir.join("tls/cert.pem")).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&pem) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap();
-    let mut request = format!("wss://localhost:{port}/api/v1/ws")
-        .into_client_request()
-        .unwrap();
-    if let Some(token) = token {
-        request.headers_mut().insert(
-            "sec-websocket-protocol",
-            format!("bearer, {token}").parse().unwrap(),
-        );
-    }
-    let (socket, response) = tokio_tungstenite::client_async(request, stream).await?;
-    if token.is_some() {
-        assert_eq!(response.headers()["sec-websocket-protocol"], "bearer");
-    }
-    Ok(socket)
-}
-
-/// The next data frame as JSON, or `None` if nothing comes within `wait`.
-async fn next(socket: &mut Socket, wait: Duration) -> Option<Value> {
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let msg = tokio::time::timeout_at(deadline, socket.next())
-            .await
-            .ok()??
-            .ok()?;
-        if let Message::Text(text) = msg {
-            return Some(serde_json::from_str(&text).unwrap());
-        }
-        if let Message::Close(_) = msg {
-            return None;
-        }
-    }
-}
-
-/// The events of a frame (a single event or a batch), as (seq, type).
-fn events(frame: &Value) -> Vec<(u64, String)> {
-    let list = if frame["type"] == "batch" {
-        frame["events"].as_array().unwrap().clone()
-    } else {
-        vec![frame.clone()]
-    };
-    list.iter()
-        .map(|e| (e["seq"].as_u64().unwrap(), e["type"].as_str().unwrap().to_owned()))
-        .collect()
+    crate::procs::ws_connect(port, &pem, token).await
 }
 
 async fn sessions(app: &TestApp) -> u64 {

@@ -2,88 +2,10 @@
 //! organizations through both end with one owner per organization, every stored row acknowledged by that
 //! owner, counters equal to rows, and 503 `owned_elsewhere` wherever a request reached the other node.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use serde_json::json;
 
-use serde_json::{Value, json};
-
-use crate::helpers::{Reply, client_trusting, eventually, free_port, interaction, read, test_config};
-
-/// One `insights serve` process; killed when dropped.
-struct Node {
-    name: String,
-    base: String,
-    client: reqwest::Client,
-    child: Child,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn serve(name: &str, db_url: &str, secret: &str, prefix: &str) -> Node {
-    let port = free_port();
-    let data_dir: PathBuf = std::env::temp_dir().join(format!("insights-test-{name}"));
-    let child = Command::new(env!("CARGO_BIN_EXE_insights"))
-        .args(["serve", "--no-migrate"])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATABASE_URL", db_url)
-        .env("REDIS_URL", crate::helpers::redis_url())
-        .env("INSIGHTS_REDIS_PREFIX", prefix)
-        .env("INSIGHTS_JWT_SECRET", secret)
-        .env("INSIGHTS_NODE_NAME", name)
-        .env("INSIGHTS_LISTEN", format!("127.0.0.1:{port}"))
-        .env("INSIGHTS_DATA_DIR", &data_dir)
-        .env("INSIGHTS_ML_ENABLED", "false")
-        .env("INSIGHTS_DB_MIN_CONNECTIONS", "0")
-        .env("INSIGHTS_DB_MAX_CONNECTIONS", "8")
-        .env("INSIGHTS_RATE_LIMIT_IP_PER_MIN", "1000000")
-        .env("INSIGHTS_RATE_LIMIT_USER_PER_MIN", "1000000")
-        .env("INSIGHTS_RATE_LIMIT_AUTH_IP_PER_MIN", "1000000")
-        .env("RUST_LOG", "warn")
-        .current_dir(std::env::temp_dir())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("insights serve starts");
-    let cert = data_dir.join("tls/cert.pem");
-    let started = eventually(Duration::from_secs(30), || {
-        let cert = cert.clone();
-        async move {
-            let Ok(pem) = std::fs::read(&cert) else {
-                return false;
-            };
-            client_trusting(&pem)
-                .get(format!("https://localhost:{port}/healthz"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200)
-        }
-    })
-    .await;
-    assert!(started, "node {name} answers");
-    Node {
-        name: name.to_owned(),
-        base: format!("https://localhost:{port}"),
-        client: client_trusting(&std::fs::read(&cert).unwrap()),
-        child,
-    }
-}
-
-impl Node {
-    async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Reply {
-        let mut req = self.client.post(format!("{}{path}", self.base)).json(&body);
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        read(req.send().await.unwrap()).await
-    }
-}
+use crate::helpers::{Reply, interaction, test_config};
+use crate::procs::{Spec, serve};
 
 #[tokio::test]
 async fn two_serve_processes_keep_one_owner_per_organization() {
@@ -96,8 +18,14 @@ async fn two_serve_processes_keep_one_owner_per_organization() {
     harness.app.take().unwrap().shutdown().await.unwrap();
 
     let id = uuid::Uuid::new_v4().simple().to_string();
-    let a = serve(&format!("a-{id}"), &harness.db_url, &secret, &prefix).await;
-    let b = serve(&format!("b-{id}"), &harness.db_url, &secret, &prefix).await;
+    let spec = Spec {
+        db_url: &harness.db_url,
+        secret: &secret,
+        prefix: &prefix,
+        env: Vec::new(),
+    };
+    let a = serve(&format!("a-{id}"), &spec).await;
+    let b = serve(&format!("b-{id}"), &spec).await;
     let mut plan = Vec::new();
     for org in &orgs {
         let login = a

@@ -1,0 +1,532 @@
+//! A cluster of real `insights serve` processes joined over ractor_cluster (issue 14), with fast lease
+//! timings: any node answers any request (forwarded to the owner), a dashboard on a node that does not
+//! own the organization sees its events in order, and `kill -9` of the owner loses no acknowledged
+//! interaction: requests wait for the takeover, a retry with an idempotency key returns the original
+//! row, and the counters equal the rows.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use insights::domain::OrganizationId;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+use insights::cluster::placement::{self, Member, ShardKey};
+
+use crate::helpers::{Reply, eventually, free_port, interaction, test_config};
+use crate::procs::{Node, Spec, events, next, serve, tail};
+
+const COOKIE: &str = "test-cookie-0123456789abcdef0123456789abcdef";
+
+/// A cluster file and the environment its nodes share.
+struct Cluster {
+    names: Vec<String>,
+    /// Each node's `[[node]]` entry.
+    entries: Vec<String>,
+    file: PathBuf,
+    db_url: String,
+    secret: String,
+    prefix: String,
+    pool: PgPool,
+    /// Keeps the test database until the end.
+    _harness: crate::helpers::TestApp,
+}
+
+impl Cluster {
+    fn spec(&self) -> Spec<'_> {
+        let env = [
+            ("INSIGHTS_CLUSTER_FILE", self.file.display().to_string()),
+            ("INSIGHTS_CLUSTER_COOKIE", COOKIE.to_owned()),
+            ("INSIGHTS_LEASE_TTL_MS", "2000".to_owned()),
+            ("INSIGHTS_HEARTBEAT_MS", "400".to_owned()),
+            ("INSIGHTS_CLUSTER_PING_MS", "300".to_owned()),
+            ("INSIGHTS_CLUSTER_RELOAD_MS", "200".to_owned()),
+            ("INSIGHTS_CLUSTER_FAILOVER_WAIT_MS", "8000".to_owned()),
+            ("INSIGHTS_CLUSTER_JOIN_GRACE_MS", "500".to_owned()),
+            ("INSIGHTS_CLUSTER_REBALANCE_MS", "200".to_owned()),
+        ];
+        Spec {
+            db_url: &self.db_url,
+            secret: &self.secret,
+            prefix: &self.prefix,
+            env: env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+        }
+    }
+}
+
+/// Names `n` nodes on 127.0.1.x, writes a file listing the first `listed`, and prepares the database
+/// with `orgs` organizations.
+async fn cluster(n: usize, listed: usize, orgs: usize) -> (Cluster, Vec<crate::helpers::TestOrg>) {
+    let config = test_config();
+    let secret = config.jwt_secret.as_ref().unwrap().expose().to_owned();
+    let prefix = config.redis_prefix.clone();
+    let mut harness = crate::helpers::start(config).await;
+    let mut made = Vec::new();
+    for _ in 0..orgs {
+        made.push(harness.create_org().await);
+    }
+    harness.app.take().unwrap().shutdown().await.unwrap();
+    let id = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let names: Vec<String> = (0..n)
+        .map(|i| format!("{}-{id}", ["a", "b", "c", "d"][i]))
+        .collect();
+    let entries: Vec<String> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            format!(
+                "[[node]]\nname = \"{name}\"\naddress = \"127.0.1.{}:{}\"\n",
+                i + 1,
+                free_port()
+            )
+        })
+        .collect();
+    let dir = std::env::temp_dir().join(format!("insights-cluster-{id}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("cluster.toml");
+    let c = Cluster {
+        names,
+        entries,
+        file,
+        db_url: harness.db_url.clone(),
+        secret,
+        prefix,
+        pool: harness.pool.clone(),
+        _harness: harness,
+    };
+    c.list(&(0..listed).collect::<Vec<_>>());
+    (c, made)
+}
+
+impl Cluster {
+    /// Rewrites the cluster file to list these nodes (by index).
+    fn list(&self, nodes: &[usize]) {
+        let text: String = nodes.iter().map(|&i| self.entries[i].as_str()).collect();
+        // Written aside and renamed over, as editors do.
+        let tmp = self.file.with_extension("tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &self.file).unwrap();
+    }
+}
+
+/// Waits until every node reaches every other.
+async fn joined(nodes: &[&Node], token: &str) {
+    for node in nodes {
+        let ok = eventually(Duration::from_secs(20), || async {
+            let v = node.get("/api/v1/cluster", Some(token)).await.body;
+            v["members"].as_array().is_some_and(|m| {
+                m.iter()
+                    .filter(|m| m["configured"] == true)
+                    .all(|m| m["reachable"] == true && m["state"] == "up")
+            })
+        })
+        .await;
+        let view = node.get("/api/v1/cluster", Some(token)).await.body;
+        assert!(
+            ok,
+            "{} reaches every member: {view}\n{}",
+            node.name,
+            tail(&node.log)
+        );
+    }
+}
+
+async fn owner(pool: &PgPool, org: OrganizationId) -> Option<String> {
+    sqlx::query_scalar("SELECT owner_node FROM org_ownership WHERE organization_id = $1 AND NOT released")
+        .bind(org.as_uuid())
+        .fetch_optional(pool)
+        .await
+        .unwrap()
+}
+
+fn keyed(customer: &str, key: &str) -> Value {
+    let mut body = interaction(customer, "chat", Some("the cluster answers"));
+    body["idempotencyKey"] = json!(key);
+    body
+}
+
+#[tokio::test]
+async fn any_node_serves_any_organization_and_an_owner_killed_loses_nothing_acknowledged() {
+    let (c, orgs) = cluster(3, 3, 1).await;
+    let org = &orgs[0];
+    let spec = c.spec();
+    let mut nodes = Vec::new();
+    for name in &c.names {
+        nodes.push(serve(name, &spec).await);
+    }
+    let login = nodes[0]
+        .post(
+            "/api/v1/auth/login",
+            None,
+            json!({"email": org.admin_email, "password": org.admin_password}),
+        )
+        .await;
+    let token = login.expect(200)["accessToken"].as_str().unwrap().to_owned();
+    joined(&nodes.iter().collect::<Vec<_>>(), &token).await;
+    let customer = nodes[1]
+        .post("/api/v1/customers", Some(&token), json!({"externalId": "c-1"}))
+        .await
+        .expect(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Steady state: ingests spread over the three nodes all succeed, stored once by one owner.
+    let mut acked: BTreeMap<String, String> = BTreeMap::new();
+    for i in 0..30 {
+        let key = format!("steady-{i}");
+        let r = nodes[i % 3]
+            .post("/api/v1/interactions", Some(&token), keyed(&customer, &key))
+            .await;
+        let id = r.expect(201)["id"].as_str().unwrap().to_owned();
+        acked.insert(key, id);
+    }
+    let home = owner(&c.pool, org.id).await.expect("an owner");
+    let log: i64 = sqlx::query_scalar("SELECT count(*) FROM org_ownership_log WHERE organization_id = $1")
+        .bind(org.id.as_uuid())
+        .fetch_one(&c.pool)
+        .await
+        .unwrap();
+    assert_eq!(log, 1, "one owner took the organization once");
+    let owner_at = nodes.iter().position(|n| n.name == home).unwrap();
+    let watcher_at = (owner_at + 1) % 3;
+
+    // A dashboard on a node that does not own the organization sees its events, in order.
+    let mut socket = nodes[watcher_at].ws(&token).await;
+    let ready = next(&mut socket, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(ready["type"], "ready", "{ready}");
+    let start = ready["lastSeq"].as_u64().unwrap();
+    for i in 0..5 {
+        let via = &nodes[(owner_at + 2) % 3];
+        let key = format!("live-{i}");
+        let r = via
+            .post("/api/v1/interactions", Some(&token), keyed(&customer, &key))
+            .await;
+        acked.insert(key, r.expect(201)["id"].as_str().unwrap().to_owned());
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 5 {
+        let Some(frame) = next(&mut socket, Duration::from_secs(5)).await else {
+            break;
+        };
+        assert_ne!(frame["type"], "resync", "no resync in steady state");
+        seen.extend(
+            events(&frame)
+                .into_iter()
+                .filter(|(_, t)| t == "interaction.created")
+                .map(|(s, _)| s),
+        );
+    }
+    assert_eq!(
+        seen.len(),
+        5,
+        "the five events reached the non-owner's dashboard: {seen:?}"
+    );
+    assert!(
+        seen.windows(2).all(|w| w[0] < w[1]) && seen[0] > start,
+        "in order: {seen:?}"
+    );
+
+    // kill -9 of the owner: requests through the others wait for the takeover and are served.
+    nodes[owner_at].kill();
+    let survivors: Vec<&Node> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != owner_at)
+        .map(|(_, n)| n)
+        .collect();
+    let killed = std::time::Instant::now();
+    let mut lost_unkeyed = 0;
+    for i in 0..10 {
+        let key = format!("after-{i}");
+        let r: Reply = survivors[i % 2]
+            .post("/api/v1/interactions", Some(&token), keyed(&customer, &key))
+            .await;
+        match r.status.as_u16() {
+            201 | 200 => {
+                acked.insert(key, r.body["id"].as_str().unwrap().to_owned());
+            }
+            503 => lost_unkeyed += 1,
+            other => panic!("unexpected {other}: {}", r.body),
+        }
+    }
+    let served_again = killed.elapsed();
+    assert_eq!(
+        lost_unkeyed, 0,
+        "keyed requests are served once a survivor took over"
+    );
+    let new_owner = owner(&c.pool, org.id).await.expect("a new owner");
+    assert_ne!(new_owner, home);
+    let reasons: Vec<(String, String)> = sqlx::query_as(
+        "SELECT owner_node, reason FROM org_ownership_log WHERE organization_id = $1 ORDER BY epoch",
+    )
+    .bind(org.id.as_uuid())
+    .fetch_all(&c.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        reasons[1],
+        (new_owner.clone(), "takeover".to_owned()),
+        "{reasons:?}"
+    );
+    // A retried request returns the original row.
+    let again = survivors[0]
+        .post("/api/v1/interactions", Some(&token), keyed(&customer, "steady-3"))
+        .await;
+    assert_eq!(again.expect(200)["id"].as_str().unwrap(), acked["steady-3"]);
+
+    // Every acknowledged interaction is stored with its id, once; the counter equals the rows.
+    for (key, id) in &acked {
+        let stored: Option<String> =
+            sqlx::query_scalar("SELECT id::text FROM customer_interactions WHERE idempotency_key = $1")
+                .bind(key)
+                .fetch_optional(&c.pool)
+                .await
+                .unwrap();
+        assert_eq!(
+            stored.as_deref(),
+            Some(id.as_str()),
+            "{key} stored as acknowledged"
+        );
+    }
+    let (rows, counted): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM customer_interactions WHERE customer_id = c.id), c.interaction_count
+           FROM customers c WHERE c.id = $1::uuid",
+    )
+    .bind(&customer)
+    .fetch_one(&c.pool)
+    .await
+    .unwrap();
+    assert_eq!(rows, acked.len() as i64, "no row without an acknowledgement");
+    assert_eq!(counted, rows, "counters equal rows");
+    eprintln!("served again {served_again:?} after kill -9 of the owner");
+    let _ = std::fs::remove_dir_all(c.file.parent().unwrap());
+}
+
+/// The rendezvous home of `org` among `names` (all with the default role and weight).
+fn home_of(org: OrganizationId, names: &[&String]) -> String {
+    let members: Vec<Member> = names
+        .iter()
+        .map(|n| Member {
+            name: (*n).clone(),
+            weight: 1.0,
+            actors: true,
+        })
+        .collect();
+    placement::home(ShardKey::org(org), &members).unwrap().to_owned()
+}
+
+async fn wait_owner(pool: &PgPool, org: OrganizationId, want: &str) -> bool {
+    eventually(Duration::from_secs(20), || async {
+        owner(pool, org).await.as_deref() == Some(want)
+    })
+    .await
+}
+
+async fn login(node: &Node, org: &crate::helpers::TestOrg) -> String {
+    let r = node
+        .post(
+            "/api/v1/auth/login",
+            None,
+            json!({"email": org.admin_email, "password": org.admin_password}),
+        )
+        .await;
+    r.expect(200)["accessToken"].as_str().unwrap().to_owned()
+}
+
+/// Reads `n` `interaction.created` events from a socket, failing on a resync.
+async fn created_events(socket: &mut crate::procs::Socket, n: usize) -> Vec<u64> {
+    let mut seen = Vec::new();
+    while seen.len() < n {
+        let Some(frame) = next(socket, Duration::from_secs(10)).await else {
+            break;
+        };
+        assert_ne!(frame["type"], "resync", "a hand-off needs no resync");
+        seen.extend(
+            events(&frame)
+                .into_iter()
+                .filter(|(_, t)| t == "interaction.created")
+                .map(|(s, _)| s),
+        );
+    }
+    seen
+}
+
+#[tokio::test]
+async fn organizations_move_by_hand_off_when_nodes_join_leave_and_come_back() {
+    // Twelve organizations, so that some are at home on each of three nodes.
+    let (c, orgs) = cluster(3, 2, 12).await;
+    let spec = c.spec();
+    let a = serve(&c.names[0], &spec).await;
+    let b = serve(&c.names[1], &spec).await;
+    let tokens: Vec<String> = {
+        let mut t = Vec::new();
+        for org in &orgs {
+            t.push(login(&a, org).await);
+        }
+        t
+    };
+    joined(&[&a, &b], &tokens[0]).await;
+    let names = &c.names;
+    let all = [&names[0], &names[1], &names[2]];
+    // The organization that will move to c when it joins, and back when it leaves.
+    let moving = orgs
+        .iter()
+        .position(|o| home_of(o.id, &all) == names[2])
+        .expect("one of twelve organizations is at home on c");
+    let org = &orgs[moving];
+    let token = &tokens[moving];
+    let customer = a
+        .post("/api/v1/customers", Some(token), json!({"externalId": "mover"}))
+        .await
+        .expect(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Placed at its home among the two running nodes by its first request, wherever it lands.
+    b.post("/api/v1/interactions", Some(token), keyed(&customer, "m-0"))
+        .await
+        .expect(201);
+    let first = home_of(org.id, &[&names[0], &names[1]]);
+    assert_eq!(owner(&c.pool, org.id).await.as_deref(), Some(first.as_str()));
+    let watcher = if first == names[0] { &b } else { &a };
+    let mut socket = watcher.ws(token).await;
+    let ready = next(&mut socket, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(ready["type"], "ready");
+
+    // c joins: added to the file and started; the organization moves to it by hand-off.
+    c.list(&[0, 1, 2]);
+    let cn = serve(&names[2], &spec).await;
+    joined(&[&a, &b, &cn], token).await;
+    assert!(
+        wait_owner(&c.pool, org.id, &names[2]).await,
+        "the organization moves to c"
+    );
+    for i in 1..=3 {
+        a.post(
+            "/api/v1/interactions",
+            Some(token),
+            keyed(&customer, &format!("m-{i}")),
+        )
+        .await
+        .expect(201);
+    }
+    let seen = created_events(&mut socket, 3).await;
+    assert_eq!(
+        seen.len(),
+        3,
+        "every event reached the dashboard across the move: {seen:?}"
+    );
+    assert!(
+        seen.windows(2).all(|w| w[1] == w[0] + 1),
+        "consecutive numbers, no gap: {seen:?}"
+    );
+    let reasons: Vec<(String, String)> = sqlx::query_as(
+        "SELECT owner_node, reason FROM org_ownership_log WHERE organization_id = $1 ORDER BY epoch",
+    )
+    .bind(org.id.as_uuid())
+    .fetch_all(&c.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        reasons.last().unwrap(),
+        &(names[2].clone(), "handoff".to_owned()),
+        "{reasons:?}"
+    );
+
+    // c is removed from the file: it hands the organization back and is no longer ready.
+    c.list(&[0, 1]);
+    assert!(
+        wait_owner(&c.pool, org.id, &first).await,
+        "c hands the organization back"
+    );
+    let leaving = eventually(Duration::from_secs(10), || async {
+        cn.get("/readyz", None).await.status == 503
+    })
+    .await;
+    assert!(leaving, "a removed node answers /readyz 503");
+    a.post("/api/v1/interactions", Some(token), keyed(&customer, "m-4"))
+        .await
+        .expect(201);
+    let seen = created_events(&mut socket, 1).await;
+    assert_eq!(seen.len(), 1, "the dashboard follows the organization back");
+
+    // Single ownership all along: each epoch has one owner and the log has no gaps.
+    let epochs: Vec<(i64,)> =
+        sqlx::query_as("SELECT epoch FROM org_ownership_log WHERE organization_id = $1 ORDER BY epoch")
+            .bind(org.id.as_uuid())
+            .fetch_all(&c.pool)
+            .await
+            .unwrap();
+    assert!(
+        epochs.iter().enumerate().all(|(i, (e,))| *e == i as i64 + 1),
+        "{epochs:?}"
+    );
+    let (rows, counted): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM customer_interactions WHERE customer_id = c.id), c.interaction_count
+           FROM customers c WHERE c.id = $1::uuid",
+    )
+    .bind(&customer)
+    .fetch_one(&c.pool)
+    .await
+    .unwrap();
+    assert_eq!((rows, counted), (5, 5), "counters equal rows");
+
+    // b crashes: its organization is taken over by a; restarted, b gets it back by hand-off.
+    let pair = [&names[0], &names[1]];
+    let at_b = orgs
+        .iter()
+        .position(|o| home_of(o.id, &pair) == names[1])
+        .expect("one of twelve organizations is at home on b");
+    let (org_b, token_b) = (&orgs[at_b], &tokens[at_b]);
+    let customer_b = a
+        .post(
+            "/api/v1/customers",
+            Some(token_b),
+            json!({"externalId": "returner"}),
+        )
+        .await
+        .expect(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    a.post("/api/v1/interactions", Some(token_b), keyed(&customer_b, "r-0"))
+        .await
+        .expect(201);
+    assert_eq!(owner(&c.pool, org_b.id).await.as_deref(), Some(names[1].as_str()));
+    let port_b = b.port;
+    drop(b);
+    a.post("/api/v1/interactions", Some(token_b), keyed(&customer_b, "r-1"))
+        .await
+        .expect(201);
+    assert_eq!(
+        owner(&c.pool, org_b.id).await.as_deref(),
+        Some(names[0].as_str()),
+        "a took over"
+    );
+    let b = crate::procs::serve_on(&names[1], port_b, &spec).await;
+    joined(&[&a, &b], token_b).await;
+    assert!(
+        wait_owner(&c.pool, org_b.id, &names[1]).await,
+        "restarted, b gets its organization back"
+    );
+    let log: Vec<(String, i64, String)> = sqlx::query_as(
+        "SELECT owner_node, owner_incarnation, reason FROM org_ownership_log
+          WHERE organization_id = $1 ORDER BY epoch",
+    )
+    .bind(org_b.id.as_uuid())
+    .fetch_all(&c.pool)
+    .await
+    .unwrap();
+    let reasons: Vec<&str> = log.iter().map(|(_, _, r)| r.as_str()).collect();
+    assert_eq!(reasons, ["first", "takeover", "handoff"], "{log:?}");
+    assert!(
+        log[2].1 > log[0].1,
+        "the restarted b has a new incarnation: {log:?}"
+    );
+    b.post("/api/v1/interactions", Some(token_b), keyed(&customer_b, "r-2"))
+        .await
+        .expect(201);
+    let _ = std::fs::remove_dir_all(c.file.parent().unwrap());
+}

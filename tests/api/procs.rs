@@ -1,0 +1,214 @@
+//! Real `insights serve` processes for the multi-node tests (ractor's registries are process-wide: one
+//! node per process). Each is killed when dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, ServerName};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+
+use crate::helpers::{Reply, client_trusting, eventually, free_port, read};
+
+/// A WebSocket over TLS to a node.
+pub type Socket = tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+/// What a node process is started with, besides its name.
+pub struct Spec<'a> {
+    pub db_url: &'a str,
+    pub secret: &'a str,
+    pub prefix: &'a str,
+    /// Extra environment (the cluster file, the cookie, fast timings).
+    pub env: Vec<(String, String)>,
+}
+
+/// One `insights serve` process.
+pub struct Node {
+    pub name: String,
+    pub port: u16,
+    pub base: String,
+    pub client: reqwest::Client,
+    pub pem: Vec<u8>,
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `insights serve` as `name` and waits until it answers `/healthz`.
+pub async fn serve(name: &str, spec: &Spec<'_>) -> Node {
+    let port = free_port();
+    serve_on(name, port, spec).await
+}
+
+/// Starts `insights serve` as `name` on HTTPS `port` (to restart a node where it was).
+pub async fn serve_on(name: &str, port: u16, spec: &Spec<'_>) -> Node {
+    let data_dir: PathBuf = std::env::temp_dir().join(format!("insights-test-{name}"));
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let log = data_dir.join("node.log");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_insights"));
+    cmd.args(["serve", "--no-migrate"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", spec.db_url)
+        .env("REDIS_URL", crate::helpers::redis_url())
+        .env("INSIGHTS_REDIS_PREFIX", spec.prefix)
+        .env("INSIGHTS_JWT_SECRET", spec.secret)
+        .env("INSIGHTS_NODE_NAME", name)
+        .env("INSIGHTS_LISTEN", format!("127.0.0.1:{port}"))
+        .env("INSIGHTS_DATA_DIR", &data_dir)
+        .env("INSIGHTS_ML_ENABLED", "false")
+        .env("INSIGHTS_DB_MIN_CONNECTIONS", "0")
+        .env("INSIGHTS_DB_MAX_CONNECTIONS", "8")
+        .env("INSIGHTS_RATE_LIMIT_IP_PER_MIN", "1000000")
+        .env("INSIGHTS_RATE_LIMIT_USER_PER_MIN", "1000000")
+        .env("INSIGHTS_RATE_LIMIT_AUTH_IP_PER_MIN", "1000000")
+        .env(
+            "RUST_LOG",
+            std::env::var("NODE_LOG").unwrap_or_else(|_| "warn".to_owned()),
+        )
+        .current_dir(std::env::temp_dir())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    for (k, v) in &spec.env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().expect("insights serve starts");
+    let cert = data_dir.join("tls/cert.pem");
+    let started = eventually(Duration::from_secs(30), || {
+        let cert = cert.clone();
+        async move {
+            let Ok(pem) = std::fs::read(&cert) else {
+                return false;
+            };
+            client_trusting(&pem)
+                .get(format!("https://localhost:{port}/healthz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        }
+    })
+    .await;
+    assert!(started, "node {name} answers; its log: {}", tail(&log));
+    let pem = std::fs::read(&cert).unwrap();
+    Node {
+        name: name.to_owned(),
+        port,
+        base: format!("https://localhost:{port}"),
+        client: client_trusting(&pem),
+        pem,
+        child,
+        log,
+    }
+}
+
+/// The end of a node's log, for failure messages.
+pub fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+impl Node {
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Reply {
+        let mut req = self.client.post(format!("{}{path}", self.base)).json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        read(req.send().await.unwrap()).await
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
+        let mut req = self.client.get(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        read(req.send().await.unwrap()).await
+    }
+
+    /// Kills the process at once (`kill -9`).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Opens `/api/v1/ws` with the token.
+    pub async fn ws(&self, token: &str) -> Socket {
+        ws_connect(self.port, &self.pem, Some(token)).await.unwrap()
+    }
+}
+
+/// Opens `/api/v1/ws` on `127.0.0.1:port` over TLS trusting `pem`, with the token as subprotocol.
+pub async fn ws_connect(
+    port: u16,
+    pem: &[u8],
+    token: Option<&str>,
+) -> Result<Socket, tokio_tungstenite::tungstenite::Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let mut request = format!("wss://localhost:{port}/api/v1/ws")
+        .into_client_request()
+        .unwrap();
+    if let Some(token) = token {
+        request.headers_mut().insert(
+            "sec-websocket-protocol",
+            format!("bearer, {token}").parse().unwrap(),
+        );
+    }
+    let (socket, response) = tokio_tungstenite::client_async(request, stream).await?;
+    if token.is_some() {
+        assert_eq!(response.headers()["sec-websocket-protocol"], "bearer");
+    }
+    Ok(socket)
+}
+
+/// The next data frame as JSON, or `None` if nothing comes within `wait`.
+pub async fn next(socket: &mut Socket, wait: Duration) -> Option<Value> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let msg = tokio::time::timeout_at(deadline, socket.next())
+            .await
+            .ok()??
+            .ok()?;
+        if let Message::Text(text) = msg {
+            return Some(serde_json::from_str(&text).unwrap());
+        }
+        if let Message::Close(_) = msg {
+            return None;
+        }
+    }
+}
+
+/// The events of a frame (a single event or a batch), as (seq, type).
+pub fn events(frame: &Value) -> Vec<(u64, String)> {
+    let list = if frame["type"] == "batch" {
+        frame["events"].as_array().unwrap().clone()
+    } else {
+        vec![frame.clone()]
+    };
+    list.iter()
+        .map(|e| (e["seq"].as_u64().unwrap(), e["type"].as_str().unwrap().to_owned()))
+        .collect()
+}
