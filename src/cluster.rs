@@ -101,8 +101,13 @@ impl Ownership {
                     Ok(()) = changes.changed() => {}
                     _ = shutdown.changed() => break,
                 }
-                beating.beat().await;
-                beating.refresh_view().await;
+                // A PostgreSQL that stops answering must not stall the loop: the lease clock runs out
+                // by itself, and the next tick tries again.
+                let budget = beating.inner.config.lease_ttl;
+                if tokio::time::timeout(budget, beating.beat()).await.is_err() {
+                    tracing::warn!("heartbeat timed out");
+                }
+                let _ = tokio::time::timeout(budget, beating.refresh_view()).await;
             }
         });
         Ok(ownership)

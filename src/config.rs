@@ -245,6 +245,9 @@ pub struct ClusterConfig {
     pub file_required: bool,
     /// How often the cluster file is checked for changes (it is also re-read at SIGHUP).
     pub reload_interval: Duration,
+    /// Where the cluster listener binds, when not at the node's `address` in the file (behind NAT or a
+    /// proxy: the file holds the address peers dial).
+    pub listen: Option<std::net::SocketAddr>,
     /// How often each peer's gateway is pinged; also the ping's timeout.
     pub ping_interval: Duration,
     /// Missed pings in a row after which a peer's session is dropped and redialled.
@@ -420,6 +423,7 @@ impl Default for Config {
                 file: Some(PathBuf::from("cluster.toml")),
                 file_required: false,
                 reload_interval: Duration::from_secs(2),
+                listen: None,
                 ping_interval: Duration::from_secs(1),
                 ping_misses: 3,
                 forward_timeout: Duration::from_secs(3),
@@ -513,6 +517,7 @@ struct FileConfig {
     cluster_file: Option<PathBuf>,
     cluster_reload_ms: Option<u64>,
     cluster_ping_ms: Option<u64>,
+    cluster_listen: Option<String>,
     cluster_ping_misses: Option<u32>,
     cluster_forward_timeout_ms: Option<u64>,
     cluster_failover_wait_ms: Option<u64>,
@@ -773,6 +778,9 @@ impl Config {
             &mut self.cluster.ping_interval,
             f.cluster_ping_ms.map(Duration::from_millis),
         );
+        if let Some(listen) = &f.cluster_listen {
+            self.cluster.listen = Some(parse_cluster_listen(listen)?);
+        }
         set(&mut self.cluster.ping_misses, f.cluster_ping_misses);
         set(
             &mut self.cluster.forward_timeout,
@@ -1054,6 +1062,9 @@ impl Config {
             &mut self.cluster.ping_interval,
             millis(env, "INSIGHTS_CLUSTER_PING_MS")?,
         );
+        if let Some(listen) = env.var("INSIGHTS_CLUSTER_LISTEN") {
+            self.cluster.listen = Some(parse_cluster_listen(&listen)?);
+        }
         set(
             &mut self.cluster.ping_misses,
             parse_env(env, "INSIGHTS_CLUSTER_PING_MISSES")?,
@@ -1275,6 +1286,15 @@ fn set_opt<T>(slot: &mut Option<T>, value: Option<T>) {
     if value.is_some() {
         *slot = value;
     }
+}
+
+fn parse_cluster_listen(value: &str) -> Result<std::net::SocketAddr, ConfigError> {
+    value.trim().parse().map_err(|_| {
+        invalid(
+            "cluster_listen",
+            &format!("{value:?} is not an IP address and port such as 10.0.0.11:4697"),
+        )
+    })
 }
 
 fn invalid(key: &'static str, message: &str) -> ConfigError {

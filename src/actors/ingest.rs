@@ -75,11 +75,15 @@ impl Ingest {
         forwarded: bool,
     ) -> Result<IngestOutcome, Error> {
         let mut last = Error::OwnedElsewhere;
-        for _ in 0..2 {
+        let mut retry = self.router.retry();
+        while retry.again().await {
             let (node, gateway) = match self.router.place(org, forwarded).await? {
-                Place::Local(handle) => match self.ingest_here(org, handle, new.clone()).await {
+                Place::Local(handle) => match self.ingest_here(org, handle.clone(), new.clone()).await {
                     // Fenced (nothing stored): the organization moved on, so it is placed again.
-                    Err(Error::OwnedElsewhere) if !forwarded => continue,
+                    Err(Error::OwnedElsewhere) if !forwarded && self.router.peers().is_clustered() => {
+                        self.router.gone(org, &handle).await;
+                        continue;
+                    }
                     other => return other,
                 },
                 Place::Remote { node, gateway } => (node, gateway),
@@ -189,11 +193,15 @@ impl Ingest {
             .iter()
             .all(|i| i.as_ref().map_or(true, |n| n.idempotency_key.is_some()));
         let mut last = Error::OwnedElsewhere;
-        for _ in 0..2 {
+        let mut retry = self.router.retry();
+        while retry.again().await {
             let (node, gateway) = match self.router.place(org, forwarded).await? {
-                Place::Local(handle) => match self.batch_here(org, handle, items.clone()).await {
+                Place::Local(handle) => match self.batch_here(org, handle.clone(), items.clone()).await {
                     // Fenced before any chunk committed: the organization moved on; placed again.
-                    Err(Error::OwnedElsewhere) if !forwarded => continue,
+                    Err(Error::OwnedElsewhere) if !forwarded && self.router.peers().is_clustered() => {
+                        self.router.gone(org, &handle).await;
+                        continue;
+                    }
                     other => return other,
                 },
                 Place::Remote { node, gateway } => (node, gateway),

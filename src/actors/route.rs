@@ -88,6 +88,27 @@ impl Lost {
     }
 }
 
+/// See [`Router::retry`].
+pub struct Retry {
+    deadline: tokio::time::Instant,
+    attempts: u32,
+}
+
+impl Retry {
+    /// Waits before the next attempt; false once the time is up (at least two attempts are made).
+    pub async fn again(&mut self) -> bool {
+        self.attempts += 1;
+        if self.attempts == 1 {
+            return true;
+        }
+        if self.attempts > 2 && tokio::time::Instant::now() >= self.deadline {
+            return false;
+        }
+        tokio::time::sleep(FAILOVER_POLL).await;
+        true
+    }
+}
+
 /// How often a request waiting for an unreachable owner's organization checks again.
 const FAILOVER_POLL: Duration = Duration::from_millis(250);
 
@@ -138,8 +159,15 @@ impl Router {
     /// Where the organization is served now (see the module docs). `forwarded` requests (from another
     /// node) are served only here, as the owner: anything else is [`Error::OwnedElsewhere`].
     pub async fn place(&self, org: OrganizationId, forwarded: bool) -> Result<Place, Error> {
-        // A node whose heartbeat could not be renewed stops acting as an owner by itself.
+        // A node whose heartbeat could not be renewed stops acting as an owner by itself; it still
+        // forwards to an owner it knows and can reach.
         if !self.ownership.valid() {
+            if !forwarded
+                && let Some(owner) = self.known_owner(org)
+                && let Some(gateway) = self.peers.gateway(&owner)
+            {
+                return Ok(Place::Remote { node: owner, gateway });
+            }
             return Err(Error::OwnedElsewhere);
         }
         self.settled(org).await;
@@ -205,9 +233,17 @@ impl Router {
         self.orgs.registry.ids()
     }
 
+    /// Candidates are this node (if it takes organizations) and the reachable members whose heartbeat
+    /// is fresh (a member cut from PostgreSQL is reachable but fenced: it could not take anything).
     fn home_among(&self, org: OrganizationId, reachable: &[String]) -> Option<String> {
         let file = self.ownership.membership().file();
         let me = self.ownership.node().name.as_str();
+        let view = self.ownership.view();
+        let up = |name: &str| {
+            view.members
+                .iter()
+                .any(|m| m.name == name && m.state == crate::cluster::view::MemberState::Up)
+        };
         let members: Vec<Member> = file
             .nodes
             .iter()
@@ -215,7 +251,7 @@ impl Router {
                 if n.name == me {
                     self.ownership.takes_organizations()
                 } else {
-                    reachable.contains(&n.name)
+                    reachable.contains(&n.name) && up(&n.name)
                 }
             })
             .map(|n| Member {
@@ -374,6 +410,17 @@ impl Router {
         handle.actor.stop(Some("lease lost".to_owned()));
     }
 
+    /// Waits (briefly) until this actor of the organization is no longer the one the registry holds.
+    pub async fn gone(&self, org: OrganizationId, handle: &OrgHandle) {
+        let actor = handle.actor.get_id();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while self.local(org).is_some_and(|h| h.actor.get_id() == actor)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(MOVING_POLL).await;
+        }
+    }
+
     fn moving(&self, org: OrganizationId) -> bool {
         self.moving
             .lock()
@@ -530,7 +577,8 @@ impl Router {
         after: u64,
         forwarded: bool,
     ) -> Result<EventsAfter, Error> {
-        for _ in 0..2 {
+        let mut retry = self.retry();
+        while retry.again().await {
             match self.place(org, forwarded).await? {
                 Place::Local(handle) => {
                     let reply =
@@ -554,6 +602,15 @@ impl Router {
             }
         }
         Err(Error::OwnedElsewhere)
+    }
+
+    /// The attempts of a request whose owner keeps changing (a node fenced, an organization moving):
+    /// the first at once, then every 250 ms until `failover_wait` has passed.
+    pub fn retry(&self) -> Retry {
+        Retry {
+            deadline: tokio::time::Instant::now() + self.cluster.failover_wait,
+            attempts: 0,
+        }
     }
 
     /// The members this node forwards to.

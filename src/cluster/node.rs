@@ -120,6 +120,8 @@ impl Peers {
 pub struct Liveness {
     pub ping_interval: Duration,
     pub ping_misses: u32,
+    /// Where the listener binds instead of the node's address in the file.
+    pub listen: Option<SocketAddr>,
 }
 
 impl From<&ClusterConfig> for Liveness {
@@ -127,6 +129,7 @@ impl From<&ClusterConfig> for Liveness {
         Self {
             ping_interval: c.ping_interval,
             ping_misses: c.ping_misses,
+            listen: c.listen,
         }
     }
 }
@@ -160,7 +163,10 @@ pub async fn start(
 ) -> Result<ActorRef<MembershipMsg>, String> {
     let me = membership.entry();
     check_transport(&membership.file())?;
-    let addr = resolve(&me.address).await?;
+    let addr = match liveness.listen {
+        Some(addr) => addr,
+        None => resolve(&me.address).await?,
+    };
     // The NodeServer's listener reports a bind failure only in its log: try the address first.
     drop(
         std::net::TcpListener::bind(addr)

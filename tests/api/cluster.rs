@@ -204,20 +204,20 @@ async fn edits_apply_live_invalid_files_are_ignored_and_a_removed_node_leaves() 
     )
     .await
     .expect_error(503, "owned_elsewhere");
-    let view = app
-        .get("/api/v1/cluster", Some(&admin.access))
-        .await
-        .expect(200)
-        .clone();
-    let names: Vec<_> = view["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| (m["name"].clone(), m["configured"].clone()))
-        .collect();
-    assert_eq!(
-        names,
-        [(json!("other"), json!(true)), (json!(name), json!(false))]
+    let listed = eventually(Duration::from_secs(5), || async {
+        let view = app.get("/api/v1/cluster", Some(&admin.access)).await.body;
+        let names: Vec<_> = view["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| (m["name"].clone(), m["configured"].clone()))
+            .collect();
+        names == [(json!("other"), json!(true)), (json!(name), json!(false))]
+    })
+    .await;
+    assert!(
+        listed,
+        "the view lists the file's member, then this node as not configured"
     );
 
     // Put back, it serves again.

@@ -15,15 +15,15 @@ use sqlx::PgPool;
 use insights::cluster::placement::{self, Member, ShardKey};
 
 use crate::helpers::{Reply, eventually, free_port, interaction, test_config};
-use crate::procs::{Node, Spec, events, next, serve, tail};
+use crate::procs::{FaultProxy, Node, Spec, events, next, serve, tail};
 
 const COOKIE: &str = "test-cookie-0123456789abcdef0123456789abcdef";
 
 /// A cluster file and the environment its nodes share.
 struct Cluster {
     names: Vec<String>,
-    /// Each node's `[[node]]` entry.
-    entries: Vec<String>,
+    /// Each node's cluster address, as the file gives it.
+    addresses: Vec<String>,
     file: PathBuf,
     db_url: String,
     secret: String,
@@ -35,6 +35,11 @@ struct Cluster {
 
 impl Cluster {
     fn spec(&self) -> Spec<'_> {
+        self.spec_on(&self.db_url)
+    }
+
+    /// The environment of a node that reaches PostgreSQL at `db_url`.
+    fn spec_on<'a>(&'a self, db_url: &'a str) -> Spec<'a> {
         let env = [
             ("INSIGHTS_CLUSTER_FILE", self.file.display().to_string()),
             ("INSIGHTS_CLUSTER_COOKIE", COOKIE.to_owned()),
@@ -42,12 +47,12 @@ impl Cluster {
             ("INSIGHTS_HEARTBEAT_MS", "400".to_owned()),
             ("INSIGHTS_CLUSTER_PING_MS", "300".to_owned()),
             ("INSIGHTS_CLUSTER_RELOAD_MS", "200".to_owned()),
-            ("INSIGHTS_CLUSTER_FAILOVER_WAIT_MS", "8000".to_owned()),
+            ("INSIGHTS_CLUSTER_FAILOVER_WAIT_MS", "4000".to_owned()),
             ("INSIGHTS_CLUSTER_JOIN_GRACE_MS", "500".to_owned()),
             ("INSIGHTS_CLUSTER_REBALANCE_MS", "200".to_owned()),
         ];
         Spec {
-            db_url: &self.db_url,
+            db_url,
             secret: &self.secret,
             prefix: &self.prefix,
             env: env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
@@ -71,23 +76,15 @@ async fn cluster(n: usize, listed: usize, orgs: usize) -> (Cluster, Vec<crate::h
     let names: Vec<String> = (0..n)
         .map(|i| format!("{}-{id}", ["a", "b", "c", "d"][i]))
         .collect();
-    let entries: Vec<String> = names
-        .iter()
-        .enumerate()
-        .map(|(i, name)| {
-            format!(
-                "[[node]]\nname = \"{name}\"\naddress = \"127.0.1.{}:{}\"\n",
-                i + 1,
-                free_port()
-            )
-        })
+    let addresses: Vec<String> = (0..n)
+        .map(|i| format!("127.0.1.{}:{}", i + 1, free_port()))
         .collect();
     let dir = std::env::temp_dir().join(format!("insights-cluster-{id}"));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("cluster.toml");
     let c = Cluster {
         names,
-        entries,
+        addresses,
         file,
         db_url: harness.db_url.clone(),
         secret,
@@ -102,7 +99,15 @@ async fn cluster(n: usize, listed: usize, orgs: usize) -> (Cluster, Vec<crate::h
 impl Cluster {
     /// Rewrites the cluster file to list these nodes (by index).
     fn list(&self, nodes: &[usize]) {
-        let text: String = nodes.iter().map(|&i| self.entries[i].as_str()).collect();
+        let text: String = nodes
+            .iter()
+            .map(|&i| {
+                format!(
+                    "[[node]]\nname = \"{}\"\naddress = \"{}\"\n",
+                    self.names[i], self.addresses[i]
+                )
+            })
+            .collect();
         // Written aside and renamed over, as editors do.
         let tmp = self.file.with_extension("tmp");
         std::fs::write(&tmp, text).unwrap();
@@ -355,8 +360,8 @@ async fn created_events(socket: &mut crate::procs::Socket, n: usize) -> Vec<u64>
 
 #[tokio::test]
 async fn organizations_move_by_hand_off_when_nodes_join_leave_and_come_back() {
-    // Twelve organizations, so that some are at home on each of three nodes.
-    let (c, orgs) = cluster(3, 2, 12).await;
+    // Eighteen organizations, so that some are at home on each node (a miss has odds of 1 in 1,500).
+    let (c, orgs) = cluster(3, 2, 18).await;
     let spec = c.spec();
     let a = serve(&c.names[0], &spec).await;
     let b = serve(&c.names[1], &spec).await;
@@ -374,7 +379,7 @@ async fn organizations_move_by_hand_off_when_nodes_join_leave_and_come_back() {
     let moving = orgs
         .iter()
         .position(|o| home_of(o.id, &all) == names[2])
-        .expect("one of twelve organizations is at home on c");
+        .expect("one of eighteen organizations is at home on c");
     let org = &orgs[moving];
     let token = &tokens[moving];
     let customer = a
@@ -475,10 +480,11 @@ async fn organizations_move_by_hand_off_when_nodes_join_leave_and_come_back() {
 
     // b crashes: its organization is taken over by a; restarted, b gets it back by hand-off.
     let pair = [&names[0], &names[1]];
+    // One that stays on b whether c is up or not.
     let at_b = orgs
         .iter()
-        .position(|o| home_of(o.id, &pair) == names[1])
-        .expect("one of twelve organizations is at home on b");
+        .position(|o| home_of(o.id, &pair) == names[1] && home_of(o.id, &all) == names[1])
+        .expect("one of eighteen organizations is at home on b");
     let (org_b, token_b) = (&orgs[at_b], &tokens[at_b]);
     let customer_b = a
         .post(
@@ -528,5 +534,177 @@ async fn organizations_move_by_hand_off_when_nodes_join_leave_and_come_back() {
     b.post("/api/v1/interactions", Some(token_b), keyed(&customer_b, "r-2"))
         .await
         .expect(201);
+    let _ = std::fs::remove_dir_all(c.file.parent().unwrap());
+}
+
+/// Sends a keyed ingest and returns (status, error code or id).
+async fn try_ingest(node: &Node, token: &str, customer: &str, key: &str) -> (u16, String) {
+    let r = node
+        .post("/api/v1/interactions", Some(token), keyed(customer, key))
+        .await;
+    let detail = if r.status.is_success() {
+        r.body["id"].as_str().unwrap_or_default().to_owned()
+    } else {
+        r.body["error"]["code"].as_str().unwrap_or_default().to_owned()
+    };
+    (r.status.as_u16(), detail)
+}
+
+fn signal(node: &Node, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &node.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig}");
+}
+
+#[tokio::test]
+async fn partitions_and_pauses_keep_one_owner_and_lose_nothing_acknowledged() {
+    let (mut c, orgs) = cluster(2, 2, 8).await;
+    let pair = [&c.names[0], &c.names[1]];
+    let at_b = orgs
+        .iter()
+        .position(|o| home_of(o.id, &pair) == c.names[1])
+        .expect("one of eight organizations is at home on b");
+    let org = &orgs[at_b];
+    // b's cluster listener and its PostgreSQL are each behind a proxy that can cut the link.
+    let b_real = c.addresses[1].clone();
+    let link = FaultProxy::start("127.0.1.2:0".parse().unwrap(), b_real.parse().unwrap()).await;
+    c.addresses[1] = link.addr.to_string();
+    c.list(&[0, 1]);
+    let pg = FaultProxy::start("127.0.0.1:0".parse().unwrap(), "127.0.0.1:5432".parse().unwrap()).await;
+    let db_name = c.db_url.rsplit('/').next().unwrap().to_owned();
+    let b_db = format!("postgres://postgres@{}/{db_name}", pg.addr);
+    let a = serve(&c.names[0], &c.spec()).await;
+    let mut b_spec = c.spec_on(&b_db);
+    b_spec
+        .env
+        .push(("INSIGHTS_CLUSTER_LISTEN".to_owned(), b_real.clone()));
+    let b = serve(&c.names[1], &b_spec).await;
+    let token = login(&a, org).await;
+    joined(&[&a, &b], &token).await;
+    let customer = a
+        .post("/api/v1/customers", Some(&token), json!({"externalId": "p-1"}))
+        .await
+        .expect(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut acked: BTreeMap<String, String> = BTreeMap::new();
+    let mut send = async |node: &Node, key: &str| -> (u16, String) {
+        let (status, detail) = try_ingest(node, &token, &customer, key).await;
+        if status == 201 || status == 200 {
+            acked.insert(key.to_owned(), detail.clone());
+        }
+        (status, detail)
+    };
+    assert_eq!(send(&a, "p-0").await.0, 201);
+    assert_eq!(owner(&c.pool, org.id).await.as_deref(), Some(c.names[1].as_str()));
+
+    // 1. a and b cut from each other, both still on PostgreSQL: b keeps the organization, and a
+    //    answers 503 node_unavailable (consistency over availability) until the link heals.
+    link.cut(true);
+    let cut = eventually(Duration::from_secs(10), || async {
+        let v = a.get("/api/v1/cluster", Some(&token)).await.body;
+        v["members"][1]["reachable"] == false
+    })
+    .await;
+    assert!(cut, "a notices the silent partition by its pings");
+    assert_eq!(send(&a, "p-1").await, (503, "node_unavailable".to_owned()));
+    assert_eq!(send(&b, "p-2").await.0, 201, "b still serves its organization");
+    link.cut(false);
+    joined(&[&a, &b], &token).await;
+    assert_eq!(send(&a, "p-1").await.0, 201, "healed: the same request is served");
+    assert_eq!(
+        owner(&c.pool, org.id).await.as_deref(),
+        Some(c.names[1].as_str()),
+        "no takeover across the cut"
+    );
+
+    // 2. b cut from PostgreSQL: it fences itself, a takes over once b's lease expired.
+    pg.cut(true);
+    let fenced = eventually(Duration::from_secs(10), || async {
+        b.get("/readyz", None).await.status == 503
+    })
+    .await;
+    assert!(fenced, "a node cut from PostgreSQL is not ready");
+    let (status, detail) = send(&a, "p-3").await;
+    assert_eq!(status, 201, "a took the organization over: {detail}");
+    assert_eq!(owner(&c.pool, org.id).await.as_deref(), Some(c.names[0].as_str()));
+    pg.cut(false);
+    let back = eventually(Duration::from_secs(10), || async {
+        b.get("/readyz", None).await.status == 200
+    })
+    .await;
+    assert!(back, "b is ready again once PostgreSQL answers");
+    assert_eq!(send(&b, "p-4").await.0, 201, "b forwards to the new owner");
+
+    // Back and reachable, b is the organization's home again: a hands it back.
+    assert!(
+        wait_owner(&c.pool, org.id, &c.names[1]).await,
+        "b gets its organization back"
+    );
+
+    // 3. The owner paused past its lease, then continued: a takes over, the paused node's actor
+    //    cannot write (fenced), and its requests reach the new owner.
+    signal(&b, "-STOP");
+    let (status, detail) = send(&a, "p-5").await;
+    signal(&b, "-CONT");
+    assert_eq!(status, 201, "a takes over from the paused owner: {detail}");
+    assert_eq!(owner(&c.pool, org.id).await.as_deref(), Some(c.names[0].as_str()));
+    let mut served = false;
+    for _ in 0..3 {
+        let (status, detail) = send(&b, "p-6").await;
+        assert!(
+            status == 201 || status == 200 || status == 503,
+            "{status} {detail}"
+        );
+        if status != 503 {
+            served = true;
+            break;
+        }
+    }
+    assert!(served, "the continued node serves again by forwarding");
+
+    // Every acknowledged interaction is stored with its id, once; counters equal rows; the log
+    // shows one owner per epoch, each takeover only after the previous owner's heartbeat was stale.
+    for (key, id) in &acked {
+        let stored: Vec<String> =
+            sqlx::query_scalar("SELECT id::text FROM customer_interactions WHERE idempotency_key = $1")
+                .bind(key)
+                .fetch_all(&c.pool)
+                .await
+                .unwrap();
+        assert_eq!(stored, std::slice::from_ref(id), "{key}");
+    }
+    let (rows, counted): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM customer_interactions WHERE customer_id = c.id), c.interaction_count
+           FROM customers c WHERE c.id = $1::uuid",
+    )
+    .bind(&customer)
+    .fetch_one(&c.pool)
+    .await
+    .unwrap();
+    assert_eq!((rows, counted), (acked.len() as i64, acked.len() as i64));
+    let log: Vec<(i64, String, String, bool)> = sqlx::query_as(
+        "SELECT epoch, owner_node, reason,
+                coalesce(previous_heartbeat_at < acquired_at - interval '2 seconds', true)
+           FROM org_ownership_log WHERE organization_id = $1 ORDER BY epoch",
+    )
+    .bind(org.id.as_uuid())
+    .fetch_all(&c.pool)
+    .await
+    .unwrap();
+    let reasons: Vec<&str> = log.iter().map(|l| l.2.as_str()).collect();
+    assert_eq!(reasons, ["first", "takeover", "handoff", "takeover"], "{log:?}");
+    assert!(
+        log.iter().filter(|l| l.2 == "takeover").all(|l| l.3),
+        "takeovers only after the lease: {log:?}"
+    );
+    assert!(
+        log.iter().enumerate().all(|(i, l)| l.0 == i as i64 + 1),
+        "{log:?}"
+    );
     let _ = std::fs::remove_dir_all(c.file.parent().unwrap());
 }

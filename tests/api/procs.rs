@@ -212,3 +212,74 @@ pub fn events(frame: &Value) -> Vec<(u64, String)> {
         .map(|e| (e["seq"].as_u64().unwrap(), e["type"].as_str().unwrap().to_owned()))
         .collect()
 }
+
+/// A userspace TCP proxy that can cut a link without closing it: while cut, bytes stop flowing both
+/// ways on open connections (a silent partition, as a dropped route looks to both ends) and new
+/// connections are closed at once.
+pub struct FaultProxy {
+    pub addr: std::net::SocketAddr,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FaultProxy {
+    /// Listens on `bind` and forwards to `target`.
+    pub async fn start(bind: std::net::SocketAddr, target: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind(bind).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = cut.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if flag.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
+                    continue;
+                };
+                let (ri, wi) = inbound.into_split();
+                let (ro, wo) = outbound.into_split();
+                tokio::spawn(pump(ri, wo, flag.clone()));
+                tokio::spawn(pump(ro, wi, flag.clone()));
+            }
+        });
+        Self { addr, cut, task }
+    }
+
+    /// Cuts the link (`true`) or heals it.
+    pub fn cut(&self, on: bool) {
+        self.cut.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        // While cut, what was read is held back, as a network that drops packets would.
+        while cut.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
