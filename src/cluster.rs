@@ -7,6 +7,7 @@ pub mod file;
 pub mod gateway;
 pub mod node;
 pub mod placement;
+pub mod remote_ml;
 pub mod view;
 pub mod watch;
 

@@ -110,10 +110,22 @@ pub fn endpoints(state: &Shared) -> Vec<Endpoint> {
     all
 }
 
-/// The whole router: every endpoint, CORS when origins are configured, and the rejection handler.
+/// The whole router: every endpoint, CORS when origins are configured, and the rejection handler. A
+/// node without the `api` role (in its cluster file entry, as at start) serves only the operations
+/// endpoints: it scores or owns organizations for the others.
 pub fn router(state: &Shared) -> BoxedFilter<(Response,)> {
+    let api = state
+        .router
+        .ownership()
+        .membership()
+        .entry()
+        .has(crate::cluster::file::Role::Api);
+    let mut served = endpoints(state);
+    if !api {
+        served.retain(|e| matches!(e.path, "/healthz" | "/readyz" | "/metrics"));
+    }
     let mut routes: Option<BoxedFilter<(Response,)>> = None;
-    for endpoint in endpoints(state) {
+    for endpoint in served {
         routes = Some(match routes {
             None => endpoint.filter,
             Some(r) => r.or(endpoint.filter).unify().boxed(),
@@ -124,7 +136,11 @@ pub fn router(state: &Shared) -> BoxedFilter<(Response,)> {
             .and_then(|| async { Err::<Response, _>(warp::reject::not_found()) })
             .boxed()
     });
-    let routes = routes.or(web::routes(&state.config.web_dir)).unify().boxed();
+    let routes = if api {
+        routes.or(web::routes(&state.config.web_dir)).unify().boxed()
+    } else {
+        routes
+    };
     let origins = &state.config.cors_origins;
     if origins.is_empty() {
         return routes.recover(errors::recover).unify().boxed();

@@ -141,7 +141,8 @@ impl App {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
         tracing::debug!(model_up = ml.is_up(), "scoring pipeline");
-        let (scorer, scoring_queue) = if ml.is_up() {
+        // A clustered node without a model scores on the members with the `ml` role.
+        let (scorer, scoring_queue) = if ml.is_up() || clustered {
             let (scorer, queue) =
                 actors::scorer::Scorer::with_queue(metrics.clone(), config.ml.queue_capacity);
             (scorer, Some(queue))
@@ -206,6 +207,7 @@ impl App {
             actors::gateway::start(actors::gateway::GatewayArgs {
                 ingest: ingest.clone(),
                 router: router.clone(),
+                ml: ml.clone(),
             })
             .await
             .map_err(|e| anyhow::anyhow!("cannot start the gateway: {e}"))?;
@@ -221,10 +223,10 @@ impl App {
                 .map(config::Secret::expose)
                 .unwrap_or_default();
             cluster::node::start(
-                membership,
+                membership.clone(),
                 ownership,
                 cookie,
-                peers,
+                peers.clone(),
                 cluster::node::Liveness::from(&config.cluster),
             )
             .await
@@ -233,10 +235,21 @@ impl App {
         let addr = listener.local_addr()?;
         let grace = config.http.shutdown_grace;
         if let (Some(queue), Some(feed)) = (scoring_queue, scorer.feed()) {
+            let model = if ml.is_up() {
+                actors::scoring::Model::Local(ml.clone())
+            } else {
+                tracing::info!("no local model: texts are scored on the cluster's ml members");
+                actors::scoring::Model::Remote(cluster::remote_ml::RemoteMl::new(
+                    peers.clone(),
+                    membership.clone(),
+                    config.cluster.forward_timeout.max(config.ingest.call_timeout),
+                ))
+            };
             actors::scoring::spawn(
                 queue,
                 feed,
-                ml.clone(),
+                model,
+                config.ml.max_batch,
                 router.clone(),
                 pool.clone(),
                 config.ml.sweep_interval,

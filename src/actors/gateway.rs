@@ -21,6 +21,8 @@ pub struct Gateway;
 pub struct GatewayArgs {
     pub ingest: Ingest,
     pub router: Router,
+    /// This node's model, which serves other nodes' scoring when it has the `ml` role.
+    pub ml: super::sentiment::Ml,
 }
 
 /// Starts this node's gateway and makes it reachable from the other nodes.
@@ -91,6 +93,35 @@ impl Actor for Gateway {
                 let router = state.router.clone();
                 serve(&state.router, request, reply, move |f| async move {
                     router.take_over(f.org, f.body).await
+                });
+            }
+            GatewayMsg::Score(Wire(texts), reply) => {
+                let serves = state
+                    .router
+                    .ownership()
+                    .membership()
+                    .entry()
+                    .has(crate::cluster::file::Role::Ml);
+                let ml = state.ml.clone();
+                tokio::spawn(async move {
+                    let answer = match texts {
+                        Err(e) => Err(format!("undecodable texts: {e}")),
+                        Ok(_) if !serves => Err("this node does not have the ml role".to_owned()),
+                        Ok(texts) => ml
+                            .predict(&texts)
+                            .await
+                            .map(|ps| {
+                                ps.into_iter()
+                                    .map(|p| crate::domain::sentiment::Scores {
+                                        positive: p.positive,
+                                        negative: p.negative,
+                                        neutral: p.neutral,
+                                    })
+                                    .collect()
+                            })
+                            .map_err(|e| e.to_string()),
+                    };
+                    let _ = reply.send(Wire::new(answer));
                 });
             }
             GatewayMsg::Scored(Wire(Ok(f))) => {

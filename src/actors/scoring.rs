@@ -13,7 +13,9 @@ use tokio::sync::{mpsc, watch};
 use super::route::Router;
 use super::scorer::ScoringQueue;
 use super::sentiment::Ml;
+use crate::cluster::remote_ml::RemoteMl;
 use crate::domain::interaction::{PendingScore, ScoredInteraction};
+use crate::domain::sentiment::Scores;
 use crate::ml::model::MODEL_NAME;
 use crate::store::interactions;
 
@@ -22,24 +24,65 @@ const SWEEP_PAGE: i64 = 500;
 /// How long a new row is left to the live hand-off before a periodic sweep takes it.
 const SWEEP_GRACE: Duration = Duration::from_secs(30);
 
+/// Where texts are scored: this node's model, or (without one, in a cluster) the members with the `ml`
+/// role.
+#[derive(Clone)]
+pub enum Model {
+    Local(Ml),
+    Remote(RemoteMl),
+}
+
+impl Model {
+    fn max_batch(&self, local: usize) -> usize {
+        match self {
+            Self::Local(ml) => ml.config.max_batch,
+            Self::Remote(_) => local,
+        }
+    }
+
+    async fn score(&self, texts: Vec<String>) -> Result<Vec<Scores>, crate::error::Error> {
+        match self {
+            Self::Local(ml) => Ok(ml
+                .predict(&texts)
+                .await?
+                .into_iter()
+                .map(|p| Scores {
+                    positive: p.positive,
+                    negative: p.negative,
+                    neutral: p.neutral,
+                })
+                .collect()),
+            Self::Remote(remote) => remote.score(texts).await,
+        }
+    }
+}
+
 /// Starts the pipeline: the consumer of the queue and the sweep. Both end when `shutdown` turns true.
+#[allow(clippy::too_many_arguments)]
 pub fn spawn(
     queue: ScoringQueue,
     feed: mpsc::Sender<PendingScore>,
-    ml: Ml,
+    ml: Model,
+    max_batch: usize,
     router: Router,
     pool: sqlx::PgPool,
     sweep_every: Duration,
     shutdown: watch::Receiver<bool>,
 ) {
     let owner = router.ownership().clone();
-    tokio::spawn(consume(queue, ml, router, shutdown.clone()));
+    tokio::spawn(consume(queue, ml, max_batch, router, shutdown.clone()));
     tokio::spawn(sweep(feed, pool, owner, sweep_every, shutdown));
 }
 
 /// Scores what the queue holds, in batches of whatever is waiting (up to the model's batch size).
-async fn consume(mut queue: ScoringQueue, ml: Ml, router: Router, mut shutdown: watch::Receiver<bool>) {
-    let max = ml.config.max_batch;
+async fn consume(
+    mut queue: ScoringQueue,
+    ml: Model,
+    max_batch: usize,
+    router: Router,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let max = ml.max_batch(max_batch);
     loop {
         let first = tokio::select! {
             item = queue.0.recv() => match item { Some(item) => item, None => return },
@@ -54,7 +97,8 @@ async fn consume(mut queue: ScoringQueue, ml: Ml, router: Router, mut shutdown: 
         }
         let texts: Vec<String> = batch.iter().map(|p| p.content.clone()).collect();
         tracing::debug!(texts = texts.len(), "scoring a batch of stored interactions");
-        match ml.predict(&texts).await {
+        let n = texts.len();
+        match ml.score(texts).await {
             Ok(predictions) => {
                 for (pending, p) in batch.into_iter().zip(predictions) {
                     let scored = ScoredInteraction {
@@ -71,7 +115,7 @@ async fn consume(mut queue: ScoringQueue, ml: Ml, router: Router, mut shutdown: 
                 }
             }
             Err(e) => {
-                tracing::warn!(texts = texts.len(), error = %e, "scoring failed; the sweep retries these rows");
+                tracing::warn!(texts = n, error = %e, "scoring failed; the sweep retries these rows");
                 // Do not spin while the model is unavailable.
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }

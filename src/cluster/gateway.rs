@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::event::{EventsAfter, HandOff, OrgEvent};
 use crate::domain::interaction::{BatchItem, IngestOutcome, NewInteraction, ScoredInteraction};
+use crate::domain::sentiment::Scores;
 use crate::domain::{CustomerId, FieldError, OrganizationId, Wire};
 use crate::error::Error;
 
@@ -141,6 +142,9 @@ pub enum GatewayMsg {
     /// numbering and replay buffer; answered with the new epoch.
     #[rpc]
     TakeOver(Wire<Forwarded<HandOff>>, RpcReplyPort<Wire<Routed<i64>>>),
+    /// Scores texts with the receiver's model (members with the `ml` role), in order.
+    #[rpc]
+    Score(Wire<Vec<String>>, RpcReplyPort<Wire<Result<Vec<Scores>, String>>>),
 }
 
 #[cfg(test)]

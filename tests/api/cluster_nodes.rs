@@ -24,6 +24,8 @@ struct Cluster {
     names: Vec<String>,
     /// Each node's cluster address, as the file gives it.
     addresses: Vec<String>,
+    /// Each node's `roles` line in the file, if not the default.
+    roles: Vec<Option<&'static str>>,
     file: PathBuf,
     db_url: String,
     secret: String,
@@ -85,6 +87,7 @@ async fn cluster(n: usize, listed: usize, orgs: usize) -> (Cluster, Vec<crate::h
     let c = Cluster {
         names,
         addresses,
+        roles: vec![None; n],
         file,
         db_url: harness.db_url.clone(),
         secret,
@@ -99,19 +102,27 @@ async fn cluster(n: usize, listed: usize, orgs: usize) -> (Cluster, Vec<crate::h
 impl Cluster {
     /// Rewrites the cluster file to list these nodes (by index).
     fn list(&self, nodes: &[usize]) {
+        self.list_in(&self.file, nodes);
+    }
+
+    /// Writes a cluster file at `path` listing these nodes (by index).
+    fn list_in(&self, path: &std::path::Path, nodes: &[usize]) {
         let text: String = nodes
             .iter()
             .map(|&i| {
+                let roles = self.roles[i]
+                    .map(|r| format!("roles = {r}\n"))
+                    .unwrap_or_default();
                 format!(
-                    "[[node]]\nname = \"{}\"\naddress = \"{}\"\n",
+                    "[[node]]\nname = \"{}\"\naddress = \"{}\"\n{roles}",
                     self.names[i], self.addresses[i]
                 )
             })
             .collect();
         // Written aside and renamed over, as editors do.
-        let tmp = self.file.with_extension("tmp");
+        let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, text).unwrap();
-        std::fs::rename(&tmp, &self.file).unwrap();
+        std::fs::rename(&tmp, path).unwrap();
     }
 }
 
@@ -706,5 +717,150 @@ async fn partitions_and_pauses_keep_one_owner_and_lose_nothing_acknowledged() {
         log.iter().enumerate().all(|(i, l)| l.0 == i as i64 + 1),
         "{log:?}"
     );
+    let _ = std::fs::remove_dir_all(c.file.parent().unwrap());
+}
+
+#[tokio::test]
+async fn organizations_stay_put_while_the_nodes_run_different_files() {
+    let (c, orgs) = cluster(3, 3, 12).await;
+    let names = &c.names;
+    let all = [&names[0], &names[1], &names[2]];
+    let on_c = orgs
+        .iter()
+        .position(|o| home_of(o.id, &all) == names[2])
+        .expect("one of twelve organizations is at home on c");
+    // Each node reads its own copy of the file, as on separate machines.
+    let files: Vec<PathBuf> = (0..3)
+        .map(|i| c.file.with_file_name(format!("node-{i}.toml")))
+        .collect();
+    let mut nodes = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        c.list_in(&files[i], &[0, 1, 2]);
+        let mut spec = c.spec();
+        spec.env
+            .push(("INSIGHTS_CLUSTER_FILE".to_owned(), files[i].display().to_string()));
+        nodes.push(serve(name, &spec).await);
+    }
+    let token = login(&nodes[0], &orgs[on_c]).await;
+    joined(&nodes.iter().collect::<Vec<_>>(), &token).await;
+    let customer = nodes[0]
+        .post("/api/v1/customers", Some(&token), json!({"externalId": "stay"}))
+        .await
+        .expect(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    nodes[0]
+        .post("/api/v1/interactions", Some(&token), keyed(&customer, "s-0"))
+        .await
+        .expect(201);
+    assert_eq!(
+        owner(&c.pool, orgs[on_c].id).await.as_deref(),
+        Some(names[2].as_str())
+    );
+
+    // Only c's file drops c: c leaves, but a and b still run the old file, so nothing moves.
+    c.list_in(&files[2], &[0, 1]);
+    let disagree = eventually(Duration::from_secs(10), || async {
+        nodes[0].get("/api/v1/cluster", Some(&token)).await.body["hashesAgree"] == false
+    })
+    .await;
+    assert!(disagree, "a sees that the nodes run different files");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        owner(&c.pool, orgs[on_c].id).await.as_deref(),
+        Some(names[2].as_str()),
+        "no hand-off while the files disagree"
+    );
+    let ready = nodes[2].get("/readyz", None).await;
+    assert_eq!(ready.status, 503, "c is leaving all the same");
+
+    // Once every file agrees, c hands the organization to its home among a and b.
+    c.list_in(&files[0], &[0, 1]);
+    c.list_in(&files[1], &[0, 1]);
+    let home = home_of(orgs[on_c].id, &[&names[0], &names[1]]);
+    assert!(
+        wait_owner(&c.pool, orgs[on_c].id, &home).await,
+        "moved once the files agree"
+    );
+    let agree = eventually(Duration::from_secs(10), || async {
+        nodes[0].get("/api/v1/cluster", Some(&token)).await.body["hashesAgree"] == true
+    })
+    .await;
+    assert!(agree);
+    nodes[1]
+        .post("/api/v1/interactions", Some(&token), keyed(&customer, "s-1"))
+        .await
+        .expect(201);
+    let _ = std::fs::remove_dir_all(c.file.parent().unwrap());
+}
+
+#[tokio::test]
+async fn an_owner_without_a_model_scores_on_the_ml_members() {
+    let (mut c, orgs) = cluster(2, 2, 1).await;
+    // a answers the API and owns organizations without a model; m only scores.
+    c.roles[1] = Some(r#"["ml"]"#);
+    c.list(&[0, 1]);
+    let a = serve(&c.names[0], &c.spec()).await;
+    let mut m_spec = c.spec();
+    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    for (k, v) in [
+        ("INSIGHTS_ML_ENABLED", "true".to_owned()),
+        ("INSIGHTS_ML_WORKERS", "1".to_owned()),
+        ("INSIGHTS_MODEL_DIR", models.display().to_string()),
+        (
+            "ORT_DYLIB_PATH",
+            std::env::var("ORT_DYLIB_PATH")
+                .expect("ORT_DYLIB_PATH names libonnxruntime.so (scripts/test.sh)"),
+        ),
+    ] {
+        m_spec.env.push((k.to_owned(), v));
+    }
+    let m = serve(&c.names[1], &m_spec).await;
+    let token = login(&a, &orgs[0]).await;
+    joined(&[&a], &token).await;
+    let customer = a
+        .post("/api/v1/customers", Some(&token), json!({"externalId": "ml-1"}))
+        .await
+        .expect(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut body = keyed(&customer, "ml-0");
+    body["content"] = json!("This is terrible, I want a refund right now");
+    a.post("/api/v1/interactions", Some(&token), body)
+        .await
+        .expect(201);
+    let scored = eventually(Duration::from_secs(30), || async {
+        let label: Option<String> = sqlx::query_scalar(
+            "SELECT sentiment_label::text FROM customer_interactions WHERE idempotency_key = 'ml-0'",
+        )
+        .fetch_one(&c.pool)
+        .await
+        .unwrap();
+        label.is_some()
+    })
+    .await;
+    assert!(
+        scored,
+        "the text was scored on the ml member; a's log:\n{}",
+        tail(&a.log)
+    );
+    let label: String = sqlx::query_scalar(
+        "SELECT sentiment_label::text FROM customer_interactions WHERE idempotency_key = 'ml-0'",
+    )
+    .fetch_one(&c.pool)
+    .await
+    .unwrap();
+    assert_eq!(label, "negative");
+    // The ml-only member owns nothing and serves only the operations endpoints.
+    assert_eq!(
+        owner(&c.pool, orgs[0].id).await.as_deref(),
+        Some(c.names[0].as_str())
+    );
+    assert_eq!(m.get("/readyz", None).await.status, 200);
+    m.get("/api/v1/me", Some(&token))
+        .await
+        .expect_error(404, "route_not_found");
     let _ = std::fs::remove_dir_all(c.file.parent().unwrap());
 }
