@@ -79,11 +79,33 @@ struct Args {
     /// Also run loadtest/baselines.sh (pgbench, COPY, Python onnxruntime) and print our ratios to them.
     #[arg(long)]
     baselines: bool,
+    /// Other nodes of a cluster (comma-separated base URLs, same certificate): requests go round-robin
+    /// over --base and these, so each lands on any node as behind a load balancer.
+    #[arg(long, value_delimiter = ',')]
+    spread: Vec<String>,
+    /// Where the fan-out scenario's dashboards connect (default --base): another node of a cluster
+    /// measures the fan-out through the owner's gateway.
+    #[arg(long)]
+    ws_base: Option<String>,
+}
+
+impl Args {
+    /// The node request `i` goes to.
+    fn target(&self, i: usize) -> &str {
+        let n = self.spread.len() + 1;
+        match i % n {
+            0 => &self.base,
+            k => &self.spread[k - 1],
+        }
+    }
 }
 
 fn parse_args() -> Args {
     let args = <Args as clap::Parser>::parse();
     common::assert_loopback(&args.base);
+    for base in args.spread.iter().chain(&args.ws_base) {
+        common::assert_loopback(base);
+    }
     args
 }
 
@@ -247,7 +269,7 @@ async fn closed(
                 if i >= requests || Instant::now() > deadline {
                     break;
                 }
-                let (url, body) = request(&scenario, &args.base, i, &customers, batch_size, &args);
+                let (url, body) = request(&scenario, args.target(i), i, &customers, batch_size, &args);
                 let t = Instant::now();
                 let ok = send(&client, &token, &scenario, url, body).await;
                 latencies.push(t.elapsed());
@@ -291,7 +313,7 @@ async fn open(ctx: &Ctx, scenario: &str, rate: f64, secs: u64, batch_size: usize
         in_flight.fetch_add(1, Ordering::Relaxed);
         let (client, token, tx, in_flight) =
             (client.clone(), token.to_owned(), tx.clone(), in_flight.clone());
-        let (url, body) = request(scenario, &args.base, i, customers, batch_size, args);
+        let (url, body) = request(scenario, args.target(i), i, customers, batch_size, args);
         let scenario = scenario.to_owned();
         tokio::spawn(async move {
             let ok = send(&client, &token, &scenario, url, body).await;
@@ -401,7 +423,9 @@ async fn main() {
         }
         if scenario == "fanout" {
             let port: u16 = args
-                .base
+                .ws_base
+                .as_ref()
+                .unwrap_or(&args.base)
                 .rsplit(':')
                 .next()
                 .and_then(|p| p.trim_end_matches('/').parse().ok())
