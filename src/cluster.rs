@@ -29,8 +29,9 @@ use crate::store::leases::{self as lease, Acquired, NodeIdentity};
 /// The outcome of [`Ownership::claim`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
-    /// This node owns the organization at this epoch (the fencing token of its writes).
-    Owned(i64),
+    /// This node owns the organization at `epoch` (the fencing token of its writes); `takeover` when it
+    /// just took it from an owner whose lease had expired (a crashed or cut-off node).
+    Owned { epoch: i64, takeover: bool },
     /// A live other node owns it.
     HeldBy(String),
     /// This node takes no organizations (it is leaving, or has no `actors` role).
@@ -199,7 +200,10 @@ impl Ownership {
         }
         let i = &self.inner;
         match lease::acquire(&i.pool, org, &i.node, i.config.lease_ttl).await? {
-            Acquired::Owned { epoch, .. } => Ok(Claim::Owned(epoch)),
+            Acquired::Owned { epoch, reason } => Ok(Claim::Owned {
+                epoch,
+                takeover: reason == Some(lease::Reason::Takeover),
+            }),
             Acquired::HeldBy { owner } => {
                 tracing::debug!(org = %org, owner, "organization owned by another live node");
                 Ok(Claim::HeldBy(owner))

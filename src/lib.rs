@@ -150,6 +150,7 @@ impl App {
             (actors::scorer::Scorer::without_model(metrics.clone()), None)
         };
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let (takeovers, takeovers_rx) = tokio::sync::mpsc::channel(1);
         membership.spawn_watcher(config.cluster.reload_interval, shutdown_rx.clone());
         let ownership = cluster::Ownership::start(
             pool.clone(),
@@ -194,6 +195,7 @@ impl App {
             fanout: actors::fanout::Fanout::new(peers.clone()),
             peers: peers.clone(),
             cluster: config.cluster.clone(),
+            takeovers: scoring_queue.is_some().then_some(takeovers),
         });
         let ingest = actors::ingest::Ingest::new(
             router.clone(),
@@ -253,6 +255,7 @@ impl App {
                 router.clone(),
                 pool.clone(),
                 config.ml.sweep_interval,
+                takeovers_rx,
                 shutdown_rx.clone(),
             );
         }

@@ -57,6 +57,8 @@ pub struct Router {
     directory: Arc<RwLock<HashMap<OrganizationId, String>>>,
     /// Organizations being handed off from this node.
     moving: Arc<Mutex<HashSet<OrganizationId>>>,
+    /// Tells the scoring sweep that this node took an organization over.
+    takeovers: Option<tokio::sync::mpsc::Sender<()>>,
 }
 
 /// Where an organization is served.
@@ -134,6 +136,8 @@ pub struct RouterParts {
     /// The members this node can forward to (none when standalone).
     pub peers: Peers,
     pub cluster: ClusterConfig,
+    /// Where takeovers are announced to the scoring sweep (when the node scores).
+    pub takeovers: Option<tokio::sync::mpsc::Sender<()>>,
 }
 
 impl Router {
@@ -153,6 +157,7 @@ impl Router {
             cluster: p.cluster,
             directory: Arc::default(),
             moving: Arc::default(),
+            takeovers: p.takeovers,
         }
     }
 
@@ -365,7 +370,13 @@ impl Router {
         let context = self.org_context(org).await?;
         // Never a second owner: nobody takes an organization from a live owner.
         let epoch = match self.ownership.claim(org).await? {
-            Claim::Owned(epoch) => epoch,
+            Claim::Owned { epoch, takeover } => {
+                if takeover && let Some(kick) = &self.takeovers {
+                    // The crashed owner's unscored rows are swept at once, not after the grace period.
+                    let _ = kick.try_send(());
+                }
+                epoch
+            }
             Claim::HeldBy(owner) => {
                 self.remember(org, &owner);
                 return Ok(Err(Some(owner)));

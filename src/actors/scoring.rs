@@ -67,11 +67,12 @@ pub fn spawn(
     router: Router,
     pool: sqlx::PgPool,
     sweep_every: Duration,
+    takeovers: mpsc::Receiver<()>,
     shutdown: watch::Receiver<bool>,
 ) {
     let owner = router.ownership().clone();
     tokio::spawn(consume(queue, ml, max_batch, router, shutdown.clone()));
-    tokio::spawn(sweep(feed, pool, owner, sweep_every, shutdown));
+    tokio::spawn(sweep(feed, pool, owner, sweep_every, takeovers, shutdown));
 }
 
 /// Scores what the queue holds, in batches of whatever is waiting (up to the model's batch size).
@@ -124,12 +125,15 @@ async fn consume(
 }
 
 /// Feeds every unscored row of the organizations this node owns or may take (not those of a live other
-/// node) into the queue: all of them at start, then rows older than a grace period every `sweep_every`.
+/// node) into the queue: all of them at start and after this node took an organization over from a
+/// crashed owner (`takeovers`: its rows waited for a dead node), then rows older than a grace period every
+/// `sweep_every`.
 async fn sweep(
     feed: mpsc::Sender<PendingScore>,
     pool: sqlx::PgPool,
     owner: crate::cluster::Ownership,
     every: Duration,
+    mut takeovers: mpsc::Receiver<()>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut first = true;
@@ -138,6 +142,7 @@ async fn sweep(
         if !first && feed.capacity() < feed.max_capacity() {
             tokio::select! {
                 _ = tokio::time::sleep(every) => continue,
+                Some(()) = takeovers.recv() => first = true,
                 _ = shutdown.changed() => return,
             }
         }
@@ -183,6 +188,7 @@ async fn sweep(
         first = false;
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
+            Some(()) = takeovers.recv() => first = true,
             _ = shutdown.changed() => return,
         }
     }

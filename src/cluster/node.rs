@@ -384,7 +384,10 @@ fn jitter(d: Duration) -> Duration {
 }
 
 /// The nodes this one keeps a link to, with their cluster addresses: the other members of its file,
-/// and nodes removed from it that are still handing their organizations off (until they own none).
+/// and nodes removed from it that are still running as `leaving` (they hand their organizations off
+/// over this link; once they stop, their heartbeat goes stale and they are refused like any stranger).
+/// Whether a leaving node still owns something is not asked: that count passes through zero while an
+/// organization moves, and dropping the link then would cut the hand-off in half.
 fn wanted(args: &MembershipArgs) -> Vec<(String, String)> {
     let me = args.membership.me();
     let mut wanted: Vec<(String, String)> = args
@@ -396,7 +399,7 @@ fn wanted(args: &MembershipArgs) -> Vec<(String, String)> {
         .map(|n| (n.name.clone(), n.address.clone()))
         .collect();
     for m in &args.ownership.view().members {
-        if !m.configured && m.name != me && m.state == MemberState::Leaving && m.owned_organizations > 0 {
+        if !m.configured && m.name != me && m.state == MemberState::Leaving {
             wanted.push((m.name.clone(), m.address.clone()));
         }
     }
@@ -418,7 +421,7 @@ fn tick(myself: &ActorRef<MembershipMsg>, state: &mut MembershipState) {
         if let Some(link) = state.links.remove(&name)
             && let Some(ses) = link.session
         {
-            tracing::info!(peer = %name, "member removed from the cluster file (and done handing off): its session ends");
+            tracing::info!(peer = %name, "member removed from the cluster file (and not leaving): its session ends");
             ses.actor.stop(Some("not a member".to_owned()));
         }
         state.args.peers.set(&name, None);
