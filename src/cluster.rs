@@ -8,6 +8,7 @@ pub mod gateway;
 pub mod node;
 pub mod placement;
 pub mod remote_ml;
+pub mod transport;
 pub mod view;
 pub mod watch;
 

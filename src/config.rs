@@ -245,6 +245,9 @@ pub struct ClusterConfig {
     pub file_required: bool,
     /// How often the cluster file is checked for changes (it is also re-read at SIGHUP).
     pub reload_interval: Duration,
+    /// The cluster port's certificate, key and CA (mutual TLS); required when a member's address is not
+    /// a loopback address.
+    pub tls: Option<TlsFiles>,
     /// Where the cluster listener binds, when not at the node's `address` in the file (behind NAT or a
     /// proxy: the file holds the address peers dial).
     pub listen: Option<std::net::SocketAddr>,
@@ -263,6 +266,14 @@ pub struct ClusterConfig {
     /// How often each node checks whether its organizations should live elsewhere (their rendezvous
     /// home changed: a node joined, left or came back).
     pub rebalance_interval: Duration,
+}
+
+/// The certificate, key and CA (PEM files) of a node's cluster port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
 }
 
 impl ClusterConfig {
@@ -423,6 +434,7 @@ impl Default for Config {
                 file: Some(PathBuf::from("cluster.toml")),
                 file_required: false,
                 reload_interval: Duration::from_secs(2),
+                tls: None,
                 listen: None,
                 ping_interval: Duration::from_secs(1),
                 ping_misses: 3,
@@ -518,6 +530,9 @@ struct FileConfig {
     cluster_reload_ms: Option<u64>,
     cluster_ping_ms: Option<u64>,
     cluster_listen: Option<String>,
+    cluster_tls_cert: Option<PathBuf>,
+    cluster_tls_key: Option<PathBuf>,
+    cluster_tls_ca: Option<PathBuf>,
     cluster_ping_misses: Option<u32>,
     cluster_forward_timeout_ms: Option<u64>,
     cluster_failover_wait_ms: Option<u64>,
@@ -781,6 +796,12 @@ impl Config {
         if let Some(listen) = &f.cluster_listen {
             self.cluster.listen = Some(parse_cluster_listen(listen)?);
         }
+        self.cluster.tls = cluster_tls(
+            f.cluster_tls_cert.clone(),
+            f.cluster_tls_key.clone(),
+            f.cluster_tls_ca.clone(),
+            self.cluster.tls.take(),
+        )?;
         set(&mut self.cluster.ping_misses, f.cluster_ping_misses);
         set(
             &mut self.cluster.forward_timeout,
@@ -1065,6 +1086,12 @@ impl Config {
         if let Some(listen) = env.var("INSIGHTS_CLUSTER_LISTEN") {
             self.cluster.listen = Some(parse_cluster_listen(&listen)?);
         }
+        self.cluster.tls = cluster_tls(
+            env.var("INSIGHTS_CLUSTER_TLS_CERT").map(PathBuf::from),
+            env.var("INSIGHTS_CLUSTER_TLS_KEY").map(PathBuf::from),
+            env.var("INSIGHTS_CLUSTER_TLS_CA").map(PathBuf::from),
+            self.cluster.tls.take(),
+        )?;
         set(
             &mut self.cluster.ping_misses,
             parse_env(env, "INSIGHTS_CLUSTER_PING_MISSES")?,
@@ -1285,6 +1312,23 @@ fn set<T>(slot: &mut T, value: Option<T>) {
 fn set_opt<T>(slot: &mut Option<T>, value: Option<T>) {
     if value.is_some() {
         *slot = value;
+    }
+}
+
+/// The cluster TLS files: all three given, or none (then the earlier layer's stay).
+fn cluster_tls(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    ca: Option<PathBuf>,
+    earlier: Option<TlsFiles>,
+) -> Result<Option<TlsFiles>, ConfigError> {
+    match (cert, key, ca) {
+        (None, None, None) => Ok(earlier),
+        (Some(cert), Some(key), Some(ca)) => Ok(Some(TlsFiles { cert, key, ca })),
+        _ => Err(invalid(
+            "cluster_tls_cert",
+            "set the cluster's TLS certificate, key and CA together (INSIGHTS_CLUSTER_TLS_CERT, _KEY, _CA)",
+        )),
     }
 }
 

@@ -88,8 +88,15 @@ impl App {
         )
         .map_err(|e| anyhow::anyhow!("{e}"))?;
         let clustered = *membership.mode() == cluster::file::Mode::Clustered;
+        let cluster_tls = match (&config.cluster.tls, clustered) {
+            (Some(files), true) => {
+                Some(cluster::transport::ClusterTls::load(files).map_err(|e| anyhow::anyhow!("{e}"))?)
+            }
+            _ => None,
+        };
         if clustered {
-            cluster::node::check_transport(&membership.file()).map_err(|e| anyhow::anyhow!("{e}"))?;
+            cluster::transport::check(&membership.file(), cluster_tls.is_some())
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
         }
         let peers = if clustered {
             cluster::node::Peers::clustered()
@@ -230,6 +237,7 @@ impl App {
                 cookie,
                 peers.clone(),
                 cluster::node::Liveness::from(&config.cluster),
+                cluster_tls,
             )
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;

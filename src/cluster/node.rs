@@ -22,8 +22,8 @@ use ractor_cluster::{NodeServer, NodeServerMessage, RactorMessage};
 use rand::Rng as _;
 
 use super::Ownership;
-use super::file::ClusterFile;
 use super::gateway::{self, GatewayMsg, PingInfo, WIRE_VERSION};
+use super::transport::{self, ClusterTls};
 use super::view::MemberState;
 use super::watch::Membership;
 use crate::config::ClusterConfig;
@@ -134,24 +134,6 @@ impl From<&ClusterConfig> for Liveness {
     }
 }
 
-/// Refuses a cluster whose traffic would cross a network in clear: the cluster port speaks plaintext
-/// (with the cookie's challenge) only when every member's address is a loopback address.
-pub fn check_transport(file: &ClusterFile) -> Result<(), String> {
-    for n in &file.nodes {
-        let loopback = match n.address.parse::<SocketAddr>() {
-            Ok(a) => a.ip().is_loopback(),
-            Err(_) => n.address.rsplit_once(':').is_some_and(|(h, _)| h == "localhost"),
-        };
-        if !loopback {
-            return Err(format!(
-                "node {:?} has the cluster address {}, which is not a loopback address: the cluster port would carry data in clear, which is refused (run every node on loopback addresses, or keep them standalone)",
-                n.name, n.address
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// Starts the NodeServer on this node's cluster address and the membership actor that connects it to
 /// the file's other members. `peers` fills as they become reachable.
 pub async fn start(
@@ -160,35 +142,61 @@ pub async fn start(
     cookie: &str,
     peers: Peers,
     liveness: Liveness,
+    tls: Option<ClusterTls>,
 ) -> Result<ActorRef<MembershipMsg>, String> {
     let me = membership.entry();
-    check_transport(&membership.file())?;
+    transport::check(&membership.file(), tls.is_some())?;
     let addr = match liveness.listen {
         Some(addr) => addr,
         None => resolve(&me.address).await?,
     };
-    // The NodeServer's listener reports a bind failure only in its log: try the address first.
-    drop(
-        std::net::TcpListener::bind(addr)
-            .map_err(|e| format!("cannot listen on the cluster address {addr}: {e}"))?,
-    );
     let host = me
         .address
         .rsplit_once(':')
         .map_or("localhost", |(h, _)| h)
         .to_owned();
-    let server = NodeServer::new(
-        addr.port(),
-        cookie.to_owned(),
-        me.name.clone(),
-        host,
-        None,
-        Some(NodeConnectionMode::Isolated),
-    )
-    .with_listen_addr(addr.ip());
+    let (server, listener) = match &tls {
+        None => {
+            // The NodeServer's listener reports a bind failure only in its log: try the address first.
+            drop(
+                std::net::TcpListener::bind(addr)
+                    .map_err(|e| format!("cannot listen on the cluster address {addr}: {e}"))?,
+            );
+            let server = NodeServer::new(
+                addr.port(),
+                cookie.to_owned(),
+                me.name.clone(),
+                host,
+                None,
+                Some(NodeConnectionMode::Isolated),
+            )
+            .with_listen_addr(addr.ip());
+            (server, None)
+        }
+        Some(tls) => {
+            // Our own accept loop (handshakes bounded in time) takes the address; the NodeServer's
+            // listener, TLS-only too, sits on an unused loopback port.
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on the cluster address {addr}: {e}"))?;
+            let server = NodeServer::new(
+                0,
+                cookie.to_owned(),
+                me.name.clone(),
+                host,
+                Some(ractor_cluster::IncomingEncryptionMode::Tls(tls.acceptor.clone())),
+                Some(NodeConnectionMode::Isolated),
+            )
+            .with_listen_addr(std::net::IpAddr::from([127, 0, 0, 1]));
+            (server, Some(listener))
+        }
+    };
     let (node_server, _) = Actor::spawn(Some(format!("{}/node", me.name)), server, ())
         .await
         .map_err(|e| format!("cannot start the cluster listener: {e}"))?;
+    if let (Some(listener), Some(tls)) = (listener, &tls) {
+        transport::spawn_acceptor(listener, tls.acceptor.clone(), node_server.clone());
+    }
     let (actor, _) = Actor::spawn(
         Some(format!("{}/membership", me.name)),
         MembershipActor,
@@ -198,6 +206,7 @@ pub async fn start(
             node_server: node_server.clone(),
             peers,
             liveness,
+            connector: tls.map(|t| t.connector),
         },
     )
     .await
@@ -267,11 +276,15 @@ struct MembershipArgs {
     node_server: ActorRef<NodeServerMessage>,
     peers: Peers,
     liveness: Liveness,
+    /// Dials peers over mutual TLS when set.
+    connector: Option<tokio_rustls::TlsConnector>,
 }
 
 struct MembershipState {
     args: MembershipArgs,
     links: BTreeMap<String, Link>,
+    /// Nodes removed from the file seen running as `leaving`, by name, with their addresses.
+    draining: BTreeMap<String, String>,
 }
 
 /// This node's link to one member of its file.
@@ -308,6 +321,7 @@ impl Actor for MembershipActor {
         Ok(MembershipState {
             args,
             links: BTreeMap::new(),
+            draining: BTreeMap::new(),
         })
     }
 
@@ -321,7 +335,7 @@ impl Actor for MembershipActor {
             MembershipMsg::Tick => tick(&myself, state),
             MembershipMsg::Authenticated(ses) => {
                 let name = peer_name(&ses).unwrap_or_default();
-                if !wanted(&state.args).iter().any(|(n, _)| *n == name) {
+                if !wanted(&state.args, &mut state.draining).accepts(&name) {
                     tracing::warn!(peer = %name, addr = %ses.peer_addr, "refused a cluster session: the node is not in the cluster file");
                     ses.actor.stop(Some("not a member".to_owned()));
                 }
@@ -330,7 +344,8 @@ impl Actor for MembershipActor {
                 let Some(name) = peer_name(&ses) else {
                     return Ok(());
                 };
-                if state.args.membership.file().node(&name).is_none() {
+                if !wanted(&state.args, &mut state.draining).accepts(&name) {
+                    tracing::warn!(peer = %name, addr = %ses.peer_addr, "refused a cluster session: the node is not in the cluster file");
                     ses.actor.stop(Some("not a member".to_owned()));
                     return Ok(());
                 }
@@ -383,14 +398,22 @@ fn jitter(d: Duration) -> Duration {
     Duration::from_millis(ms / 2 + rand::rng().random_range(0..=ms / 2 + 1))
 }
 
-/// The nodes this one keeps a link to, with their cluster addresses: the other members of its file,
-/// and nodes removed from it that are still running as `leaving` (they hand their organizations off
-/// over this link; once they stop, their heartbeat goes stale and they are refused like any stranger).
-/// Whether a leaving node still owns something is not asked: that count passes through zero while an
-/// organization moves, and dropping the link then would cut the hand-off in half.
-fn wanted(args: &MembershipArgs) -> Vec<(String, String)> {
+/// The nodes this one links to, with their cluster addresses: the other members of its file, and
+/// nodes removed from it that still run. A removed node that runs as `leaving` (it hands its
+/// organizations off over these links) is dialled and accepted, and stays `draining` until its
+/// heartbeat shows it stopped, so a view refreshed mid-change never cuts a hand-off in half; one that
+/// still runs as `up` (its own file not yet re-read) keeps an existing session but gets no new one. A
+/// node that stopped is refused like any stranger.
+struct Wanted {
+    /// Dialled, accepted and kept.
+    links: Vec<(String, String)>,
+    /// Kept if connected, never dialled or accepted.
+    kept: Vec<String>,
+}
+
+fn wanted(args: &MembershipArgs, draining: &mut BTreeMap<String, String>) -> Wanted {
     let me = args.membership.me();
-    let mut wanted: Vec<(String, String)> = args
+    let mut links: Vec<(String, String)> = args
         .membership
         .file()
         .nodes
@@ -398,36 +421,54 @@ fn wanted(args: &MembershipArgs) -> Vec<(String, String)> {
         .filter(|n| n.name != me)
         .map(|n| (n.name.clone(), n.address.clone()))
         .collect();
-    for m in &args.ownership.view().members {
-        if !m.configured && m.name != me && m.state == MemberState::Leaving {
-            wanted.push((m.name.clone(), m.address.clone()));
+    let view = args.ownership.view();
+    let mut kept = Vec::new();
+    for m in view.members.iter().filter(|m| !m.configured && m.name != me) {
+        match m.state {
+            MemberState::Leaving => {
+                draining.insert(m.name.clone(), m.address.clone());
+            }
+            MemberState::Up => kept.push(m.name.clone()),
+            MemberState::Down | MemberState::Unknown => {
+                draining.remove(&m.name);
+            }
         }
     }
-    wanted
+    draining.retain(|name, _| view.members.iter().any(|m| m.name == *name));
+    for (name, address) in draining.iter() {
+        if !links.iter().any(|(n, _)| n == name) {
+            links.push((name.clone(), address.clone()));
+        }
+    }
+    Wanted { links, kept }
+}
+
+impl Wanted {
+    fn accepts(&self, name: &str) -> bool {
+        self.links.iter().any(|(n, _)| n == name)
+    }
+
+    fn keeps(&self, name: &str) -> bool {
+        self.accepts(name) || self.kept.iter().any(|n| n == name)
+    }
 }
 
 fn tick(myself: &ActorRef<MembershipMsg>, state: &mut MembershipState) {
     let me = state.args.membership.me().to_owned();
-    let wanted = wanted(&state.args);
-    // Members removed from the file (and done handing off) lose their session and are not dialled
-    // again.
-    let removed: Vec<String> = state
-        .links
-        .keys()
-        .filter(|n| !wanted.iter().any(|(w, _)| w == *n))
-        .cloned()
-        .collect();
+    let wanted = wanted(&state.args, &mut state.draining);
+    // Members removed from the file (and not draining) lose their session and are not dialled again.
+    let removed: Vec<String> = state.links.keys().filter(|n| !wanted.keeps(n)).cloned().collect();
     for name in removed {
         if let Some(link) = state.links.remove(&name)
             && let Some(ses) = link.session
         {
-            tracing::info!(peer = %name, "member removed from the cluster file (and not leaving): its session ends");
+            tracing::info!(peer = %name, "member removed from the cluster file (and not draining): its session ends");
             ses.actor.stop(Some("not a member".to_owned()));
         }
         state.args.peers.set(&name, None);
     }
     let now = Instant::now();
-    for (name, address) in &wanted {
+    for (name, address) in &wanted.links {
         let link = state.links.entry(name.clone()).or_insert_with(|| Link {
             backoff: DIAL_BACKOFF_MIN,
             ..Link::default()
@@ -445,16 +486,20 @@ fn tick(myself: &ActorRef<MembershipMsg>, state: &mut MembershipState) {
                         name.clone(),
                         myself.clone(),
                     );
+                    let connector = state.args.connector.clone();
                     tokio::spawn(async move {
-                        let dialled = tokio::time::timeout(
-                            DIAL_TIMEOUT,
-                            ractor_cluster::client_connect(&server, address.as_str()),
-                        )
-                        .await;
-                        match dialled {
+                        let dial = async {
+                            match connector {
+                                Some(c) => transport::dial(&server, &address, &name, c).await,
+                                None => ractor_cluster::client_connect(&server, address.as_str())
+                                    .await
+                                    .map_err(|e| format!("{e:?}")),
+                            }
+                        };
+                        match tokio::time::timeout(DIAL_TIMEOUT, dial).await {
                             Ok(Ok(())) => {}
                             Ok(Err(e)) => {
-                                tracing::debug!(peer = %name, error = ?e, "dial failed");
+                                tracing::debug!(peer = %name, error = %e, "dial failed");
                                 let _ = back.cast(MembershipMsg::DialFailed(name));
                             }
                             Err(_) => {
@@ -583,21 +628,6 @@ fn pinged(state: &mut MembershipState, peer: &str, session: ractor::ActorId, res
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn plaintext_is_refused_off_loopback() {
-        let local = super::super::file::parse(
-            "[[node]]\nname=\"a\"\naddress=\"127.0.0.2:4697\"\n[[node]]\nname=\"b\"\naddress=\"localhost:4698\"\n",
-        )
-        .unwrap();
-        assert!(check_transport(&local).is_ok());
-        let remote = super::super::file::parse(
-            "[[node]]\nname=\"a\"\naddress=\"127.0.0.2:4697\"\n[[node]]\nname=\"b\"\naddress=\"10.0.0.2:4697\"\n",
-        )
-        .unwrap();
-        let err = check_transport(&remote).unwrap_err();
-        assert!(err.contains("\"b\"") && err.contains("10.0.0.2:4697"), "{err}");
-    }
 
     #[test]
     fn jitter_stays_within_the_backoff() {

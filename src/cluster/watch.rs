@@ -28,6 +28,8 @@ struct Inner {
     me: String,
     path: Option<PathBuf>,
     mode: Mode,
+    /// Whether the cluster port speaks TLS (else every member must be on loopback).
+    tls: bool,
     state: RwLock<Loaded>,
     metrics: Metrics,
     changes: watch::Sender<u64>,
@@ -60,7 +62,8 @@ pub enum Reload {
 
 impl Membership {
     /// Reads the cluster file of `config` and decides this node's mode; the error is one line for the
-    /// operator. `address` is the HTTPS listener, the address of a node without a file.
+    /// operator. `address` is the HTTPS listener, the address of a node without a file. Without cluster
+    /// TLS (`config.tls`), a later edit that puts a member off loopback is refused like any invalid file.
     pub fn load(
         config: &crate::config::ClusterConfig,
         me: &str,
@@ -68,6 +71,7 @@ impl Membership {
         address: &str,
         metrics: Metrics,
     ) -> Result<Self, String> {
+        let tls = config.tls.is_some();
         let read = match &config.file {
             None => None,
             Some(path) => match read_file(path) {
@@ -105,6 +109,7 @@ impl Membership {
                 me: me.to_owned(),
                 path,
                 mode,
+                tls,
                 state: RwLock::new(Loaded {
                     file: Arc::new(file),
                     entry,
@@ -224,6 +229,11 @@ impl Membership {
                     file.nodes.len()
                 )],
             );
+        }
+        if self.inner.mode == Mode::Clustered
+            && let Err(e) = super::transport::check(&file, self.inner.tls)
+        {
+            return self.invalid(Some(stamp), vec![e]);
         }
         let mut state = self.inner.state.write().unwrap_or_else(|p| p.into_inner());
         state.stamp = Some(stamp);

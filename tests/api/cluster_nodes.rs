@@ -864,3 +864,88 @@ async fn an_owner_without_a_model_scores_on_the_ml_members() {
         .expect_error(404, "route_not_found");
     let _ = std::fs::remove_dir_all(c.file.parent().unwrap());
 }
+
+/// A cluster CA and, for each name, a certificate it signed (PEM files in `dir`): `ca.pem`,
+/// `<name>.pem`, `<name>.key`.
+fn cluster_ca(dir: &std::path::Path, names: &[&str]) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    let ca = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    for name in names {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![(*name).to_owned()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+    }
+}
+
+fn tls_env(spec: &mut Spec<'_>, dir: &std::path::Path, name: &str) {
+    for (k, v) in [
+        ("INSIGHTS_CLUSTER_TLS_CERT", dir.join(format!("{name}.pem"))),
+        ("INSIGHTS_CLUSTER_TLS_KEY", dir.join(format!("{name}.key"))),
+        ("INSIGHTS_CLUSTER_TLS_CA", dir.join("ca.pem")),
+    ] {
+        spec.env.push((k.to_owned(), v.display().to_string()));
+    }
+}
+
+#[tokio::test]
+async fn the_cluster_port_speaks_mutual_tls_and_a_stalled_handshake_blocks_nobody() {
+    let (c, orgs) = cluster(2, 2, 1).await;
+    let names = &c.names;
+    let pki = c.file.with_file_name("pki");
+    let rogue = c.file.with_file_name("rogue");
+    cluster_ca(&pki, &[&names[0], &names[1]]);
+    cluster_ca(&rogue, &[&names[1]]);
+    let spec_for = |dir: &std::path::Path, name: &str| {
+        let mut spec = c.spec();
+        tls_env(&mut spec, dir, name);
+        spec
+    };
+    // b first: a (the lower name) dials it, into b's listener, where a client that opened the port
+    // and never starts TLS is already waiting.
+    let b = serve(&names[1], &spec_for(&pki, &names[1])).await;
+    let _stalled = tokio::net::TcpStream::connect(c.addresses[1].as_str())
+        .await
+        .unwrap();
+    let a = serve(&names[0], &spec_for(&pki, &names[0])).await;
+    let token = login(&a, &orgs[0]).await;
+    joined(&[&a, &b], &token).await;
+    let customer = b
+        .post("/api/v1/customers", Some(&token), json!({"externalId": "tls"}))
+        .await
+        .expect(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for (i, node) in [&a, &b].into_iter().enumerate() {
+        node.post(
+            "/api/v1/interactions",
+            Some(&token),
+            keyed(&customer, &format!("t-{i}")),
+        )
+        .await
+        .expect(201);
+    }
+    // b again, with a certificate from another CA: a refuses it.
+    drop(b);
+    let b = serve(&names[1], &spec_for(&rogue, &names[1])).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let view = a.get("/api/v1/cluster", Some(&token)).await.body;
+    assert_eq!(
+        view["members"][1]["reachable"], false,
+        "a certificate of another CA is refused: {view}"
+    );
+    assert_eq!(view["members"][1]["state"], "up", "though the node runs");
+    drop(b);
+    let _ = std::fs::remove_dir_all(c.file.parent().unwrap());
+}
