@@ -51,14 +51,7 @@ async fn readyz_and_the_admin_cluster_view_report_the_membership() {
 
     let org = app.create_org().await;
     let admin = app.admin(&org).await;
-    let customer = app
-        .post(
-            "/api/v1/customers",
-            Some(&admin.access),
-            json!({"externalId": "c-1"}),
-        )
-        .await
-        .expect(201)["id"]
+    let customer = app.customer(&admin.access, "c-1", None).await["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -186,14 +179,7 @@ async fn edits_apply_live_invalid_files_are_ignored_and_a_removed_node_leaves() 
         .await
         .unwrap();
     assert_eq!(state, "leaving", "and publishes it");
-    let customer = app
-        .post(
-            "/api/v1/customers",
-            Some(&admin.access),
-            json!({"externalId": "c-2"}),
-        )
-        .await
-        .expect(201)["id"]
+    let customer = app.customer(&admin.access, "c-2", None).await["id"]
         .as_str()
         .unwrap()
         .to_owned();

@@ -171,22 +171,9 @@ async fn any_node_serves_any_organization_and_an_owner_killed_loses_nothing_ackn
     for name in &c.names {
         nodes.push(serve(name, &spec).await);
     }
-    let login = nodes[0]
-        .post(
-            "/api/v1/auth/login",
-            None,
-            json!({"email": org.admin_email, "password": org.admin_password}),
-        )
-        .await;
-    let token = login.expect(200)["accessToken"].as_str().unwrap().to_owned();
+    let token = nodes[0].login(org).await;
     joined(&nodes.iter().collect::<Vec<_>>(), &token).await;
-    let customer = nodes[1]
-        .post("/api/v1/customers", Some(&token), json!({"externalId": "c-1"}))
-        .await
-        .expect(201)["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let customer = nodes[1].customer(&token, "c-1").await;
 
     // Steady state: ingests spread over the three nodes all succeed, stored once by one owner.
     let mut acked: BTreeMap<String, String> = BTreeMap::new();
@@ -306,14 +293,7 @@ async fn any_node_serves_any_organization_and_an_owner_killed_loses_nothing_ackn
             "{key} stored as acknowledged"
         );
     }
-    let (rows, counted): (i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM customer_interactions WHERE customer_id = c.id), c.interaction_count
-           FROM customers c WHERE c.id = $1::uuid",
-    )
-    .bind(&customer)
-    .fetch_one(&c.pool)
-    .await
-    .unwrap();
+    let (rows, counted) = crate::procs::rows_and_counter(&c.pool, &customer).await;
     assert_eq!(rows, acked.len() as i64, "no row without an acknowledgement");
     assert_eq!(counted, rows, "counters equal rows");
     eprintln!("served again {served_again:?} after kill -9 of the owner");
@@ -338,17 +318,6 @@ async fn wait_owner(pool: &PgPool, org: OrganizationId, want: &str) -> bool {
         owner(pool, org).await.as_deref() == Some(want)
     })
     .await
-}
-
-async fn login(node: &Node, org: &crate::helpers::TestOrg) -> String {
-    let r = node
-        .post(
-            "/api/v1/auth/login",
-            None,
-            json!({"email": org.admin_email, "password": org.admin_password}),
-        )
-        .await;
-    r.expect(200)["accessToken"].as_str().unwrap().to_owned()
 }
 
 /// Reads `n` `interaction.created` events from a socket, failing on a resync.
@@ -379,7 +348,7 @@ async fn organizations_move_by_hand_off_when_nodes_join_leave_and_come_back() {
     let tokens: Vec<String> = {
         let mut t = Vec::new();
         for org in &orgs {
-            t.push(login(&a, org).await);
+            t.push(a.login(org).await);
         }
         t
     };
@@ -393,13 +362,7 @@ async fn organizations_move_by_hand_off_when_nodes_join_leave_and_come_back() {
         .expect("one of eighteen organizations is at home on c");
     let org = &orgs[moving];
     let token = &tokens[moving];
-    let customer = a
-        .post("/api/v1/customers", Some(token), json!({"externalId": "mover"}))
-        .await
-        .expect(201)["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let customer = a.customer(token, "mover").await;
     // Placed at its home among the two running nodes by its first request, wherever it lands.
     b.post("/api/v1/interactions", Some(token), keyed(&customer, "m-0"))
         .await
@@ -479,14 +442,7 @@ async fn organizations_move_by_hand_off_when_nodes_join_leave_and_come_back() {
         epochs.iter().enumerate().all(|(i, (e,))| *e == i as i64 + 1),
         "{epochs:?}"
     );
-    let (rows, counted): (i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM customer_interactions WHERE customer_id = c.id), c.interaction_count
-           FROM customers c WHERE c.id = $1::uuid",
-    )
-    .bind(&customer)
-    .fetch_one(&c.pool)
-    .await
-    .unwrap();
+    let (rows, counted) = crate::procs::rows_and_counter(&c.pool, &customer).await;
     assert_eq!((rows, counted), (5, 5), "counters equal rows");
 
     // b crashes: its organization is taken over by a; restarted, b gets it back by hand-off.
@@ -497,17 +453,7 @@ async fn organizations_move_by_hand_off_when_nodes_join_leave_and_come_back() {
         .position(|o| home_of(o.id, &pair) == names[1] && home_of(o.id, &all) == names[1])
         .expect("one of eighteen organizations is at home on b");
     let (org_b, token_b) = (&orgs[at_b], &tokens[at_b]);
-    let customer_b = a
-        .post(
-            "/api/v1/customers",
-            Some(token_b),
-            json!({"externalId": "returner"}),
-        )
-        .await
-        .expect(201)["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let customer_b = a.customer(token_b, "returner").await;
     a.post("/api/v1/interactions", Some(token_b), keyed(&customer_b, "r-0"))
         .await
         .expect(201);
@@ -593,15 +539,9 @@ async fn partitions_and_pauses_keep_one_owner_and_lose_nothing_acknowledged() {
         .env
         .push(("INSIGHTS_CLUSTER_LISTEN".to_owned(), b_real.clone()));
     let b = serve(&c.names[1], &b_spec).await;
-    let token = login(&a, org).await;
+    let token = a.login(org).await;
     joined(&[&a, &b], &token).await;
-    let customer = a
-        .post("/api/v1/customers", Some(&token), json!({"externalId": "p-1"}))
-        .await
-        .expect(201)["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let customer = a.customer(&token, "p-1").await;
     let mut acked: BTreeMap<String, String> = BTreeMap::new();
     let mut send = async |node: &Node, key: &str| -> (u16, String) {
         let (status, detail) = try_ingest(node, &token, &customer, key).await;
@@ -689,14 +629,7 @@ async fn partitions_and_pauses_keep_one_owner_and_lose_nothing_acknowledged() {
                 .unwrap();
         assert_eq!(stored, std::slice::from_ref(id), "{key}");
     }
-    let (rows, counted): (i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM customer_interactions WHERE customer_id = c.id), c.interaction_count
-           FROM customers c WHERE c.id = $1::uuid",
-    )
-    .bind(&customer)
-    .fetch_one(&c.pool)
-    .await
-    .unwrap();
+    let (rows, counted) = crate::procs::rows_and_counter(&c.pool, &customer).await;
     assert_eq!((rows, counted), (acked.len() as i64, acked.len() as i64));
     let log: Vec<(i64, String, String, bool)> = sqlx::query_as(
         "SELECT epoch, owner_node, reason,
@@ -741,15 +674,9 @@ async fn organizations_stay_put_while_the_nodes_run_different_files() {
             .push(("INSIGHTS_CLUSTER_FILE".to_owned(), files[i].display().to_string()));
         nodes.push(serve(name, &spec).await);
     }
-    let token = login(&nodes[0], &orgs[on_c]).await;
+    let token = nodes[0].login(&orgs[on_c]).await;
     joined(&nodes.iter().collect::<Vec<_>>(), &token).await;
-    let customer = nodes[0]
-        .post("/api/v1/customers", Some(&token), json!({"externalId": "stay"}))
-        .await
-        .expect(201)["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let customer = nodes[0].customer(&token, "stay").await;
     nodes[0]
         .post("/api/v1/interactions", Some(&token), keyed(&customer, "s-0"))
         .await
@@ -817,15 +744,9 @@ async fn an_owner_without_a_model_scores_on_the_ml_members() {
         m_spec.env.push((k.to_owned(), v));
     }
     let m = serve(&c.names[1], &m_spec).await;
-    let token = login(&a, &orgs[0]).await;
+    let token = a.login(&orgs[0]).await;
     joined(&[&a], &token).await;
-    let customer = a
-        .post("/api/v1/customers", Some(&token), json!({"externalId": "ml-1"}))
-        .await
-        .expect(201)["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let customer = a.customer(&token, "ml-1").await;
     let mut body = keyed(&customer, "ml-0");
     body["content"] = json!("This is terrible, I want a refund right now");
     a.post("/api/v1/interactions", Some(&token), body)
@@ -918,15 +839,9 @@ async fn the_cluster_port_speaks_mutual_tls_and_a_stalled_handshake_blocks_nobod
         .await
         .unwrap();
     let a = serve(&names[0], &spec_for(&pki, &names[0])).await;
-    let token = login(&a, &orgs[0]).await;
+    let token = a.login(&orgs[0]).await;
     joined(&[&a, &b], &token).await;
-    let customer = b
-        .post("/api/v1/customers", Some(&token), json!({"externalId": "tls"}))
-        .await
-        .expect(201)["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let customer = b.customer(&token, "tls").await;
     for (i, node) in [&a, &b].into_iter().enumerate() {
         node.post(
             "/api/v1/interactions",

@@ -283,3 +283,43 @@ async fn pump(
         }
     }
 }
+
+impl Node {
+    /// Creates a customer through this node and returns its id.
+    pub async fn customer(&self, token: &str, external_id: &str) -> String {
+        self.post(
+            "/api/v1/customers",
+            Some(token),
+            serde_json::json!({"externalId": external_id}),
+        )
+        .await
+        .expect(201)["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Logs an organization's admin in through this node and returns the access token.
+    pub async fn login(&self, org: &crate::helpers::TestOrg) -> String {
+        let r = self
+            .post(
+                "/api/v1/auth/login",
+                None,
+                serde_json::json!({"email": org.admin_email, "password": org.admin_password}),
+            )
+            .await;
+        r.expect(200)["accessToken"].as_str().unwrap().to_owned()
+    }
+}
+
+/// A customer's stored interactions and its counter, which must be equal.
+pub async fn rows_and_counter(pool: &sqlx::PgPool, customer: &str) -> (i64, i64) {
+    sqlx::query_as(
+        "SELECT (SELECT count(*) FROM customer_interactions WHERE customer_id = c.id), c.interaction_count
+           FROM customers c WHERE c.id = $1::uuid",
+    )
+    .bind(customer)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}

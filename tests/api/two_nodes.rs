@@ -85,14 +85,7 @@ async fn two_serve_processes_keep_one_owner_per_organization() {
             }
         }
         assert_eq!(created, 15, "every request that reached the owner was stored");
-        let (rows, counted): (i64, i64) = sqlx::query_as(
-            "SELECT (SELECT count(*) FROM customer_interactions WHERE customer_id = c.id), c.interaction_count
-               FROM customers c WHERE c.id = $1::uuid",
-        )
-        .bind(customer)
-        .fetch_one(&harness.pool)
-        .await
-        .unwrap();
+        let (rows, counted) = crate::procs::rows_and_counter(&harness.pool, customer).await;
         assert_eq!((rows, counted), (15, 15), "counters equal rows");
     }
     let duplicated: i64 = sqlx::query_scalar(
