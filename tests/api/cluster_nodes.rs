@@ -175,6 +175,12 @@ async fn any_node_serves_any_organization_and_an_owner_killed_loses_nothing_ackn
     joined(&nodes.iter().collect::<Vec<_>>(), &token).await;
     let customer = nodes[1].customer(&token, "c-1").await;
 
+    // A dashboard on every node, recording what it receives.
+    let mut watchers = Vec::new();
+    for node in &nodes {
+        watchers.push(crate::procs::Watcher::start(node, &token).await);
+    }
+
     // Steady state: ingests spread over the three nodes all succeed, stored once by one owner.
     let mut acked: BTreeMap<String, String> = BTreeMap::new();
     for i in 0..30 {
@@ -230,6 +236,23 @@ async fn any_node_serves_any_organization_and_an_owner_killed_loses_nothing_ackn
         seen.windows(2).all(|w| w[0] < w[1]) && seen[0] > start,
         "in order: {seen:?}"
     );
+
+    // Before the kill, every dashboard, on whichever node, has every event, in order, without a resync.
+    let before: Vec<String> = acked.values().cloned().collect();
+    for w in &watchers {
+        let complete = eventually(Duration::from_secs(10), || async {
+            let got = w.watched();
+            before.iter().all(|id| got.before_resync().contains(&id.as_str()))
+        })
+        .await;
+        let got = w.watched();
+        assert!(
+            complete && got.resyncs() == 0,
+            "{} got every event before the kill: {got:?}",
+            w.node
+        );
+        assert!(got.in_order(), "{}: {got:?}", w.node);
+    }
 
     // kill -9 of the owner: requests through the others wait for the takeover and are served.
     nodes[owner_at].kill();
@@ -296,6 +319,24 @@ async fn any_node_serves_any_organization_and_an_owner_killed_loses_nothing_ackn
     let (rows, counted) = crate::procs::rows_and_counter(&c.pool, &customer).await;
     assert_eq!(rows, acked.len() as i64, "no row without an acknowledgement");
     assert_eq!(counted, rows, "counters equal rows");
+    // Across the takeover: numbers still increase between resyncs on every connection; the survivors'
+    // dashboards were told to resync (the new owner cannot replay what the dead one held) and then
+    // follow the new owner.
+    for w in &watchers {
+        let got = w.watched();
+        assert!(got.in_order(), "{}: {got:?}", w.node);
+        if w.node == home {
+            assert!(got.closed, "the killed node's dashboard connection ended");
+        } else {
+            assert!(!got.closed, "{}'s dashboard stays connected", w.node);
+            let last = acked["after-9"].as_str();
+            let followed = eventually(Duration::from_secs(10), || async {
+                w.watched().frames.iter().flatten().any(|(_, id)| id == last)
+            })
+            .await;
+            assert!(followed, "{} follows the new owner: {:?}", w.node, w.watched());
+        }
+    }
     eprintln!("served again {served_again:?} after kill -9 of the owner");
     let _ = std::fs::remove_dir_all(c.file.parent().unwrap());
 }

@@ -323,3 +323,92 @@ pub async fn rows_and_counter(pool: &sqlx::PgPool, customer: &str) -> (i64, i64)
     .await
     .unwrap()
 }
+
+/// What a dashboard connection received: each `interaction.created` (seq, interaction id) in order,
+/// with a `None` where the server said `resync`, and whether the connection ended.
+#[derive(Debug, Clone, Default)]
+pub struct Watched {
+    pub frames: Vec<Option<(u64, String)>>,
+    pub closed: bool,
+}
+
+impl Watched {
+    /// Numbers strictly increase between resyncs.
+    pub fn in_order(&self) -> bool {
+        self.frames.split(Option::is_none).all(|run| {
+            run.windows(2)
+                .all(|w| matches!((&w[0], &w[1]), (Some(a), Some(b)) if a.0 < b.0))
+        })
+    }
+
+    /// The interaction ids received before the first resync.
+    pub fn before_resync(&self) -> Vec<&str> {
+        self.frames
+            .iter()
+            .map_while(|f| f.as_ref().map(|(_, id)| id.as_str()))
+            .collect()
+    }
+
+    pub fn resyncs(&self) -> usize {
+        self.frames.iter().filter(|f| f.is_none()).count()
+    }
+}
+
+/// A dashboard that records what it receives, in the background.
+pub struct Watcher {
+    pub node: String,
+    log: Arc<std::sync::Mutex<Watched>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Watcher {
+    /// Connects to `node` and waits for its `ready` frame.
+    pub async fn start(node: &Node, token: &str) -> Self {
+        let mut socket = node.ws(token).await;
+        let ready = next(&mut socket, Duration::from_secs(10))
+            .await
+            .expect("a ready frame");
+        assert_eq!(ready["type"], "ready", "{ready}");
+        let log: Arc<std::sync::Mutex<Watched>> = Arc::default();
+        let sink = log.clone();
+        let task = tokio::spawn(async move {
+            while let Some(Ok(msg)) = socket.next().await {
+                let Message::Text(text) = msg else { continue };
+                let frame: Value = serde_json::from_str(&text).unwrap();
+                let mut log = sink.lock().unwrap();
+                if frame["type"] == "resync" {
+                    log.frames.push(None);
+                    continue;
+                }
+                let list = if frame["type"] == "batch" {
+                    frame["events"].as_array().cloned().unwrap_or_default()
+                } else {
+                    vec![frame]
+                };
+                for e in list {
+                    if e["type"] == "interaction.created" {
+                        let id = e["data"]["id"].as_str().unwrap_or_default().to_owned();
+                        log.frames.push(Some((e["seq"].as_u64().unwrap_or(0), id)));
+                    }
+                }
+            }
+            sink.lock().unwrap().closed = true;
+        });
+        Self {
+            node: node.name.clone(),
+            log,
+            task,
+        }
+    }
+
+    /// What it has received so far.
+    pub fn watched(&self) -> Watched {
+        self.log.lock().unwrap().clone()
+    }
+}
