@@ -682,7 +682,13 @@ async fn partitions_and_pauses_keep_one_owner_and_lose_nothing_acknowledged() {
     .await
     .unwrap();
     let reasons: Vec<&str> = log.iter().map(|l| l.2.as_str()).collect();
-    assert_eq!(reasons, ["first", "takeover", "handoff", "takeover"], "{log:?}");
+    // The continued node is the organization's home again, so it may already have been handed back.
+    assert_eq!(
+        reasons[..4],
+        ["first", "takeover", "handoff", "takeover"],
+        "{log:?}"
+    );
+    assert!(reasons[4..].iter().all(|r| *r == "handoff"), "{log:?}");
     assert!(
         log.iter().filter(|l| l.2 == "takeover").all(|l| l.3),
         "takeovers only after the lease: {log:?}"
