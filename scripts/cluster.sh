@@ -103,7 +103,7 @@ start_node() { # N
 
 case ${1:-} in
   start)
-    [[ -x $bin ]] || cargo build --release --bin insights
+    cargo build --release --bin insights
     secrets
     [[ -f $dir/cluster.toml ]] || write_file
     for n in 1 2 3; do start_node "$n"; done
