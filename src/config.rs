@@ -251,6 +251,9 @@ pub struct ClusterConfig {
     /// Where the cluster listener binds, when not at the node's `address` in the file (behind NAT or a
     /// proxy: the file holds the address peers dial).
     pub listen: Option<std::net::SocketAddr>,
+    /// The wire version this node announces, when not the build's own (`cluster::gateway::WIRE_VERSION`):
+    /// for compatibility tests only; peers refuse a node that announces another version.
+    pub wire_version: Option<u32>,
     /// How often each peer's gateway is pinged; also the ping's timeout.
     pub ping_interval: Duration,
     /// Missed pings in a row after which a peer's session is dropped and redialled.
@@ -436,6 +439,7 @@ impl Default for Config {
                 reload_interval: Duration::from_secs(2),
                 tls: None,
                 listen: None,
+                wire_version: None,
                 ping_interval: Duration::from_secs(1),
                 ping_misses: 3,
                 forward_timeout: Duration::from_secs(3),
@@ -1082,6 +1086,10 @@ impl Config {
         set(
             &mut self.cluster.ping_interval,
             millis(env, "INSIGHTS_CLUSTER_PING_MS")?,
+        );
+        set_opt(
+            &mut self.cluster.wire_version,
+            parse_env(env, "INSIGHTS_CLUSTER_WIRE_VERSION")?,
         );
         if let Some(listen) = env.var("INSIGHTS_CLUSTER_LISTEN") {
             self.cluster.listen = Some(parse_cluster_listen(&listen)?);

@@ -217,6 +217,10 @@ impl App {
                 ingest: ingest.clone(),
                 router: router.clone(),
                 ml: ml.clone(),
+                wire_version: config
+                    .cluster
+                    .wire_version
+                    .unwrap_or(cluster::gateway::WIRE_VERSION),
             })
             .await
             .map_err(|e| anyhow::anyhow!("cannot start the gateway: {e}"))?;

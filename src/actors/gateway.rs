@@ -10,7 +10,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use super::ingest::Ingest;
 use super::route::Router;
-use crate::cluster::gateway::{self, Failure, Forwarded, GatewayMsg, PingInfo, Routed, WIRE_VERSION};
+use crate::cluster::gateway::{self, Failure, Forwarded, GatewayMsg, PingInfo, Routed};
 use crate::domain::{OrganizationId, Wire};
 use crate::error::Error;
 
@@ -23,6 +23,9 @@ pub struct GatewayArgs {
     pub router: Router,
     /// This node's model, which serves other nodes' scoring when it has the `ml` role.
     pub ml: super::sentiment::Ml,
+    /// The wire version this node announces (the build's own, [`gateway::WIRE_VERSION`], unless overridden for a
+    /// compatibility test).
+    pub wire_version: u32,
 }
 
 /// Starts this node's gateway and makes it reachable from the other nodes.
@@ -59,13 +62,13 @@ impl Actor for Gateway {
         match msg {
             GatewayMsg::Ping(Wire(theirs), reply) => {
                 if let Ok(info) = &theirs
-                    && info.wire_version != WIRE_VERSION
+                    && info.wire_version != state.wire_version
                 {
-                    tracing::error!(peer = %info.node, theirs = info.wire_version, ours = WIRE_VERSION, "a peer speaks another wire version");
+                    tracing::error!(peer = %info.node, theirs = info.wire_version, ours = state.wire_version, "a peer speaks another wire version");
                 }
                 let ownership = state.router.ownership();
                 let _ = reply.send(Wire::new(PingInfo {
-                    wire_version: WIRE_VERSION,
+                    wire_version: state.wire_version,
                     node: ownership.node().name.clone(),
                     incarnation: ownership.node().incarnation,
                     config_hash: ownership.membership().hash(),

@@ -122,6 +122,8 @@ pub struct Liveness {
     pub ping_misses: u32,
     /// Where the listener binds instead of the node's address in the file.
     pub listen: Option<SocketAddr>,
+    /// The wire version this node announces and expects.
+    pub wire_version: u32,
 }
 
 impl From<&ClusterConfig> for Liveness {
@@ -130,6 +132,7 @@ impl From<&ClusterConfig> for Liveness {
             ping_interval: c.ping_interval,
             ping_misses: c.ping_misses,
             listen: c.listen,
+            wire_version: c.wire_version.unwrap_or(WIRE_VERSION),
         }
     }
 }
@@ -533,7 +536,7 @@ fn spawn_ping(
     let back = myself.clone();
     let timeout = args.liveness.ping_interval;
     let mine = PingInfo {
-        wire_version: WIRE_VERSION,
+        wire_version: args.liveness.wire_version,
         node: args.membership.me().to_owned(),
         incarnation: args.ownership.node().incarnation,
         config_hash: args.membership.hash(),
@@ -584,11 +587,11 @@ fn pinged(state: &mut MembershipState, peer: &str, session: ractor::ActorId, res
         return;
     };
     match result {
-        Ok(p) if p.info.wire_version != WIRE_VERSION => {
+        Ok(p) if p.info.wire_version != state.args.liveness.wire_version => {
             tracing::error!(
                 peer,
                 theirs = p.info.wire_version,
-                ours = WIRE_VERSION,
+                ours = state.args.liveness.wire_version,
                 "peer speaks another wire version: disconnected"
             );
             ses.actor.stop(Some("incompatible wire version".to_owned()));

@@ -945,3 +945,26 @@ async fn the_cluster_port_speaks_mutual_tls_and_a_stalled_handshake_blocks_nobod
     drop(b);
     let _ = std::fs::remove_dir_all(c.file.parent().unwrap());
 }
+
+#[tokio::test]
+async fn a_peer_that_speaks_another_wire_version_is_refused() {
+    let (c, orgs) = cluster(2, 2, 1).await;
+    let a = serve(&c.names[0], &c.spec()).await;
+    let mut other = c.spec();
+    other
+        .env
+        .push(("INSIGHTS_CLUSTER_WIRE_VERSION".to_owned(), "999".to_owned()));
+    let b = serve(&c.names[1], &other).await;
+    let token = a.login(&orgs[0]).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let view = a.get("/api/v1/cluster", Some(&token)).await.body;
+    assert_eq!(view["members"][1]["state"], "up", "b runs: {view}");
+    assert_eq!(
+        view["members"][1]["reachable"], false,
+        "but a does not talk to it: {view}"
+    );
+    let log = std::fs::read_to_string(&a.log).unwrap();
+    assert!(log.contains("another wire version"), "{}", tail(&a.log));
+    drop(b);
+    let _ = std::fs::remove_dir_all(c.file.parent().unwrap());
+}
