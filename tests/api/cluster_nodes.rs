@@ -339,6 +339,11 @@ async fn any_node_serves_any_organization_and_an_owner_killed_loses_nothing_ackn
         }
     }
     eprintln!("served again {served_again:?} after kill -9 of the owner");
+    assert_eq!(
+        crate::procs::duplicate_patterns(&c.pool).await,
+        0,
+        "no duplicate patterns"
+    );
     let _ = std::fs::remove_dir_all(c.file.parent().unwrap());
 }
 
@@ -551,6 +556,11 @@ async fn organizations_move_by_hand_off_when_nodes_join_leave_and_come_back() {
     b.post("/api/v1/interactions", Some(token_b), keyed(&customer_b, "r-2"))
         .await
         .expect(201);
+    assert_eq!(
+        crate::procs::duplicate_patterns(&c.pool).await,
+        0,
+        "no duplicate patterns"
+    );
     let _ = std::fs::remove_dir_all(c.file.parent().unwrap());
 }
 
@@ -610,6 +620,10 @@ async fn partitions_and_pauses_keep_one_owner_and_lose_nothing_acknowledged() {
         }
         (status, detail)
     };
+    let watchers = [
+        crate::procs::Watcher::start(&a, &token).await,
+        crate::procs::Watcher::start(&b, &token).await,
+    ];
     assert_eq!(send(&a, "p-0").await.0, 201);
     assert_eq!(owner(&c.pool, org.id).await.as_deref(), Some(c.names[1].as_str()));
 
@@ -685,6 +699,17 @@ async fn partitions_and_pauses_keep_one_owner_and_lose_nothing_acknowledged() {
     }
     assert!(served, "the continued node serves again by forwarding");
 
+    // Through the cuts, the pause and the takeovers, each dashboard saw numbers increase between resyncs.
+    for w in &watchers {
+        let got = w.watched();
+        assert!(got.in_order(), "{}: {got:?}", w.node);
+        assert!(
+            got.frames.iter().flatten().count() >= 3,
+            "{} received events: {got:?}",
+            w.node
+        );
+    }
+
     // Every acknowledged interaction is stored with its id, once; counters equal rows; the log
     // shows one owner per epoch, each takeover only after the previous owner's heartbeat was stale.
     for (key, id) in &acked {
@@ -730,6 +755,11 @@ async fn partitions_and_pauses_keep_one_owner_and_lose_nothing_acknowledged() {
     assert!(
         log.iter().enumerate().all(|(i, l)| l.0 == i as i64 + 1),
         "{log:?}"
+    );
+    assert_eq!(
+        crate::procs::duplicate_patterns(&c.pool).await,
+        0,
+        "no duplicate patterns"
     );
     let _ = std::fs::remove_dir_all(c.file.parent().unwrap());
 }
@@ -800,6 +830,11 @@ async fn organizations_stay_put_while_the_nodes_run_different_files() {
         .post("/api/v1/interactions", Some(&token), keyed(&customer, "s-1"))
         .await
         .expect(201);
+    assert_eq!(
+        crate::procs::duplicate_patterns(&c.pool).await,
+        0,
+        "no duplicate patterns"
+    );
     let _ = std::fs::remove_dir_all(c.file.parent().unwrap());
 }
 
@@ -864,6 +899,11 @@ async fn an_owner_without_a_model_scores_on_the_ml_members() {
     m.get("/api/v1/me", Some(&token))
         .await
         .expect_error(404, "route_not_found");
+    assert_eq!(
+        crate::procs::duplicate_patterns(&c.pool).await,
+        0,
+        "no duplicate patterns"
+    );
     let _ = std::fs::remove_dir_all(c.file.parent().unwrap());
 }
 
@@ -943,6 +983,11 @@ async fn the_cluster_port_speaks_mutual_tls_and_a_stalled_handshake_blocks_nobod
     );
     assert_eq!(view["members"][1]["state"], "up", "though the node runs");
     drop(b);
+    assert_eq!(
+        crate::procs::duplicate_patterns(&c.pool).await,
+        0,
+        "no duplicate patterns"
+    );
     let _ = std::fs::remove_dir_all(c.file.parent().unwrap());
 }
 
@@ -966,5 +1011,10 @@ async fn a_peer_that_speaks_another_wire_version_is_refused() {
     let log = std::fs::read_to_string(&a.log).unwrap();
     assert!(log.contains("another wire version"), "{}", tail(&a.log));
     drop(b);
+    assert_eq!(
+        crate::procs::duplicate_patterns(&c.pool).await,
+        0,
+        "no duplicate patterns"
+    );
     let _ = std::fs::remove_dir_all(c.file.parent().unwrap());
 }

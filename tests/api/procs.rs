@@ -412,3 +412,14 @@ impl Watcher {
         self.log.lock().unwrap().clone()
     }
 }
+
+/// Patterns stored twice for one customer (two owners would detect them twice): must be 0.
+pub async fn duplicate_patterns(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT customer_id, pattern_type FROM behavior_patterns
+                                GROUP BY 1, 2 HAVING count(*) > 1) d",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}

@@ -88,12 +88,6 @@ async fn two_serve_processes_keep_one_owner_per_organization() {
         let (rows, counted) = crate::procs::rows_and_counter(&harness.pool, customer).await;
         assert_eq!((rows, counted), (15, 15), "counters equal rows");
     }
-    let duplicated: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM (SELECT customer_id, pattern_type FROM behavior_patterns
-                                GROUP BY 1, 2 HAVING count(*) > 1) d",
-    )
-    .fetch_one(&harness.pool)
-    .await
-    .unwrap();
+    let duplicated = crate::procs::duplicate_patterns(&harness.pool).await;
     assert_eq!(duplicated, 0, "no duplicate patterns");
 }
