@@ -3,6 +3,7 @@
 //! without bound: a full one answers 503), and stores batches in transactions of `batch_chunk` through
 //! their own pool.
 
+use ractor::RpcReplyPort;
 use ractor::rpc::CallResult;
 use sqlx::PgPool;
 
@@ -10,7 +11,7 @@ use super::org::OrgMsg;
 use super::org_supervisor::OrgHandle;
 use super::route::{Place, Router};
 use super::scorer::Scorer;
-use crate::cluster::gateway::{BatchItems, Failure, GatewayMsg};
+use crate::cluster::gateway::{BatchItems, Failure, Forwarded, GatewayMsg, Routed};
 use crate::config::IngestConfig;
 use crate::domain::interaction::{BatchItem, IngestFailure, IngestOutcome, NewInteraction};
 use crate::domain::{FieldError, OrganizationId, Wire};
@@ -74,11 +75,43 @@ impl Ingest {
         new: NewInteraction,
         forwarded: bool,
     ) -> Result<IngestOutcome, Error> {
+        let keyed = new.idempotency_key.is_some();
+        self.routed(
+            org,
+            new,
+            forwarded,
+            keyed,
+            |handle, new| self.ingest_here(org, handle, new),
+            GatewayMsg::Ingest,
+        )
+        .await
+    }
+
+    /// Serves a request for `org` here (`here`) or at its owner (`remote` builds the gateway message),
+    /// placing it again while its owner changes (a fenced local write stored nothing). A forward that
+    /// got no answer is retried only when the request is `keyed` (idempotent); otherwise its outcome is
+    /// unknown and the answer is 503 `node_unavailable`.
+    async fn routed<B, R, Here, Fut, Remote>(
+        &self,
+        org: OrganizationId,
+        body: B,
+        forwarded: bool,
+        keyed: bool,
+        here: Here,
+        remote: Remote,
+    ) -> Result<R, Error>
+    where
+        B: Clone,
+        R: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+        Here: Fn(OrgHandle, B) -> Fut,
+        Fut: std::future::Future<Output = Result<R, Error>>,
+        Remote: Fn(Wire<Forwarded<B>>, RpcReplyPort<Wire<Routed<R>>>) -> GatewayMsg,
+    {
         let mut last = Error::OwnedElsewhere;
         let mut retry = self.router.retry();
         while retry.again().await {
             let (node, gateway) = match self.router.place(org, forwarded).await? {
-                Place::Local(handle) => match self.ingest_here(org, handle.clone(), new.clone()).await {
+                Place::Local(handle) => match here(handle.clone(), body.clone()).await {
                     // Fenced (nothing stored): the organization moved on, so it is placed again.
                     Err(Error::OwnedElsewhere) if !forwarded && self.router.peers().is_clustered() => {
                         self.router.gone(org, &handle).await;
@@ -88,19 +121,19 @@ impl Ingest {
                 },
                 Place::Remote { node, gateway } => (node, gateway),
             };
-            let body = self.router.forwarded(org, new.clone());
+            let wrapped = self.router.forwarded(org, body.clone());
             match self
                 .router
-                .forward(org, &node, &gateway, |reply| GatewayMsg::Ingest(body, reply))
+                .forward(org, &node, &gateway, |reply| remote(wrapped, reply))
                 .await
             {
-                Ok(Ok(outcome)) => return Ok(outcome),
+                Ok(Ok(answer)) => return Ok(answer),
                 Ok(Err(Failure::NotOwner { .. })) => last = Error::OwnedElsewhere,
                 Ok(Err(f)) => return Err(f.into_error()),
                 Err(lost) => {
-                    tracing::warn!(org = %org, node = %lost.node, why = %lost.why, keyed = new.idempotency_key.is_some(), "forwarded ingest lost");
+                    tracing::warn!(org = %org, node = %lost.node, why = %lost.why, keyed, "forwarded request lost");
                     last = lost.into_error();
-                    if new.idempotency_key.is_none() {
+                    if !keyed {
                         return Err(last);
                     }
                 }
@@ -192,39 +225,15 @@ impl Ingest {
         let keyed = items
             .iter()
             .all(|i| i.as_ref().map_or(true, |n| n.idempotency_key.is_some()));
-        let mut last = Error::OwnedElsewhere;
-        let mut retry = self.router.retry();
-        while retry.again().await {
-            let (node, gateway) = match self.router.place(org, forwarded).await? {
-                Place::Local(handle) => match self.batch_here(org, handle.clone(), items.clone()).await {
-                    // Fenced before any chunk committed: the organization moved on; placed again.
-                    Err(Error::OwnedElsewhere) if !forwarded && self.router.peers().is_clustered() => {
-                        self.router.gone(org, &handle).await;
-                        continue;
-                    }
-                    other => return other,
-                },
-                Place::Remote { node, gateway } => (node, gateway),
-            };
-            let body = self.router.forwarded(org, items.clone());
-            match self
-                .router
-                .forward(org, &node, &gateway, |reply| GatewayMsg::Batch(body, reply))
-                .await
-            {
-                Ok(Ok(results)) => return Ok(results),
-                Ok(Err(Failure::NotOwner { .. })) => last = Error::OwnedElsewhere,
-                Ok(Err(f)) => return Err(f.into_error()),
-                Err(lost) => {
-                    tracing::warn!(org = %org, node = %lost.node, why = %lost.why, keyed, "forwarded batch lost");
-                    last = lost.into_error();
-                    if !keyed {
-                        return Err(last);
-                    }
-                }
-            }
-        }
-        Err(last)
+        self.routed(
+            org,
+            items,
+            forwarded,
+            keyed,
+            |handle, items| self.batch_here(org, handle, items),
+            GatewayMsg::Batch,
+        )
+        .await
     }
 
     async fn batch_here(

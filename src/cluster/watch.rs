@@ -277,7 +277,9 @@ impl Membership {
                     _ = next_hangup(&mut hangup) => true,
                     _ = shutdown.changed() => break,
                 };
-                membership.reload(force);
+                // Reading the file is blocking I/O: off the async threads.
+                let m = membership.clone();
+                let _ = tokio::task::spawn_blocking(move || m.reload(force)).await;
             }
         });
     }

@@ -101,6 +101,17 @@ async fn cluster(n: usize, listed: usize, orgs: usize) -> (Cluster, Vec<crate::h
 }
 
 impl Cluster {
+    /// The check every scenario ends with (no customer has a pattern stored twice, as two owners would
+    /// do), then the cluster's files go.
+    async fn finish(self) {
+        assert_eq!(
+            crate::procs::duplicate_patterns(&self.pool).await,
+            0,
+            "no duplicate patterns"
+        );
+        let _ = std::fs::remove_dir_all(self.file.parent().unwrap());
+    }
+
     /// Rewrites the cluster file to list these nodes (by index).
     fn list(&self, nodes: &[usize]) {
         self.list_in(&self.file, nodes);
@@ -339,12 +350,7 @@ async fn any_node_serves_any_organization_and_an_owner_killed_loses_nothing_ackn
         }
     }
     eprintln!("served again {served_again:?} after kill -9 of the owner");
-    assert_eq!(
-        crate::procs::duplicate_patterns(&c.pool).await,
-        0,
-        "no duplicate patterns"
-    );
-    let _ = std::fs::remove_dir_all(c.file.parent().unwrap());
+    c.finish().await;
 }
 
 /// The rendezvous home of `org` among `names` (all with the default role and weight).
@@ -556,12 +562,7 @@ async fn organizations_move_by_hand_off_when_nodes_join_leave_and_come_back() {
     b.post("/api/v1/interactions", Some(token_b), keyed(&customer_b, "r-2"))
         .await
         .expect(201);
-    assert_eq!(
-        crate::procs::duplicate_patterns(&c.pool).await,
-        0,
-        "no duplicate patterns"
-    );
-    let _ = std::fs::remove_dir_all(c.file.parent().unwrap());
+    c.finish().await;
 }
 
 /// Sends a keyed ingest and returns (status, error code or id).
@@ -756,12 +757,7 @@ async fn partitions_and_pauses_keep_one_owner_and_lose_nothing_acknowledged() {
         log.iter().enumerate().all(|(i, l)| l.0 == i as i64 + 1),
         "{log:?}"
     );
-    assert_eq!(
-        crate::procs::duplicate_patterns(&c.pool).await,
-        0,
-        "no duplicate patterns"
-    );
-    let _ = std::fs::remove_dir_all(c.file.parent().unwrap());
+    c.finish().await;
 }
 
 #[tokio::test]
@@ -830,12 +826,7 @@ async fn organizations_stay_put_while_the_nodes_run_different_files() {
         .post("/api/v1/interactions", Some(&token), keyed(&customer, "s-1"))
         .await
         .expect(201);
-    assert_eq!(
-        crate::procs::duplicate_patterns(&c.pool).await,
-        0,
-        "no duplicate patterns"
-    );
-    let _ = std::fs::remove_dir_all(c.file.parent().unwrap());
+    c.finish().await;
 }
 
 #[tokio::test]
@@ -899,12 +890,7 @@ async fn an_owner_without_a_model_scores_on_the_ml_members() {
     m.get("/api/v1/me", Some(&token))
         .await
         .expect_error(404, "route_not_found");
-    assert_eq!(
-        crate::procs::duplicate_patterns(&c.pool).await,
-        0,
-        "no duplicate patterns"
-    );
-    let _ = std::fs::remove_dir_all(c.file.parent().unwrap());
+    c.finish().await;
 }
 
 /// A cluster CA and, for each name, a certificate it signed (PEM files in `dir`): `ca.pem`,
@@ -983,12 +969,7 @@ async fn the_cluster_port_speaks_mutual_tls_and_a_stalled_handshake_blocks_nobod
     );
     assert_eq!(view["members"][1]["state"], "up", "though the node runs");
     drop(b);
-    assert_eq!(
-        crate::procs::duplicate_patterns(&c.pool).await,
-        0,
-        "no duplicate patterns"
-    );
-    let _ = std::fs::remove_dir_all(c.file.parent().unwrap());
+    c.finish().await;
 }
 
 #[tokio::test]
@@ -1011,10 +992,5 @@ async fn a_peer_that_speaks_another_wire_version_is_refused() {
     let log = std::fs::read_to_string(&a.log).unwrap();
     assert!(log.contains("another wire version"), "{}", tail(&a.log));
     drop(b);
-    assert_eq!(
-        crate::procs::duplicate_patterns(&c.pool).await,
-        0,
-        "no duplicate patterns"
-    );
-    let _ = std::fs::remove_dir_all(c.file.parent().unwrap());
+    c.finish().await;
 }
