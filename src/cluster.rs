@@ -37,6 +37,8 @@ pub enum Claim {
     HeldBy(String),
     /// This node takes no organizations (it is leaving, or has no `actors` role).
     Refused,
+    /// The organization is changing hands (an old owner's write is still open): ask again shortly.
+    Busy,
 }
 
 /// This node's side of ownership: its registration, the heartbeat that keeps its leases, and the
@@ -209,6 +211,7 @@ impl Ownership {
                 tracing::debug!(org = %org, owner, "organization owned by another live node");
                 Ok(Claim::HeldBy(owner))
             }
+            Acquired::Busy => Ok(Claim::Busy),
         }
     }
 

@@ -305,6 +305,9 @@ pub struct DbConfig {
     pub acquire_timeout: Duration,
     /// Statements slower than this are logged (R11.5).
     pub slow_statement: Duration,
+    /// PostgreSQL ends a transaction of this node left idle for longer (`idle_in_transaction_session_timeout`),
+    /// so a node cut from PostgreSQL mid-write cannot hold an organization's lock past its lease.
+    pub idle_in_transaction: Duration,
 }
 
 /// Token lifetimes, hashing cost and login throttling (R1, R9, R14).
@@ -356,6 +359,7 @@ impl Default for Config {
                 min_connections: 10,
                 acquire_timeout: Duration::from_secs(3),
                 slow_statement: Duration::from_secs(1),
+                idle_in_transaction: Duration::from_secs(5),
             },
             auth: AuthConfig {
                 access_ttl: Duration::from_secs(3600),
@@ -472,6 +476,7 @@ struct FileConfig {
     db_min_connections: Option<u32>,
     db_acquire_timeout_ms: Option<u64>,
     db_slow_statement_ms: Option<u64>,
+    db_idle_in_transaction_timeout_ms: Option<u64>,
     access_token_ttl_secs: Option<u64>,
     refresh_token_ttl_secs: Option<u64>,
     bcrypt_cost: Option<u32>,
@@ -641,6 +646,10 @@ impl Config {
         set(
             &mut self.db.slow_statement,
             f.db_slow_statement_ms.map(Duration::from_millis),
+        );
+        set(
+            &mut self.db.idle_in_transaction,
+            f.db_idle_in_transaction_timeout_ms.map(Duration::from_millis),
         );
         set(
             &mut self.auth.access_ttl,
@@ -877,6 +886,10 @@ impl Config {
         set(
             &mut self.db.slow_statement,
             millis(env, "INSIGHTS_DB_SLOW_STATEMENT_MS")?,
+        );
+        set(
+            &mut self.db.idle_in_transaction,
+            millis(env, "INSIGHTS_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS")?,
         );
         set(
             &mut self.auth.access_ttl,
@@ -1241,6 +1254,9 @@ impl Config {
                 "rate_limit_window_secs",
                 "the window and backoff must be positive, with backoff_max >= backoff_base",
             ));
+        }
+        if self.db.idle_in_transaction.is_zero() {
+            return Err(invalid("db_idle_in_transaction_timeout_ms", "must be positive"));
         }
         if self.redis.op_timeout.is_zero() || self.redis.probe_interval.is_zero() {
             return Err(invalid("redis_timeout_ms", "must be positive"));

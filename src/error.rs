@@ -81,8 +81,9 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
             true
         }
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-            // 08: connection exception; 57P01-03: shutdown; 53300: too many connections.
-            code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03" | "53300")
+            // 08: connection exception; 57P01-03: shutdown; 53300: too many connections; 25P03: the
+            // server ended a transaction left idle too long (this node was cut off mid-write).
+            code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03" | "53300" | "25P03")
         }),
         _ => false,
     }

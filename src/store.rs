@@ -42,7 +42,13 @@ pub fn connect(url: &str, cfg: &DbConfig) -> anyhow::Result<PgPool> {
     let options: PgConnectOptions = url.parse()?;
     let options = options
         .application_name("insights")
-        .log_slow_statements(log::LevelFilter::Warn, cfg.slow_statement);
+        .log_slow_statements(log::LevelFilter::Warn, cfg.slow_statement)
+        // A node cut from PostgreSQL in the middle of a write would otherwise keep its transaction
+        // (and the organization's lock) open until TCP gives up, blocking the takeover.
+        .options([(
+            "idle_in_transaction_session_timeout",
+            cfg.idle_in_transaction.as_millis().max(1),
+        )]);
     Ok(PgPoolOptions::new()
         .max_connections(cfg.max_connections)
         .min_connections(cfg.min_connections)

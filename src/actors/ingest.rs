@@ -110,10 +110,15 @@ impl Ingest {
         let mut last = Error::OwnedElsewhere;
         let mut retry = self.router.retry();
         while retry.again().await {
-            let (node, gateway) = match self.router.place(org, forwarded).await? {
+            let placed = self.router.place(org, forwarded).await;
+            if let Err(e) = &placed {
+                tracing::debug!(org = %org, forwarded, error = %e, "not placed");
+            }
+            let (node, gateway) = match placed? {
                 Place::Local(handle) => match here(handle.clone(), body.clone()).await {
                     // Fenced (nothing stored): the organization moved on, so it is placed again.
                     Err(Error::OwnedElsewhere) if !forwarded && self.router.peers().is_clustered() => {
+                        tracing::debug!(org = %org, "a local write was fenced; placing again");
                         self.router.gone(org, &handle).await;
                         continue;
                     }
@@ -128,8 +133,17 @@ impl Ingest {
                 .await
             {
                 Ok(Ok(answer)) => return Ok(answer),
-                Ok(Err(Failure::NotOwner { .. })) => last = Error::OwnedElsewhere,
-                Ok(Err(f)) => return Err(f.into_error()),
+                Ok(Err(Failure::NotOwner { owner })) => {
+                    tracing::debug!(org = %org, node = %node, ?owner, "forwarded to a node that is not the owner; placing again");
+                    if let Some(owner) = owner.filter(|o| *o != node) {
+                        self.router.remember(org, &owner);
+                    }
+                    last = Error::OwnedElsewhere;
+                }
+                Ok(Err(f)) => {
+                    tracing::debug!(org = %org, node = %node, failure = ?f, "the owner refused a forwarded request");
+                    return Err(f.into_error());
+                }
                 Err(lost) => {
                     tracing::warn!(org = %org, node = %lost.node, why = %lost.why, keyed, "forwarded request lost");
                     last = lost.into_error();
@@ -138,6 +152,13 @@ impl Ingest {
                     }
                 }
             }
+        }
+        // A clustered node forwards rather than answering "owned elsewhere": out of time, the owner
+        // was not reachable.
+        if matches!(last, Error::OwnedElsewhere) && !forwarded && self.router.peers().is_clustered() {
+            last = Error::NodeUnavailable(
+                "the organization is changing owner and was not served in time; retry shortly".to_owned(),
+            );
         }
         Err(last)
     }

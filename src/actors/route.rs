@@ -117,6 +117,21 @@ const FAILOVER_POLL: Duration = Duration::from_millis(250);
 /// How often a request for an organization being handed off checks again.
 const MOVING_POLL: Duration = Duration::from_millis(20);
 
+/// What [`Router::claim`] found.
+enum Claimed {
+    /// This node's actor of the organization (started if it was not running).
+    Mine(OrgHandle),
+    /// A live other node owns it.
+    HeldBy(String),
+    /// This node takes no organizations.
+    Refused,
+    /// The organization is changing hands: an old owner's write is still open.
+    Busy,
+}
+
+/// The answer while an organization changes hands (503, retried by the caller).
+const CHANGING_HANDS: Error = Error::Overloaded("the organization is changing owner; retry shortly");
+
 /// How long an organization actor may take to drain for a hand-off.
 const HANDOFF_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -167,13 +182,22 @@ impl Router {
         // A node whose heartbeat could not be renewed stops acting as an owner by itself; it still
         // forwards to an owner it knows and can reach.
         if !self.ownership.valid() {
-            if !forwarded
-                && let Some(owner) = self.known_owner(org)
-                && let Some(gateway) = self.peers.gateway(&owner)
-            {
-                return Ok(Place::Remote { node: owner, gateway });
+            if forwarded || !self.peers.is_clustered() {
+                return Err(Error::OwnedElsewhere);
             }
-            return Err(Error::OwnedElsewhere);
+            // Waits (bounded) for a member to forward to, or for the heartbeat to be renewed.
+            let deadline = tokio::time::Instant::now() + self.cluster.failover_wait;
+            while !self.ownership.valid() {
+                if let Some(place) = self.fenced_place(org) {
+                    return Ok(place);
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(Error::NodeUnavailable(
+                        "this node cannot reach PostgreSQL nor a member that can; retry shortly".to_owned(),
+                    ));
+                }
+                tokio::time::sleep(FAILOVER_POLL).await;
+            }
         }
         self.settled(org).await;
         if let Some(handle) = self.orgs.registry.get(org) {
@@ -196,14 +220,15 @@ impl Router {
             };
             if target == me {
                 match self.claim(org).await? {
-                    Ok(handle) => return Ok(Place::Local(handle)),
-                    Err(Some(owner)) if owner != me => {
+                    Claimed::Mine(handle) => return Ok(Place::Local(handle)),
+                    Claimed::HeldBy(owner) if owner != me => {
                         if let Some(gateway) = self.peers.gateway(&owner) {
                             self.remember(org, &owner);
                             return Ok(Place::Remote { node: owner, gateway });
                         }
                     }
-                    Err(_) => {}
+                    // Held by an unreachable node, changing hands, or not for this node: wait.
+                    Claimed::HeldBy(_) | Claimed::Busy | Claimed::Refused => {}
                 }
             } else if let Some(gateway) = self.peers.gateway(&target) {
                 self.remember(org, &target);
@@ -221,16 +246,28 @@ impl Router {
         }
     }
 
+    /// Where a node that cannot renew its heartbeat sends a request: to the owner it knows, or else (PostgreSQL
+    /// says who owns it, and it cannot be read from here) to the organization's home among the other
+    /// reachable members, which serves it, takes it over once this node's lease expired, or names the owner.
+    fn fenced_place(&self, org: OrganizationId) -> Option<Place> {
+        let node = self
+            .known_owner(org)
+            .filter(|owner| self.peers.gateway(owner).is_some())
+            .or_else(|| self.home_among(org, &self.peers.names(), false))?;
+        let gateway = self.peers.gateway(&node)?;
+        Some(Place::Remote { node, gateway })
+    }
+
     /// The rendezvous home of an organization nobody owns, among this node (when it takes
     /// organizations) and the reachable members with the `actors` role.
     fn home(&self, org: OrganizationId) -> Option<String> {
-        self.home_among(org, &self.peers.names())
+        self.home_among(org, &self.peers.names(), true)
     }
 
     /// Where the organization should live: its rendezvous home among this node (when it takes
     /// organizations) and the members with the `actors` role reachable for at least `grace`.
     pub fn target(&self, org: OrganizationId, grace: Duration) -> Option<String> {
-        self.home_among(org, &self.peers.settled(grace))
+        self.home_among(org, &self.peers.settled(grace), true)
     }
 
     /// The organizations whose actors run here.
@@ -239,8 +276,9 @@ impl Router {
     }
 
     /// Candidates are this node (if it takes organizations) and the reachable members whose heartbeat
-    /// is fresh (a member cut from PostgreSQL is reachable but fenced: it could not take anything).
-    fn home_among(&self, org: OrganizationId, reachable: &[String]) -> Option<String> {
+    /// is fresh (a member cut from PostgreSQL is reachable but fenced: it could not take anything);
+    /// this node only when `with_me`.
+    fn home_among(&self, org: OrganizationId, reachable: &[String], with_me: bool) -> Option<String> {
         let file = self.ownership.membership().file();
         let me = self.ownership.node().name.as_str();
         let view = self.ownership.view();
@@ -254,7 +292,7 @@ impl Router {
             .iter()
             .filter(|n| {
                 if n.name == me {
-                    self.ownership.takes_organizations()
+                    with_me && self.ownership.takes_organizations()
                 } else {
                     reachable.contains(&n.name) && up(&n.name)
                 }
@@ -281,7 +319,8 @@ impl Router {
             .cloned()
     }
 
-    fn remember(&self, org: OrganizationId, owner: &str) {
+    /// Notes who owns the organization (learnt from PostgreSQL, or named by a peer asked wrongly).
+    pub fn remember(&self, org: OrganizationId, owner: &str) {
         self.directory
             .write()
             .unwrap_or_else(PoisonError::into_inner)
@@ -343,27 +382,23 @@ impl Router {
     /// [`Error::OwnedElsewhere`] when a live other node owns it (or this node takes no organizations).
     pub async fn route(&self, org: OrganizationId) -> Result<OrgHandle, Error> {
         match self.claim(org).await? {
-            Ok(handle) => Ok(handle),
-            Err(_) => Err(Error::OwnedElsewhere),
+            Claimed::Mine(handle) => Ok(handle),
+            Claimed::HeldBy(_) | Claimed::Refused => Err(Error::OwnedElsewhere),
+            Claimed::Busy => Err(CHANGING_HANDS),
         }
     }
 
-    /// This node's organization actor, or who owns the organization instead (`None`: this node takes no
-    /// organizations).
-    async fn claim(&self, org: OrganizationId) -> Result<Result<OrgHandle, Option<String>>, Error> {
+    /// This node's organization actor, or why not.
+    async fn claim(&self, org: OrganizationId) -> Result<Claimed, Error> {
         self.claim_with(org, None).await
     }
 
-    async fn claim_with(
-        &self,
-        org: OrganizationId,
-        handoff: Option<HandOff>,
-    ) -> Result<Result<OrgHandle, Option<String>>, Error> {
+    async fn claim_with(&self, org: OrganizationId, handoff: Option<HandOff>) -> Result<Claimed, Error> {
         if !self.ownership.valid() {
             return Err(Error::OwnedElsewhere);
         }
         if let Some(handle) = self.orgs.registry.get(org) {
-            return Ok(Ok(handle));
+            return Ok(Claimed::Mine(handle));
         }
         // The database is read before the supervisor is asked, so a slow or unreachable PostgreSQL
         // delays only the requests of organizations that are starting, not every request of the node.
@@ -379,9 +414,10 @@ impl Router {
             }
             Claim::HeldBy(owner) => {
                 self.remember(org, &owner);
-                return Ok(Err(Some(owner)));
+                return Ok(Claimed::HeldBy(owner));
             }
-            Claim::Refused => return Ok(Err(None)),
+            Claim::Refused => return Ok(Claimed::Refused),
+            Claim::Busy => return Ok(Claimed::Busy),
         };
         let args = OrgArgs {
             org: context,
@@ -403,7 +439,9 @@ impl Router {
             Box::new(args)
         )
         .map_err(|e| Error::Internal(anyhow::anyhow!("organization supervisor unreachable: {e}")))?;
-        started.map(Ok).map_err(|e| Error::Internal(anyhow::anyhow!(e)))
+        started
+            .map(Claimed::Mine)
+            .map_err(|e| Error::Internal(anyhow::anyhow!(e)))
     }
 
     /// The organization's actor if it runs on this node; never starts one.
@@ -524,11 +562,10 @@ impl Router {
     /// Takes over an organization another node handed to this one, continuing from its state.
     pub async fn take_over(&self, org: OrganizationId, state: HandOff) -> Result<i64, Error> {
         match self.claim_with(org, Some(state)).await? {
-            Ok(handle) => Ok(handle.epoch),
-            Err(owner) => Err(match owner {
-                Some(_) => Error::OwnedElsewhere,
-                None => Error::Overloaded("this node takes no organizations"),
-            }),
+            Claimed::Mine(handle) => Ok(handle.epoch),
+            Claimed::HeldBy(_) => Err(Error::OwnedElsewhere),
+            Claimed::Refused => Err(Error::Overloaded("this node takes no organizations")),
+            Claimed::Busy => Err(CHANGING_HANDS),
         }
     }
 

@@ -60,7 +60,13 @@ pub enum Acquired {
     Owned { epoch: i64, reason: Option<Reason> },
     /// A live other node owns it.
     HeldBy { owner: String },
+    /// The organization's lock stayed held past the lock timeout: an owner's write is still open (a
+    /// node cut from PostgreSQL mid-transaction, until PostgreSQL ends it). Nothing changed; ask again.
+    Busy,
 }
+
+/// SQLSTATE of a lock not granted within `lock_timeout`.
+const LOCK_NOT_AVAILABLE: &str = "55P03";
 
 /// The advisory-lock key of an organization. A collision only makes two organizations wait on each
 /// other briefly; the epoch is the real fence.
@@ -203,9 +209,18 @@ pub async fn acquire(
     )
     .execute(&mut *tx)
     .await?;
-    sqlx::query!("SELECT pg_advisory_xact_lock($1)", org_key(org))
+    let locked = sqlx::query!("SELECT pg_advisory_xact_lock($1)", org_key(org))
         .execute(&mut *tx)
-        .await?;
+        .await;
+    match locked {
+        Ok(_) => {}
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(LOCK_NOT_AVAILABLE) => {
+            tracing::debug!(org = %org, "organization lock busy; not acquired");
+            tx.rollback().await?;
+            return Ok(Acquired::Busy);
+        }
+        Err(e) => return Err(e.into()),
+    }
     let current = sqlx::query!(
         r#"SELECT o.owner_node, o.owner_incarnation, o.epoch, o.released,
                   coalesce(n.incarnation = o.owner_incarnation AND n.state <> 'down'

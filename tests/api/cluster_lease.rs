@@ -251,6 +251,7 @@ async fn concurrent_acquires_give_exactly_one_owner() {
                 Acquired::HeldBy { owner } => {
                     owners.insert(owner);
                 }
+                Acquired::Busy => panic!("nothing holds the lock for long here"),
             }
         }
         let logged = log(pool, org).await;
@@ -260,4 +261,46 @@ async fn concurrent_acquires_give_exactly_one_owner() {
             "everyone else saw that owner"
         );
     }
+}
+
+#[tokio::test]
+async fn an_owner_write_left_open_makes_a_takeover_wait_until_postgresql_ends_it() {
+    let app = spawn_app().await;
+    let pool = &app.pool;
+    let org = app.create_org().await.id;
+    let (n1, n2) = (node(pool, "n1").await, node(pool, "n2").await);
+    let Acquired::Owned { epoch, .. } = lease::acquire(pool, org, &n1, TTL).await.unwrap() else {
+        panic!("n1 takes the free organization");
+    };
+    // n1 is cut from PostgreSQL in the middle of a write: its transaction holds the organization's
+    // shared lock and says nothing more. n1's lease has expired meanwhile.
+    let mut db = insights::config::Config::default().db;
+    db.idle_in_transaction = Duration::from_millis(2_500);
+    db.max_connections = 1;
+    let n1_pool = insights::store::connect(&app.db_url, &db).unwrap();
+    let mut open = n1_pool.begin().await.unwrap();
+    lease::fence(&mut open, org, epoch).await.unwrap();
+    expire(pool, "n1").await;
+    // The takeover cannot take the lock within its lock timeout (2 s): busy, nothing changed, no error.
+    assert_eq!(lease::acquire(pool, org, &n2, TTL).await.unwrap(), Acquired::Busy);
+    assert_eq!(log(pool, org).await.len(), 1, "no change of owner while busy");
+    // PostgreSQL ends the idle transaction (idle_in_transaction_session_timeout from the node's
+    // settings), which frees the lock: the next attempt takes the organization over.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert!(matches!(
+        lease::acquire(pool, org, &n2, TTL).await.unwrap(),
+        Acquired::Owned {
+            epoch: 2,
+            reason: Some(Reason::Takeover)
+        }
+    ));
+    // n1's connection was ended by the server: its write cannot commit.
+    let ended = open
+        .commit()
+        .await
+        .expect_err("the ended transaction does not commit");
+    assert!(
+        matches!(Error::from(ended), Error::Unavailable("database")),
+        "answered as the database being unavailable (503), not as an internal error"
+    );
 }

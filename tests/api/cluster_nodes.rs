@@ -53,6 +53,7 @@ impl Cluster {
             ("INSIGHTS_CLUSTER_FAILOVER_WAIT_MS", "4000".to_owned()),
             ("INSIGHTS_CLUSTER_JOIN_GRACE_MS", "500".to_owned()),
             ("INSIGHTS_CLUSTER_REBALANCE_MS", "200".to_owned()),
+            ("INSIGHTS_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", "1500".to_owned()),
         ];
         Spec {
             db_url,
@@ -266,6 +267,18 @@ async fn any_node_serves_any_organization_and_an_owner_killed_loses_nothing_ackn
         assert!(got.in_order(), "{}: {got:?}", w.node);
     }
 
+    // Concurrent keyed load over all three nodes (its own customer) runs through the kill: clients
+    // retry a 503 or a dead connection on the next node with the same key.
+    let load_customer = nodes[0].customer(&token, "c-load").await;
+    let load = crate::procs::Load::start(
+        &nodes.iter().collect::<Vec<_>>(),
+        &token,
+        &load_customer,
+        "kill",
+        3,
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
     // kill -9 of the owner: requests through the others wait for the takeover and are served.
     nodes[owner_at].kill();
     let survivors: Vec<&Node> = nodes
@@ -290,6 +303,14 @@ async fn any_node_serves_any_organization_and_an_owner_killed_loses_nothing_ackn
         }
     }
     let served_again = killed.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let loaded = load.stop().await;
+    crate::procs::check_loaded(&c.pool, &load_customer, &loaded).await;
+    eprintln!(
+        "under load through the kill: {} acknowledged, attempts retried {:?}",
+        loaded.acked.len(),
+        loaded.retried_by
+    );
     assert_eq!(
         lost_unkeyed, 0,
         "keyed requests are served once a survivor took over"
@@ -422,10 +443,15 @@ async fn organizations_move_by_hand_off_when_nodes_join_leave_and_come_back() {
         .expect(201);
     let first = home_of(org.id, &[&names[0], &names[1]]);
     assert_eq!(owner(&c.pool, org.id).await.as_deref(), Some(first.as_str()));
-    let watcher = if first == names[0] { &b } else { &a };
-    let mut socket = watcher.ws(token).await;
-    let ready = next(&mut socket, Duration::from_secs(5)).await.unwrap();
-    assert_eq!(ready["type"], "ready");
+    // Dashboards on both nodes record everything through the join and the leave, while keyed load
+    // runs through both nodes: no event may go missing on a connection never told to resync.
+    let watchers = [
+        crate::procs::Watcher::start(&a, token).await,
+        crate::procs::Watcher::start(&b, token).await,
+    ];
+    let mut delivered: Vec<String> = Vec::new();
+    let joining = a.customer(token, "mover-join").await;
+    let load = crate::procs::Load::start(&[&a, &b], token, &joining, "join", 2);
 
     // c joins: added to the file and started; the organization moves to it by hand-off.
     c.list(&[0, 1, 2]);
@@ -436,26 +462,31 @@ async fn organizations_move_by_hand_off_when_nodes_join_leave_and_come_back() {
         "the organization moves to c"
     );
     for i in 1..=3 {
-        a.post(
-            "/api/v1/interactions",
-            Some(token),
-            keyed(&customer, &format!("m-{i}")),
-        )
-        .await
-        .expect(201);
+        let r = a
+            .post(
+                "/api/v1/interactions",
+                Some(token),
+                keyed(&customer, &format!("m-{i}")),
+            )
+            .await;
+        delivered.push(r.expect(201)["id"].as_str().unwrap().to_owned());
     }
-    let seen = created_events(&mut socket, 3).await;
-    assert_eq!(
-        seen.len(),
-        3,
-        "every event reached the dashboard across the move: {seen:?}"
-    );
-    assert!(
-        seen.windows(2).all(|w| w[1] == w[0] + 1),
-        "consecutive numbers, no gap: {seen:?}"
-    );
+    let loaded = load.stop().await;
+    crate::procs::check_loaded(&c.pool, &joining, &loaded).await;
+    delivered.extend(loaded.acked.values().cloned());
+    for w in &watchers {
+        crate::procs::check_complete(w, &delivered, Duration::from_secs(10)).await;
+    }
     // A dashboard that resumes on another node than the owner gets the exact replay: the replay buffer
     // moved with the organization.
+    let recorded: Vec<u64> = watchers[0]
+        .watched()
+        .frames
+        .iter()
+        .flatten()
+        .map(|(seq, _)| *seq)
+        .collect();
+    let seen = recorded[recorded.len() - 3..].to_vec();
     let mut resumed = a.ws(token).await;
     assert_eq!(
         next(&mut resumed, Duration::from_secs(5)).await.unwrap()["type"],
@@ -486,6 +517,8 @@ async fn organizations_move_by_hand_off_when_nodes_join_leave_and_come_back() {
     );
 
     // c is removed from the file: it hands the organization back and is no longer ready.
+    let leaving_customer = a.customer(token, "mover-leave").await;
+    let load = crate::procs::Load::start(&[&a, &b], token, &leaving_customer, "leave", 2);
     c.list(&[0, 1]);
     assert!(
         wait_owner(&c.pool, org.id, &first).await,
@@ -496,11 +529,28 @@ async fn organizations_move_by_hand_off_when_nodes_join_leave_and_come_back() {
     })
     .await;
     assert!(leaving, "a removed node answers /readyz 503");
-    a.post("/api/v1/interactions", Some(token), keyed(&customer, "m-4"))
-        .await
-        .expect(201);
-    let seen = created_events(&mut socket, 1).await;
-    assert_eq!(seen.len(), 1, "the dashboard follows the organization back");
+    let r = a
+        .post("/api/v1/interactions", Some(token), keyed(&customer, "m-4"))
+        .await;
+    delivered.push(r.expect(201)["id"].as_str().unwrap().to_owned());
+    let loaded = load.stop().await;
+    crate::procs::check_loaded(&c.pool, &leaving_customer, &loaded).await;
+    delivered.extend(loaded.acked.values().cloned());
+    for w in &watchers {
+        crate::procs::check_complete(w, &delivered, Duration::from_secs(10)).await;
+        let got = w.watched();
+        assert_eq!(
+            got.resyncs(),
+            0,
+            "{}: no resync across hand-offs: {got:?}",
+            w.node
+        );
+        assert!(got.in_order(), "{}: {got:?}", w.node);
+    }
+    eprintln!(
+        "hand-offs under load: {} events on each dashboard, none missing",
+        delivered.len()
+    );
 
     // Single ownership all along: each epoch has one owner and the log has no gaps.
     let epochs: Vec<(i64,)> =
@@ -627,6 +677,9 @@ async fn partitions_and_pauses_keep_one_owner_and_lose_nothing_acknowledged() {
     ];
     assert_eq!(send(&a, "p-0").await.0, 201);
     assert_eq!(owner(&c.pool, org.id).await.as_deref(), Some(c.names[1].as_str()));
+    // Concurrent keyed load through both nodes (its own customer) runs through every fault below.
+    let load_customer = a.customer(&token, "p-load").await;
+    let load = crate::procs::Load::start(&[&a, &b], &token, &load_customer, "cut", 2);
 
     // 1. a and b cut from each other, both still on PostgreSQL: b keeps the organization, and a
     //    answers 503 node_unavailable (consistency over availability) until the link heals.
@@ -699,6 +752,13 @@ async fn partitions_and_pauses_keep_one_owner_and_lose_nothing_acknowledged() {
         }
     }
     assert!(served, "the continued node serves again by forwarding");
+    let loaded = load.stop().await;
+    crate::procs::check_loaded(&c.pool, &load_customer, &loaded).await;
+    eprintln!(
+        "under load through cuts and pause: {} acknowledged, attempts retried {:?}",
+        loaded.acked.len(),
+        loaded.retried_by
+    );
 
     // Through the cuts, the pause and the takeovers, each dashboard saw numbers increase between resyncs.
     for w in &watchers {

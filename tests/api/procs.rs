@@ -423,3 +423,157 @@ pub async fn duplicate_patterns(pool: &sqlx::PgPool) -> i64 {
     .await
     .unwrap()
 }
+
+/// What a background load acknowledged and how it got there.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// Idempotency key → the id the node acknowledged (201, or 200 for a retry that found the row).
+    pub acked: std::collections::BTreeMap<String, String>,
+    /// Attempts answered 503 (by error code) or not answered at all (a killed or cut node), each
+    /// retried with the same key on the next node.
+    pub retried_by: std::collections::BTreeMap<String, usize>,
+    /// Anything else: a wrong status, or a key that was never acknowledged within the retry budget.
+    pub errors: Vec<String>,
+}
+
+/// Concurrent keyed single ingests spread over several nodes, in the background, as a client behind a
+/// load balancer sends them: each key is retried on the next node until acknowledged (a 503 or a
+/// connection error is retried, anything else is an error), so at the end every key sent is either
+/// acknowledged or reported.
+pub struct Load {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<Loaded>>,
+}
+
+impl Load {
+    /// Starts `workers` clients posting for `customer` through `nodes` in turn; keys start with `tag`.
+    pub fn start(nodes: &[&Node], token: &str, customer: &str, tag: &str, workers: usize) -> Self {
+        let targets: Vec<(String, reqwest::Client)> =
+            nodes.iter().map(|n| (n.base.clone(), n.client.clone())).collect();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let tasks = (0..workers)
+            .map(|w| {
+                let (targets, stop) = (targets.clone(), stop.clone());
+                let (token, customer, tag) = (token.to_owned(), customer.to_owned(), tag.to_owned());
+                tokio::spawn(async move {
+                    let mut out = Loaded::default();
+                    let mut turn = w;
+                    for n in 0.. {
+                        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            break;
+                        }
+                        let key = format!("{tag}-{w}-{n}");
+                        let mut body = crate::helpers::interaction(&customer, "web", Some("under load"));
+                        body["idempotencyKey"] = serde_json::json!(key);
+                        let deadline = std::time::Instant::now() + Duration::from_secs(40);
+                        loop {
+                            turn += 1;
+                            let (base, client) = &targets[turn % targets.len()];
+                            let sent = client
+                                .post(format!("{base}/api/v1/interactions"))
+                                .bearer_auth(&token)
+                                .timeout(Duration::from_secs(10))
+                                .json(&body)
+                                .send()
+                                .await;
+                            let answer = match sent {
+                                Ok(r) => {
+                                    let status = r.status().as_u16();
+                                    Some((status, r.json::<Value>().await.unwrap_or_default()))
+                                }
+                                Err(_) => None,
+                            };
+                            match answer {
+                                Some((200 | 201, v)) => {
+                                    let id = v["id"].as_str().unwrap_or_default().to_owned();
+                                    out.acked.insert(key, id);
+                                    break;
+                                }
+                                // Retried: a node that could not reach the owner in time, an owner at
+                                // capacity or without its database (all 503 with Retry-After). A
+                                // clustered node never answers `owned_elsewhere`: it forwards.
+                                Some((503, v)) if v["error"]["code"] != "owned_elsewhere" => {
+                                    let code = v["error"]["code"].as_str().unwrap_or("503").to_owned();
+                                    *out.retried_by.entry(code).or_default() += 1;
+                                }
+                                None => *out.retried_by.entry("no answer".to_owned()).or_default() += 1,
+                                Some((status, v)) => {
+                                    out.errors.push(format!("{key}: {status} {v}"));
+                                    break;
+                                }
+                            }
+                            if std::time::Instant::now() > deadline {
+                                out.errors.push(format!("{key}: never acknowledged"));
+                                break;
+                            }
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                    out
+                })
+            })
+            .collect();
+        Self { stop, tasks }
+    }
+
+    /// Lets each client finish the key it is on and returns what was acknowledged.
+    pub async fn stop(self) -> Loaded {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut all = Loaded::default();
+        for task in self.tasks {
+            let part = task.await.expect("a load worker");
+            all.acked.extend(part.acked);
+            for (code, n) in part.retried_by {
+                *all.retried_by.entry(code).or_default() += n;
+            }
+            all.errors.extend(part.errors);
+        }
+        all
+    }
+}
+
+/// The checks after a scenario under load: no load error, every acknowledged key stored once with the
+/// id it was acknowledged with, as many rows for `customer` as keys acknowledged, the counter equal.
+pub async fn check_loaded(pool: &sqlx::PgPool, customer: &str, loaded: &Loaded) {
+    assert!(loaded.errors.is_empty(), "load errors: {:?}", loaded.errors);
+    assert!(!loaded.acked.is_empty(), "the load was acknowledged at all");
+    let keys: Vec<String> = loaded.acked.keys().cloned().collect();
+    let stored: Vec<(String, String)> = sqlx::query_as(
+        "SELECT idempotency_key, id::text FROM customer_interactions
+          WHERE idempotency_key = ANY($1) ORDER BY idempotency_key",
+    )
+    .bind(&keys)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let expected: Vec<(String, String)> = loaded.acked.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    assert_eq!(stored, expected, "each acknowledged key stored once, with its id");
+    let (rows, counted) = rows_and_counter(pool, customer).await;
+    assert_eq!(
+        rows,
+        loaded.acked.len() as i64,
+        "no row without an acknowledgement"
+    );
+    assert_eq!(counted, rows, "counters equal rows");
+}
+
+/// Every interaction in `ids` reached a dashboard that was never told to resync (within `wait`).
+pub async fn check_complete(watcher: &Watcher, ids: &[String], wait: Duration) {
+    let complete = eventually(wait, || async {
+        let got = watcher.watched();
+        let seen: std::collections::HashSet<&str> = got.before_resync().into_iter().collect();
+        ids.iter().all(|id| seen.contains(id.as_str()))
+    })
+    .await;
+    let got = watcher.watched();
+    let missing: Vec<&String> = {
+        let seen: std::collections::HashSet<&str> = got.before_resync().into_iter().collect();
+        ids.iter().filter(|id| !seen.contains(id.as_str())).collect()
+    };
+    assert!(
+        complete,
+        "{}: no event missing without a resync; missing {missing:?} of {}",
+        watcher.node,
+        ids.len()
+    );
+}
