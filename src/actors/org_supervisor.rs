@@ -39,11 +39,13 @@ impl OrgRegistry {
         self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The organization's live actor, if any.
+    /// The organization's live actor, if any: running, or still in `post_start` (ractor reports
+    /// `Starting` until it returns; messages sent meanwhile wait in its mailbox). Treating a starting
+    /// actor as absent would start a second actor of the organization on this node.
     pub fn get(&self, org: OrganizationId) -> Option<OrgHandle> {
         self.read()
             .get(&org)
-            .filter(|h| h.actor.get_status() == ractor::ActorStatus::Running)
+            .filter(|h| ractor::ACTIVE_STATES.contains(&h.actor.get_status()))
             .cloned()
     }
 

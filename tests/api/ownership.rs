@@ -172,3 +172,45 @@ async fn the_scoring_sweep_leaves_a_live_other_owners_rows_alone() {
         "a stopped owner's rows are anyone's"
     );
 }
+
+#[tokio::test]
+async fn requests_that_arrive_while_the_organization_actor_starts_reach_that_one_actor() {
+    let app = spawn_with(|_| {}).await;
+    let org = app.create_org().await;
+    let admin = app.admin(&org).await;
+    let customer: Value = app.customer(&admin.access, "c-1", None).await;
+    let id = customer["id"].as_str().unwrap().to_owned();
+    // The organization's actor reserves its event numbers in its post_start: holding the row makes
+    // that reservation wait, so the requests below all arrive while the actor is starting.
+    let mut hold = app.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM organizations WHERE id = $1 FOR UPDATE")
+        .bind(org.id.as_uuid())
+        .execute(&mut *hold)
+        .await
+        .unwrap();
+    let sends = (0..4).map(|_| {
+        app.post(
+            "/api/v1/interactions",
+            Some(&admin.access),
+            interaction(&id, "web", None),
+        )
+    });
+    let released = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        hold.rollback().await.unwrap();
+    };
+    let (replies, ()) = tokio::join!(futures_util::future::join_all(sends), released);
+    for r in replies {
+        r.expect(201);
+    }
+    // One actor, one reservation of numbers: a second actor would have reserved a second block.
+    let reserved: i64 = sqlx::query_scalar("SELECT event_seq_reserved FROM organizations WHERE id = $1")
+        .bind(org.id.as_uuid())
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        reserved as u64, app.config.ingest.event_seq_block,
+        "one organization actor started"
+    );
+}
