@@ -180,7 +180,7 @@ impl Router {
     /// node) are served only here, as the owner: anything else is [`Error::OwnedElsewhere`].
     pub async fn place(&self, org: OrganizationId, forwarded: bool) -> Result<Place, Error> {
         // A node whose heartbeat could not be renewed stops acting as an owner by itself; it still
-        // forwards to an owner it knows and can reach.
+        // forwards (see `fenced_place`).
         if !self.ownership.valid() {
             if forwarded || !self.peers.is_clustered() {
                 return Err(Error::OwnedElsewhere);
@@ -250,12 +250,13 @@ impl Router {
     /// says who owns it, and it cannot be read from here) to the organization's home among the other
     /// reachable members, which serves it, takes it over once this node's lease expired, or names the owner.
     fn fenced_place(&self, org: OrganizationId) -> Option<Place> {
-        let node = self
-            .known_owner(org)
-            .filter(|owner| self.peers.gateway(owner).is_some())
-            .or_else(|| self.home_among(org, &self.peers.names(), false))?;
-        let gateway = self.peers.gateway(&node)?;
-        Some(Place::Remote { node, gateway })
+        let reach = |node: String| {
+            let gateway = self.peers.gateway(&node)?;
+            Some(Place::Remote { node, gateway })
+        };
+        self.known_owner(org)
+            .and_then(reach)
+            .or_else(|| reach(self.home_among(org, &self.peers.names(), false)?))
     }
 
     /// The rendezvous home of an organization nobody owns, among this node (when it takes
