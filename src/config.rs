@@ -206,6 +206,16 @@ pub struct QueryConfig {
     /// Cache hit rate below which a warning is logged (R14.10), checked every `hit_rate_window`.
     pub cache_hit_rate_alert: f64,
     pub hit_rate_window: Duration,
+    /// How long a cached summary may still be served after a write to its organization: at most this
+    /// stale, and at most one recomputation per this period and summary however fast the writes come.
+    pub summary_fresh_within: Duration,
+    /// How often the rollup deltas are folded into the rollups.
+    pub rollup_fold_every: Duration,
+    /// Most deltas folded in one transaction.
+    pub rollup_fold_batch: i64,
+    /// Listing totals that cannot be counted from the rollups are counted up to this bound; beyond it
+    /// the total is a lower bound (`totalRelation: "gte"`, R5.12).
+    pub count_bound: i64,
 }
 
 /// Request quotas (R13). Each quota is a number of requests per `window` (a minute by default, so the
@@ -419,6 +429,10 @@ impl Default for Config {
                 export_max_concurrent: 4,
                 cache_hit_rate_alert: 0.7,
                 hit_rate_window: Duration::from_secs(300),
+                summary_fresh_within: Duration::from_millis(1000),
+                rollup_fold_every: Duration::from_millis(1000),
+                rollup_fold_batch: 50_000,
+                count_bound: 10_000,
             },
             rate_limit: RateLimitConfig {
                 enabled: true,
@@ -522,6 +536,10 @@ struct FileConfig {
     export_max_concurrent: Option<usize>,
     cache_hit_rate_alert: Option<f64>,
     cache_hit_rate_window_secs: Option<u64>,
+    summary_fresh_ms: Option<u64>,
+    rollup_fold_interval_ms: Option<u64>,
+    rollup_fold_batch: Option<i64>,
+    listing_count_bound: Option<i64>,
     rate_limit_enabled: Option<bool>,
     rate_limit_ip_per_min: Option<u32>,
     rate_limit_user_per_min: Option<u32>,
@@ -761,6 +779,16 @@ impl Config {
             &mut q.hit_rate_window,
             f.cache_hit_rate_window_secs.map(Duration::from_secs),
         );
+        set(
+            &mut q.summary_fresh_within,
+            f.summary_fresh_ms.map(Duration::from_millis),
+        );
+        set(
+            &mut q.rollup_fold_every,
+            f.rollup_fold_interval_ms.map(Duration::from_millis),
+        );
+        set(&mut q.rollup_fold_batch, f.rollup_fold_batch);
+        set(&mut q.count_bound, f.listing_count_bound);
         let r = &mut self.rate_limit;
         set(&mut r.enabled, f.rate_limit_enabled);
         set(&mut r.ip_per_window, f.rate_limit_ip_per_min);
@@ -1049,6 +1077,22 @@ impl Config {
             &mut q.hit_rate_window,
             secs(env, "INSIGHTS_CACHE_HIT_RATE_WINDOW_SECS")?,
         );
+        set(
+            &mut q.summary_fresh_within,
+            millis(env, "INSIGHTS_SUMMARY_FRESH_MS")?,
+        );
+        set(
+            &mut q.rollup_fold_every,
+            millis(env, "INSIGHTS_ROLLUP_FOLD_INTERVAL_MS")?,
+        );
+        set(
+            &mut q.rollup_fold_batch,
+            parse_env(env, "INSIGHTS_ROLLUP_FOLD_BATCH")?,
+        );
+        set(
+            &mut q.count_bound,
+            parse_env(env, "INSIGHTS_LISTING_COUNT_BOUND")?,
+        );
         let r = &mut self.rate_limit;
         set(&mut r.enabled, parse_env(env, "INSIGHTS_RATE_LIMIT_ENABLED")?);
         set(
@@ -1234,6 +1278,15 @@ impl Config {
         }
         if q.export_fetch_rows == 0 || q.export_max_concurrent == 0 || q.hit_rate_window.is_zero() {
             return Err(invalid("export_fetch_rows", "export limits must be positive"));
+        }
+        if q.rollup_fold_every.is_zero() || q.rollup_fold_batch <= 0 {
+            return Err(invalid(
+                "rollup_fold_interval_ms",
+                "the fold interval and batch must be positive",
+            ));
+        }
+        if q.count_bound <= 0 {
+            return Err(invalid("listing_count_bound", "must be positive"));
         }
         if !(0.0..=1.0).contains(&q.cache_hit_rate_alert) {
             return Err(invalid("cache_hit_rate_alert", "must be between 0 and 1"));

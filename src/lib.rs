@@ -299,6 +299,12 @@ impl App {
             sessions,
             shutdown: shutdown_rx.clone(),
         });
+        tokio::spawn(store::rollups::fold_forever(
+            state.pool.clone(),
+            state.config.query.rollup_fold_every,
+            state.config.query.rollup_fold_batch,
+            shutdown_rx.clone(),
+        ));
         let routes = http::router(&state);
         let front = Arc::new(http::limits::Front::new(state.clone()));
         let server = tokio::spawn(http::server::serve(

@@ -12,7 +12,7 @@ use std::time::Duration;
 use chrono::Utc;
 use futures_util::StreamExt as _;
 use insights::domain::interaction::Channel;
-use insights::store::interactions::{InteractionFilter, InteractionQuery, InteractionSort, explain_list};
+use insights::store::listing::{InteractionFilter, InteractionQuery, InteractionSort, explain_list};
 use insights::store::synthetic::{Synthetic, generate};
 use serde_json::Value;
 

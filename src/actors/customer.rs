@@ -19,7 +19,7 @@ use crate::error::Error;
 use crate::ml::patterns::{self, Event, PatternType};
 use crate::store::cache::Cache;
 use crate::store::org_tx::OrgTx;
-use crate::store::{customers, interactions};
+use crate::store::{customers, interactions, scores};
 
 /// An event for the organization to number and publish: the one message a customer's actor sends its
 /// organization's actor.
@@ -280,7 +280,7 @@ async fn apply_scores(state: &mut CustomerActorState, scored: &ScoredInteraction
         sqlx::query("SET LOCAL synchronous_commit = off")
             .execute(&mut *tx)
             .await?;
-        let updated = interactions::apply_scores(&mut tx, scored).await?;
+        let updated = scores::apply_scores(&mut tx, scored).await?;
         let average = customers::load_state(&mut *tx, state.org.id, state.customer.id).await?;
         tx.commit().await?;
         Ok::<_, Error>((updated, average))

@@ -17,7 +17,7 @@ use crate::cluster::remote_ml::RemoteMl;
 use crate::domain::interaction::{PendingScore, ScoredInteraction};
 use crate::domain::sentiment::Scores;
 use crate::ml::model::MODEL_NAME;
-use crate::store::interactions;
+use crate::store::scores;
 
 /// Rows read per page by the sweep.
 const SWEEP_PAGE: i64 = 500;
@@ -154,16 +154,15 @@ async fn sweep(
         let mut after = None;
         let mut fed = 0usize;
         loop {
-            let page =
-                match interactions::unscored(&pool, after, SWEEP_PAGE, &owner.node().name, owner.lease_ttl())
-                    .await
-                {
-                    Ok(page) => page,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "scoring sweep cannot read unscored rows; retrying later");
-                        break;
-                    }
-                };
+            let page = match scores::unscored(&pool, after, SWEEP_PAGE, &owner.node().name, owner.lease_ttl())
+                .await
+            {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(error = %e, "scoring sweep cannot read unscored rows; retrying later");
+                    break;
+                }
+            };
             let Some((last_at, last)) = page.last().map(|(at, p)| (*at, p.interaction_id)) else {
                 break;
             };

@@ -19,7 +19,8 @@ use crate::domain::interaction::BatchItem;
 use crate::domain::interaction::{IngestLimits, IngestOutcome, InteractionView, parse_new_interaction};
 use crate::domain::{FieldError, InteractionId, Role};
 use crate::error::Error;
-use crate::store::interactions::{self, InteractionQuery};
+use crate::store::interactions;
+use crate::store::listing::{self, InteractionQuery};
 
 /// A new interaction. Its schema is [`schemas::create_interaction`]: the fields below, and content that is
 /// required for text channels.
@@ -285,7 +286,7 @@ pub async fn list_interactions(
         offset: if keyset { 0 } else { offset },
         after,
     };
-    let (mut rows, total) = interactions::list(&s.pool, org, &request).await?;
+    let (mut rows, total) = listing::list(&s.pool, org, &request).await?;
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
     let next_cursor = rows

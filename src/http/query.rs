@@ -26,8 +26,9 @@ use crate::domain::interaction::{Channel, InteractionRecord, InteractionView};
 use crate::domain::validation::NUL_MESSAGE;
 use crate::domain::{CustomerId, FieldError, OrganizationId, Role};
 use crate::error::Error;
-use crate::store::insights::{self, Dashboard, Interval, Range, Trends};
-use crate::store::interactions::{self, InteractionFilter, InteractionSort, SortKey};
+use crate::store::insights::{self, Dashboard, Interval, Trends};
+use crate::store::listing::{self, InteractionFilter, InteractionSort, SortKey};
+use crate::store::rollups::Range;
 
 pub fn endpoints(state: &Shared) -> Vec<Endpoint> {
     let s = state.clone();
@@ -577,7 +578,7 @@ impl ExportJob {
         tx: &tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
     ) -> Result<u64, Stop> {
         let failed = |e: sqlx::Error| Stop::Failed(e.to_string());
-        let mut declare = interactions::export_cursor(
+        let mut declare = listing::export_cursor(
             "export_cursor",
             self.org,
             &self.filter,

@@ -2,14 +2,16 @@
 //! volume over time and most negative customers, and sentiment trends (R5, R8.6, R8.8).
 //!
 //! Every summary reads one snapshot (a read-only `REPEATABLE READ` transaction), so its parts agree with
-//! each other: the channels add up to the total, the buckets to the channels.
+//! each other: the channels add up to the total, the buckets to the channels. The figures come from the
+//! rollups (`rollups`), or from the rows for filters the rollups cannot answer; either way they are exact.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike as _, DurationRound as _, Utc};
 use serde::Serialize;
-use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
+use sqlx::{PgPool, Postgres};
 use utoipa::ToSchema;
 
-use super::interactions::{InteractionFilter, push_interaction_filters};
+use super::listing::InteractionFilter;
+use super::rollups::{self, Bucket, CustomerFigures, Figures, HISTOGRAM_BUCKETS, Range, Source};
 use crate::domain::interaction::Channel;
 use crate::domain::{CustomerId, OrganizationId};
 use crate::error::Error;
@@ -52,7 +54,7 @@ impl Interval {
         }
     }
 
-    /// The `date_trunc` field name: a fixed literal, never user text.
+    /// The API name.
     fn sql(self) -> &'static str {
         match self {
             Self::Hour => "hour",
@@ -69,18 +71,21 @@ impl Interval {
         }
     }
 
+    /// The start of the bucket holding `t` (UTC; weeks start on Monday).
+    pub fn start(self, t: DateTime<Utc>) -> DateTime<Utc> {
+        let day = t.duration_trunc(chrono::Duration::days(1)).unwrap_or(t);
+        match self {
+            Self::Hour => t.duration_trunc(chrono::Duration::hours(1)).unwrap_or(t),
+            Self::Day => day,
+            Self::Week => day - chrono::Duration::days(i64::from(day.weekday().num_days_from_monday())),
+        }
+    }
+
     /// How many buckets `[from, to)` spans (an upper bound: the first bucket starts at or before `from`).
     pub fn buckets(self, from: DateTime<Utc>, to: DateTime<Utc>) -> i64 {
         let span = (to - from).num_seconds().max(0);
         span / self.length().num_seconds() + 2
     }
-}
-
-/// A summary's time range, half-open: `from <= occurred_at < to`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Range {
-    pub from: DateTime<Utc>,
-    pub to: DateTime<Utc>,
 }
 
 /// Counts and the average score of a set of interactions.
@@ -186,15 +191,6 @@ pub struct Trends {
     pub generated_at: DateTime<Utc>,
 }
 
-/// The filter with the range applied.
-fn ranged(filter: &InteractionFilter, range: Range) -> InteractionFilter {
-    InteractionFilter {
-        from: Some(range.from),
-        to: Some(range.to),
-        ..filter.clone()
-    }
-}
-
 async fn snapshot(pool: &PgPool) -> Result<sqlx::Transaction<'static, Postgres>, Error> {
     let mut tx = pool.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -203,7 +199,7 @@ async fn snapshot(pool: &PgPool) -> Result<sqlx::Transaction<'static, Postgres>,
     Ok(tx)
 }
 
-/// Computes the dashboard.
+/// Computes the dashboard, from the rollups where the filter allows (see [`Source::for_filter`]).
 pub async fn dashboard(
     pool: &PgPool,
     org: OrganizationId,
@@ -212,14 +208,76 @@ pub async fn dashboard(
     interval: Interval,
     top: i64,
 ) -> Result<Dashboard, Error> {
-    let filter = ranged(filter, range);
+    dashboard_from(
+        pool,
+        org,
+        filter,
+        range,
+        interval,
+        top,
+        Source::for_filter(filter),
+    )
+    .await
+}
+
+/// Computes the dashboard from `source`.
+pub async fn dashboard_from(
+    pool: &PgPool,
+    org: OrganizationId,
+    filter: &InteractionFilter,
+    range: Range,
+    interval: Interval,
+    top: i64,
+    source: Source,
+) -> Result<Dashboard, Error> {
     let mut tx = snapshot(pool).await?;
-    let totals = totals(&mut tx, org, &filter).await?;
-    let by_channel = by_channel(&mut tx, org, &filter).await?;
-    let sentiment = distribution(&mut tx, org, &filter).await?;
-    let volume = points(&mut tx, org, &filter, range, interval).await?;
-    let top_negative_customers = negative_customers(&mut tx, org, &filter, top).await?;
+    let buckets = rollups::buckets(&mut tx, org, filter, range, interval != Interval::Hour, source).await?;
+    let (customers, negative) = rollups::customers(&mut tx, org, filter, range, top, source).await?;
     tx.commit().await?;
+    let mut all = Figures::default();
+    let mut channels = [Figures::default(); Channel::ALL.len()];
+    for b in &buckets {
+        all.add(&b.figures);
+        if let Some(i) = Channel::ALL.iter().position(|c| *c == b.channel) {
+            channels[i].add(&b.figures);
+        }
+    }
+    let totals = Totals {
+        interactions: all.interactions,
+        customers,
+        scored: all.scored,
+        unscored: all.interactions - all.scored,
+        average_sentiment: all.average(),
+        negative_share: (all.scored > 0).then(|| all.negative as f64 / all.scored as f64),
+    };
+    let by_channel = Channel::ALL
+        .iter()
+        .zip(channels)
+        .map(|(&channel, f)| ChannelSummary {
+            channel,
+            interactions: f.interactions,
+            scored: f.scored,
+            negative: f.negative,
+            average_sentiment: f.average(),
+        })
+        .collect();
+    let width = 2.0 / HISTOGRAM_BUCKETS as f64;
+    let sentiment = SentimentDistribution {
+        positive: all.positive,
+        negative: all.negative,
+        neutral: all.neutral,
+        unscored: all.interactions - all.scored,
+        histogram: all
+            .histogram
+            .iter()
+            .enumerate()
+            .map(|(i, &count)| HistogramBucket {
+                from: round2(-1.0 + i as f64 * width),
+                to: round2(-1.0 + (i + 1) as f64 * width),
+                count,
+            })
+            .collect(),
+    };
     Ok(Dashboard {
         from: range.from,
         to: range.to,
@@ -227,13 +285,13 @@ pub async fn dashboard(
         totals,
         by_channel,
         sentiment,
-        volume,
-        top_negative_customers,
+        volume: points(&buckets, range, interval),
+        top_negative_customers: negative.into_iter().map(NegativeCustomer::from).collect(),
         generated_at: Utc::now(),
     })
 }
 
-/// Computes sentiment trends.
+/// Computes sentiment trends, from the rollups where the filter allows.
 pub async fn trends(
     pool: &PgPool,
     org: OrganizationId,
@@ -241,204 +299,63 @@ pub async fn trends(
     range: Range,
     interval: Interval,
 ) -> Result<Trends, Error> {
-    let filter = ranged(filter, range);
     let mut tx = snapshot(pool).await?;
-    let points = points(&mut tx, org, &filter, range, interval).await?;
+    let source = Source::for_filter(filter);
+    let buckets = rollups::buckets(&mut tx, org, filter, range, interval != Interval::Hour, source).await?;
     tx.commit().await?;
     Ok(Trends {
         from: range.from,
         to: range.to,
         interval,
-        points,
+        points: points(&buckets, range, interval),
         generated_at: Utc::now(),
     })
 }
 
-fn filtered(org: OrganizationId, filter: &InteractionFilter, select: &str) -> QueryBuilder<Postgres> {
-    let mut qb = QueryBuilder::new(format!("{select} FROM customer_interactions"));
-    push_interaction_filters(&mut qb, org, filter);
-    qb
-}
-
-async fn totals(
-    db: &mut PgConnection,
-    org: OrganizationId,
-    filter: &InteractionFilter,
-) -> Result<Totals, Error> {
-    let mut qb = filtered(
-        org,
-        filter,
-        "SELECT count(*), count(DISTINCT customer_id), count(sentiment_score), \
-         avg(sentiment_score)::float8, count(*) FILTER (WHERE sentiment_label = 'negative')",
-    );
-    let (interactions, customers, scored, average, negative): (i64, i64, i64, Option<f64>, i64) =
-        qb.build_query_as().fetch_one(&mut *db).await?;
-    Ok(Totals {
-        interactions,
-        customers,
-        scored,
-        unscored: interactions - scored,
-        average_sentiment: average,
-        negative_share: (scored > 0).then(|| negative as f64 / scored as f64),
-    })
-}
-
-async fn by_channel(
-    db: &mut PgConnection,
-    org: OrganizationId,
-    filter: &InteractionFilter,
-) -> Result<Vec<ChannelSummary>, Error> {
-    let mut qb = filtered(
-        org,
-        filter,
-        "SELECT channel, count(*), count(sentiment_score), \
-         count(*) FILTER (WHERE sentiment_label = 'negative'), avg(sentiment_score)::float8",
-    );
-    qb.push(" GROUP BY channel");
-    let rows: Vec<(Channel, i64, i64, i64, Option<f64>)> = qb.build_query_as().fetch_all(&mut *db).await?;
-    Ok(Channel::ALL
-        .iter()
-        .map(|&channel| {
-            let found = rows.iter().find(|r| r.0 == channel);
-            ChannelSummary {
-                channel,
-                interactions: found.map_or(0, |r| r.1),
-                scored: found.map_or(0, |r| r.2),
-                negative: found.map_or(0, |r| r.3),
-                average_sentiment: found.and_then(|r| r.4),
-            }
-        })
-        .collect())
-}
-
-/// Histogram buckets over [-1, 1].
-const HISTOGRAM_BUCKETS: i32 = 10;
-
-async fn distribution(
-    db: &mut PgConnection,
-    org: OrganizationId,
-    filter: &InteractionFilter,
-) -> Result<SentimentDistribution, Error> {
-    let mut qb = filtered(
-        org,
-        filter,
-        "SELECT count(*) FILTER (WHERE sentiment_label = 'positive'), \
-         count(*) FILTER (WHERE sentiment_label = 'negative'), \
-         count(*) FILTER (WHERE sentiment_label = 'neutral'), count(*) FILTER (WHERE sentiment_score IS NULL)",
-    );
-    let (positive, negative, neutral, unscored): (i64, i64, i64, i64) =
-        qb.build_query_as().fetch_one(&mut *db).await?;
-    let mut qb = filtered(
-        org,
-        filter,
-        &format!(
-            "SELECT least(width_bucket(sentiment_score, -1, 1, {HISTOGRAM_BUCKETS}), {HISTOGRAM_BUCKETS}), count(*)"
-        ),
-    );
-    qb.push(" AND sentiment_score IS NOT NULL GROUP BY 1");
-    let rows: Vec<(i32, i64)> = qb.build_query_as().fetch_all(&mut *db).await?;
-    let width = 2.0 / f64::from(HISTOGRAM_BUCKETS);
-    let histogram = (1..=HISTOGRAM_BUCKETS)
-        .map(|b| HistogramBucket {
-            from: round2(-1.0 + f64::from(b - 1) * width),
-            to: round2(-1.0 + f64::from(b) * width),
-            count: rows.iter().find(|r| r.0 == b).map_or(0, |r| r.1),
-        })
-        .collect();
-    Ok(SentimentDistribution {
-        positive,
-        negative,
-        neutral,
-        unscored,
-        histogram,
-    })
+impl From<CustomerFigures> for NegativeCustomer {
+    fn from(c: CustomerFigures) -> Self {
+        Self {
+            customer_id: c.customer_id,
+            external_id: c.external_id,
+            name: c.name,
+            segment: c.segment,
+            interactions: c.interactions,
+            negative: c.negative,
+            average_sentiment: c.average_sentiment,
+        }
+    }
 }
 
 fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-/// Counts per bucket of `interval` over the whole range, empty buckets included. Buckets are computed on
-/// UTC wall time, so the result does not depend on the server's time zone.
-async fn points(
-    db: &mut PgConnection,
-    org: OrganizationId,
-    filter: &InteractionFilter,
-    range: Range,
-    interval: Interval,
-) -> Result<Vec<TrendPoint>, Error> {
-    let unit = interval.sql();
-    let mut qb = QueryBuilder::new(format!(
-        "WITH f AS (SELECT date_trunc('{unit}', occurred_at AT TIME ZONE 'UTC') AS bucket, sentiment_score, \
-         sentiment_label FROM customer_interactions"
-    ));
-    push_interaction_filters(&mut qb, org, filter);
-    qb.push(format!("), b AS (SELECT generate_series(date_trunc('{unit}', "))
-        .push_bind(range.from)
-        .push(" AT TIME ZONE 'UTC'), ")
-        .push_bind(range.to)
-        .push(format!(
-            " AT TIME ZONE 'UTC' - interval '1 microsecond', interval '1 {unit}') AS bucket) \
-         SELECT b.bucket AT TIME ZONE 'UTC', count(f.bucket), count(f.sentiment_score), \
-         count(*) FILTER (WHERE f.sentiment_label = 'positive'), \
-         count(*) FILTER (WHERE f.sentiment_label = 'negative'), \
-         count(*) FILTER (WHERE f.sentiment_label = 'neutral'), avg(f.sentiment_score)::float8 \
-         FROM b LEFT JOIN f ON f.bucket = b.bucket GROUP BY b.bucket ORDER BY b.bucket"
-        ));
-    type Row = (DateTime<Utc>, i64, i64, i64, i64, i64, Option<f64>);
-    let rows: Vec<Row> = qb.build_query_as().fetch_all(&mut *db).await?;
-    Ok(rows
+/// Every bucket of `interval` over the range, empty ones included, from hourly or daily figures.
+fn points(buckets: &[Bucket], range: Range, interval: Interval) -> Vec<TrendPoint> {
+    let mut starts = Vec::new();
+    let mut start = interval.start(range.from);
+    while start < range.to {
+        starts.push(start);
+        start = interval.start(start + interval.length());
+    }
+    let mut figures = vec![Figures::default(); starts.len()];
+    for b in buckets {
+        let s = interval.start(b.start);
+        if let Ok(i) = starts.binary_search(&s) {
+            figures[i].add(&b.figures);
+        }
+    }
+    starts
         .into_iter()
-        .map(
-            |(bucket, interactions, scored, positive, negative, neutral, average_sentiment)| TrendPoint {
-                bucket,
-                interactions,
-                scored,
-                positive,
-                negative,
-                neutral,
-                average_sentiment,
-            },
-        )
-        .collect())
-}
-
-async fn negative_customers(
-    db: &mut PgConnection,
-    org: OrganizationId,
-    filter: &InteractionFilter,
-    top: i64,
-) -> Result<Vec<NegativeCustomer>, Error> {
-    let mut qb = QueryBuilder::new(
-        "WITH f AS (SELECT customer_id, count(*) AS n, \
-         count(*) FILTER (WHERE sentiment_label = 'negative') AS negative, \
-         avg(sentiment_score)::float8 AS average FROM customer_interactions",
-    );
-    push_interaction_filters(&mut qb, org, filter);
-    qb.push(" GROUP BY customer_id HAVING avg(sentiment_score) < 0) ")
-        .push(
-            "SELECT c.id, c.external_id, c.name, c.segment, f.n, f.negative, f.average FROM f \
-             JOIN customers c ON c.organization_id = ",
-        )
-        .push_bind(org.as_uuid())
-        .push(" AND c.id = f.customer_id ORDER BY f.average ASC, f.negative DESC, c.id LIMIT ")
-        .push_bind(top);
-    type Row = (CustomerId, String, Option<String>, Option<String>, i64, i64, f64);
-    let rows: Vec<Row> = qb.build_query_as().fetch_all(&mut *db).await?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(customer_id, external_id, name, segment, interactions, negative, average_sentiment)| {
-                NegativeCustomer {
-                    customer_id,
-                    external_id,
-                    name,
-                    segment,
-                    interactions,
-                    negative,
-                    average_sentiment,
-                }
-            },
-        )
-        .collect())
+        .zip(figures)
+        .map(|(bucket, f)| TrendPoint {
+            bucket,
+            interactions: f.interactions,
+            scored: f.scored,
+            positive: f.positive,
+            negative: f.negative,
+            neutral: f.neutral,
+            average_sentiment: f.average(),
+        })
+        .collect()
 }

@@ -149,7 +149,7 @@ async fn the_scoring_sweep_leaves_a_live_other_owners_rows_alone() {
     let unscored = |node: String| {
         let pool = a.pool.clone();
         async move {
-            insights::store::interactions::unscored(&pool, None, 100, &node, ttl)
+            insights::store::scores::unscored(&pool, None, 100, &node, ttl)
                 .await
                 .unwrap()
                 .len()

@@ -17,7 +17,7 @@ use crate::http::PageRequest;
 use crate::http::query::{ExportFormat, MAX_TEXT_QUERY_CHARS, ORDERS};
 use crate::store::customers::CustomerSort;
 use crate::store::insights::Interval;
-use crate::store::interactions::InteractionSort;
+use crate::store::listing::InteractionSort;
 
 fn query(name: &str, description: &str, schema: impl Into<RefOr<Schema>>) -> Parameter {
     ParameterBuilder::new()
