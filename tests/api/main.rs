@@ -27,6 +27,7 @@ mod ownership;
 mod patterns;
 mod procs;
 mod roles;
+mod rollups;
 mod schema;
 mod tls;
 mod two_nodes;
