@@ -258,13 +258,22 @@ pub async fn list_customers(
 pub async fn get_customer(s: &Shared, p: &Principal, id: CustomerId) -> Result<Response, Error> {
     let org = p.require(Role::Viewer)?.organization_id;
     let ttl = s.config.query.profile_cache_ttl;
-    super::query::cached(s, org, "customer", &id.to_string(), ttl, || async {
-        let row = customers::get(&s.pool, org, id)
-            .await?
-            .ok_or(Error::NotFound("customer"))?;
-        let patterns = customers::patterns(&s.pool, org, id).await?;
-        Ok(row.into_view(Some(patterns)))
-    })
+    // A profile is read right after it is edited: no freshness window, the data version decides.
+    super::query::cached(
+        s,
+        org,
+        "customer",
+        &id.to_string(),
+        ttl,
+        std::time::Duration::ZERO,
+        || async {
+            let row = customers::get(&s.pool, org, id)
+                .await?
+                .ok_or(Error::NotFound("customer"))?;
+            let patterns = customers::patterns(&s.pool, org, id).await?;
+            Ok(row.into_view(Some(patterns)))
+        },
+    )
     .await
 }
 

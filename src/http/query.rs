@@ -274,14 +274,18 @@ fn parse_interval(
     interval
 }
 
-/// The response of a cached endpoint: the cached JSON when the organization's data has not changed
-/// since it was computed, else `compute` (stored for `ttl`). `X-Cache` says which.
+/// The response of a cached endpoint (R14.3–14.5, R14.7): the cached JSON when the organization's data has
+/// not changed since it was computed, or when it changed but the entry is younger than `fresh_within`
+/// (`summary_fresh_within` for summaries; zero for what must read its own writes) (so a write is seen within that time, and an organization that writes all the
+/// time still gets hits: one recomputation per period per entry, not one per write); else `compute`,
+/// stored for `ttl`. `X-Cache` says which.
 pub(crate) async fn cached<T, F, Fut>(
     s: &Shared,
     org: OrganizationId,
     endpoint: &'static str,
     params: &str,
     ttl: Duration,
+    fresh_within: Duration,
     compute: F,
 ) -> Result<Response, Error>
 where
@@ -292,13 +296,18 @@ where
     // The version is read before the data: a write that commits meanwhile changes the version after
     // its commit, so what is stored under this version can only be older than the next version.
     let version = s.cache.data_version(org).await;
-    let key = summary_key(endpoint, org, &version, params);
-    if let Some(body) = s.cache.get(&key).await {
+    let key = summary_key(endpoint, org, params);
+    let now = Utc::now().timestamp_millis();
+    let fresh_ms = fresh_within.as_millis() as i64;
+    if let Some(entry) = s.cache.get(&key).await
+        && let Some((stored_version, at, body)) = unframe(&entry)
+        && (stored_version == version || (0..fresh_ms).contains(&(now - at)))
+    {
         s.metrics
             .summary_cache
             .with_label_values(&[endpoint, "hit"])
             .inc();
-        return Ok(json_response(body, "hit"));
+        return Ok(json_response(body.to_owned(), "hit"));
     }
     s.metrics
         .summary_cache
@@ -306,17 +315,28 @@ where
         .inc();
     let value = compute().await?;
     let body = serde_json::to_string(&value).map_err(|e| Error::Internal(e.into()))?;
-    s.cache.set(&key, &body, ttl).await;
+    s.cache.set(&key, &frame(&version, now, &body), ttl).await;
     Ok(json_response(body, "miss"))
 }
 
-/// `{endpoint}:{organization}:{hash(params)}` (R14.8); the hash covers the data version and the build, so
-/// a changed organization or a new release never reads an old entry.
-pub fn summary_key(endpoint: &str, org: OrganizationId, version: &str, params: &str) -> String {
+/// A cache entry: the data version it was computed under, when (Unix milliseconds), and the JSON.
+fn frame(version: &str, at_ms: i64, body: &str) -> String {
+    format!("{version}\n{at_ms}\n{body}")
+}
+
+fn unframe(entry: &str) -> Option<(&str, i64, &str)> {
+    let mut parts = entry.splitn(3, '\n');
+    let version = parts.next()?;
+    let at = parts.next()?.parse().ok()?;
+    Some((version, at, parts.next()?))
+}
+
+/// `{endpoint}:{organization}:{hash(params)}` (R14.8); the hash covers the build, so a new release never
+/// reads an old entry. The data version is inside the entry ([`frame`]), not in the key, so an
+/// organization's writes replace its entries instead of piling up new ones.
+pub fn summary_key(endpoint: &str, org: OrganizationId, params: &str) -> String {
     let mut hasher = Sha256::new();
     hasher.update(env!("CARGO_PKG_VERSION").as_bytes());
-    hasher.update([0]);
-    hasher.update(version.as_bytes());
     hasher.update([0]);
     hasher.update(params.as_bytes());
     let digest = hasher.finalize();
@@ -353,11 +373,19 @@ pub async fn dashboard(
         return Err(Error::Validation(errors));
     }
     let params = format!("{filter:?}|{interval:?}|{}", q.top_customers);
-    cached(s, org, "dashboard", &params, q.dashboard_cache_ttl, || async {
-        // The range is resolved when computed, so a default range is "the last 30 days" as of then.
-        let range = summary_range(&filter, q.default_range);
-        insights::dashboard(&s.pool, org, &filter, range, interval, q.top_customers).await
-    })
+    cached(
+        s,
+        org,
+        "dashboard",
+        &params,
+        q.dashboard_cache_ttl,
+        q.summary_fresh_within,
+        || async {
+            // The range is resolved when computed, so a default range is "the last 30 days" as of then.
+            let range = summary_range(&filter, q.default_range);
+            insights::dashboard(&s.pool, org, &filter, range, interval, q.top_customers).await
+        },
+    )
     .await
 }
 
@@ -384,10 +412,18 @@ pub async fn trends(s: &Shared, p: &Principal, query: &HashMap<String, String>) 
         return Err(Error::Validation(errors));
     }
     let params = format!("{filter:?}|{interval:?}");
-    cached(s, org, "trends", &params, q.trends_cache_ttl, || async {
-        let range = summary_range(&filter, q.default_range);
-        insights::trends(&s.pool, org, &filter, range, interval).await
-    })
+    cached(
+        s,
+        org,
+        "trends",
+        &params,
+        q.trends_cache_ttl,
+        q.summary_fresh_within,
+        || async {
+            let range = summary_range(&filter, q.default_range);
+            insights::trends(&s.pool, org, &filter, range, interval).await
+        },
+    )
     .await
 }
 
@@ -791,14 +827,21 @@ mod tests {
     }
 
     #[test]
-    fn summary_keys_are_scoped_and_change_with_the_data_version() {
+    fn summary_keys_are_scoped_and_entries_carry_their_version() {
         let org = OrganizationId(uuid::Uuid::from_u128(1));
         let other = OrganizationId(uuid::Uuid::from_u128(2));
-        let k = summary_key("dashboard", org, "0", "p");
+        let k = summary_key("dashboard", org, "p");
         assert!(k.starts_with(&format!("dashboard:{}:", org.as_uuid())), "{k}");
-        assert_ne!(k, summary_key("dashboard", org, "1", "p"));
-        assert_ne!(k, summary_key("dashboard", other, "0", "p"));
-        assert_ne!(k, summary_key("dashboard", org, "0", "q"));
-        assert_eq!(k, summary_key("dashboard", org, "0", "p"));
+        assert_ne!(k, summary_key("dashboard", other, "p"));
+        assert_ne!(k, summary_key("dashboard", org, "q"));
+        assert_ne!(k, summary_key("trends", org, "p"));
+        assert_eq!(k, summary_key("dashboard", org, "p"));
+        let entry = frame("v1", 1_700_000_000_000, "{\"a\":\"x\\ny\"}\n");
+        assert_eq!(
+            unframe(&entry),
+            Some(("v1", 1_700_000_000_000, "{\"a\":\"x\\ny\"}\n"))
+        );
+        assert_eq!(unframe("no frame"), None);
+        assert_eq!(unframe("v\nnot-a-time\n{}"), None);
     }
 }

@@ -3,7 +3,7 @@
 use insights::domain::Role;
 use serde_json::{Value, json};
 
-use crate::helpers::{Reply, TestApp, redis_url, spawn_app};
+use crate::helpers::{Reply, TestApp, eventually, redis_url, spawn_app, spawn_with};
 use crate::listing::dataset;
 
 const RANGE: &str = "from=2026-01-01T00:00:00Z&to=2026-01-07T00:00:00Z";
@@ -201,8 +201,8 @@ async fn trends_count_by_hour_day_and_week_with_filters() {
 }
 
 #[tokio::test]
-async fn summaries_are_cached_per_organization_and_never_stale_after_a_write() {
-    let app = spawn_app().await;
+async fn summaries_are_cached_per_organization_and_never_stale_after_a_write_without_a_freshness_window() {
+    let app = spawn_with(|c| c.query.summary_fresh_within = std::time::Duration::ZERO).await;
     let org = app.create_org().await;
     let admin = app.admin(&org).await;
     let (smb, _) = dataset(&app, &admin.access).await;
@@ -309,6 +309,62 @@ async fn summaries_are_cached_per_organization_and_never_stale_after_a_write() {
         app.metric("insights_summary_cache_total{endpoint=\"dashboard\",result=\"hit\"}")
             .await
             >= 2.0
+    );
+}
+
+#[tokio::test]
+async fn under_continuous_writes_summaries_keep_hitting_and_show_a_write_within_the_freshness_window() {
+    let window = std::time::Duration::from_millis(1500);
+    let app = spawn_with(|c| c.query.summary_fresh_within = window).await;
+    let org = app.create_org().await;
+    let admin = app.admin(&org).await;
+    let (smb, _) = dataset(&app, &admin.access).await;
+    let url = format!("/api/v1/insights/dashboard?{RANGE}");
+    let write = |n: u32| {
+        app.post(
+            "/api/v1/interactions",
+            Some(&admin.access),
+            json!({"customerId": smb, "channel": "web", "eventType": "visit",
+                   "timestamp": format!("2026-01-02T{:02}:00:00Z", n % 24)}),
+        )
+    };
+    assert_eq!(cache_of(&app.get(&url, Some(&admin.access)).await), "miss");
+    // Writes between reads: the entry is younger than the window, so the reads still hit, with the
+    // figures of when it was computed.
+    write(0).await.expect(201);
+    let during = app.get(&url, Some(&admin.access)).await;
+    assert_eq!(cache_of(&during), "hit");
+    assert_eq!(during.body["totals"]["interactions"], 6);
+    // Within the window (plus the time to compute), every write is seen.
+    let seen = eventually(window * 2, || async {
+        let r = app.get(&url, Some(&admin.access)).await;
+        r.body["totals"]["interactions"] == 7
+    })
+    .await;
+    assert!(seen, "the write was not seen within the freshness window");
+    // Reading while writing continuously: most reads hit.
+    let mut hits = 0;
+    for n in 1..=20 {
+        write(n).await.expect(201);
+        if cache_of(&app.get(&url, Some(&admin.access)).await) == "hit" {
+            hits += 1;
+        }
+    }
+    assert!(hits >= 10, "{hits} hits of 20 reads between writes");
+    // A profile reads its own writes at once, window or not.
+    let profile_url = format!("/api/v1/customers/{smb}");
+    app.get(&profile_url, Some(&admin.access)).await.expect(200);
+    app.call(
+        reqwest::Method::PATCH,
+        &profile_url,
+        Some(&admin.access),
+        Some(json!({"name": "Renamed"})),
+    )
+    .await
+    .expect(200);
+    assert_eq!(
+        app.get(&profile_url, Some(&admin.access)).await.body["name"],
+        "Renamed"
     );
 }
 
