@@ -354,6 +354,9 @@ pub struct Pagination {
     pub page: Option<u32>,
     pub page_size: u32,
     pub total: i64,
+    /// `eq` when `total` counts every match; `gte` when it is a lower bound (a filter that cannot be
+    /// counted cheaply is counted up to `listing_count_bound`, R5.12).
+    pub total_relation: crate::store::listing::TotalRelation,
     pub total_pages: i64,
     /// Present when another page follows: pass it as `cursor` to read that page without the cost of
     /// an offset.
@@ -362,7 +365,7 @@ pub struct Pagination {
 }
 
 impl<T: Serialize> Page<T> {
-    /// Wraps a page of data with its metadata.
+    /// Wraps a page of data with its metadata; the total is exact unless [`Page::at_least`] says so.
     pub fn new(data: Vec<T>, request: PageRequest, total: i64) -> Self {
         let size = i64::from(request.page_size);
         let total_pages = (total + size - 1) / size;
@@ -372,10 +375,17 @@ impl<T: Serialize> Page<T> {
                 page: Some(request.page),
                 page_size: request.page_size,
                 total,
+                total_relation: crate::store::listing::TotalRelation::Eq,
                 total_pages,
                 next_cursor: None,
             },
         }
+    }
+
+    /// Marks the total as a lower bound.
+    pub fn at_least(mut self) -> Self {
+        self.pagination.total_relation = crate::store::listing::TotalRelation::Gte;
+        self
     }
 }
 

@@ -5,6 +5,7 @@ pub mod api_keys;
 pub mod auth_events;
 pub mod cache;
 pub mod customers;
+pub mod filter;
 pub mod insights;
 pub mod interactions;
 pub mod leases;

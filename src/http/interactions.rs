@@ -286,14 +286,21 @@ pub async fn list_interactions(
         offset: if keyset { 0 } else { offset },
         after,
     };
-    let (mut rows, total) = listing::list(&s.pool, org, &request).await?;
+    let (mut rows, total) = listing::list(&s.pool, org, &request, s.config.query.count_bound).await?;
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
     let next_cursor = rows
         .last()
         .filter(|_| more)
         .map(|last| query::encode_cursor(&request.filter, sort, descending, last));
-    let mut result = Page::new(rows.into_iter().map(InteractionView::from).collect(), page, total);
+    let mut result = Page::new(
+        rows.into_iter().map(InteractionView::from).collect(),
+        page,
+        total.count,
+    );
+    if total.relation == listing::TotalRelation::Gte {
+        result = result.at_least();
+    }
     result.pagination.next_cursor = next_cursor;
     if keyset {
         result.pagination.page = None;

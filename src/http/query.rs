@@ -26,8 +26,9 @@ use crate::domain::interaction::{Channel, InteractionRecord, InteractionView};
 use crate::domain::validation::NUL_MESSAGE;
 use crate::domain::{CustomerId, FieldError, OrganizationId, Role};
 use crate::error::Error;
+use crate::store::filter::InteractionFilter;
 use crate::store::insights::{self, Dashboard, Interval, Trends};
-use crate::store::listing::{self, InteractionFilter, InteractionSort, SortKey};
+use crate::store::listing::{self, InteractionSort, SortKey};
 use crate::store::rollups::Range;
 
 pub fn endpoints(state: &Shared) -> Vec<Endpoint> {

@@ -10,7 +10,7 @@ use serde::Serialize;
 use sqlx::{PgPool, Postgres};
 use utoipa::ToSchema;
 
-use super::listing::InteractionFilter;
+use super::filter::InteractionFilter;
 use super::rollups::{self, Bucket, CustomerFigures, Figures, HISTOGRAM_BUCKETS, Range, Source};
 use crate::domain::interaction::Channel;
 use crate::domain::{CustomerId, OrganizationId};

@@ -4,8 +4,12 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
+use super::filter::{
+    InteractionFilter, TextMatch, push_interaction_filters, push_interaction_filters_matching,
+};
+use super::rollups::{self, Source};
+use crate::domain::OrganizationId;
 use crate::domain::interaction::{Channel, InteractionRecord};
-use crate::domain::{CustomerId, OrganizationId};
 use crate::error::Error;
 
 /// The columns of an [`InteractionRecord`], for dynamic queries.
@@ -13,20 +17,6 @@ const RECORD_COLUMNS: &str = "id, organization_id, customer_id, channel, event_t
      metadata::text AS metadata, enrichment::text AS enrichment, segment, idempotency_key, sentiment_positive, \
      sentiment_negative, sentiment_neutral, sentiment_score, sentiment_label::text AS sentiment_label, \
      sentiment_confidence, processed_at, created_at";
-
-/// The filters shared by listings, summaries and exports (R5.1–5.4). Channels and segments are kept
-/// sorted and unique, so equal filters compare (and hash into cache keys) equal.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct InteractionFilter {
-    pub from: Option<DateTime<Utc>>,
-    pub to: Option<DateTime<Utc>>,
-    pub channels: Vec<Channel>,
-    pub sentiment_min: Option<f32>,
-    pub sentiment_max: Option<f32>,
-    pub segments: Vec<String>,
-    pub customer: Option<CustomerId>,
-    pub text: Option<String>,
-}
 
 /// Filters, sort and page of an interaction listing (R5.1–5.8, R5.10).
 #[derive(Debug, Clone, Default)]
@@ -48,8 +38,9 @@ pub enum SortKey {
     Timestamp(DateTime<Utc>, uuid::Uuid),
     #[serde(rename = "s")]
     Sentiment(Option<f32>, uuid::Uuid),
+    /// Within a channel, by time: the channel index then serves the order.
     #[serde(rename = "c")]
-    Channel(Channel, uuid::Uuid),
+    Channel(Channel, DateTime<Utc>, uuid::Uuid),
     #[serde(rename = "a")]
     CreatedAt(DateTime<Utc>, uuid::Uuid),
 }
@@ -60,7 +51,7 @@ impl SortKey {
         match sort {
             InteractionSort::Timestamp => Self::Timestamp(row.occurred_at, row.id.as_uuid()),
             InteractionSort::Sentiment => Self::Sentiment(row.sentiment_score, row.id.as_uuid()),
-            InteractionSort::Channel => Self::Channel(row.channel, row.id.as_uuid()),
+            InteractionSort::Channel => Self::Channel(row.channel, row.occurred_at, row.id.as_uuid()),
             InteractionSort::CreatedAt => Self::CreatedAt(row.created_at, row.id.as_uuid()),
         }
     }
@@ -119,46 +110,6 @@ impl InteractionSort {
     }
 }
 
-/// Adds `WHERE organization_id = … AND <filters>` with every value bound.
-pub(crate) fn push_interaction_filters(
-    qb: &mut sqlx::QueryBuilder<sqlx::Postgres>,
-    org: OrganizationId,
-    q: &InteractionFilter,
-) {
-    qb.push(" WHERE organization_id = ").push_bind(org.as_uuid());
-    if let Some(from) = q.from {
-        qb.push(" AND occurred_at >= ").push_bind(from);
-    }
-    if let Some(to) = q.to {
-        qb.push(" AND occurred_at < ").push_bind(to);
-    }
-    if !q.channels.is_empty() {
-        let names: Vec<String> = q.channels.iter().map(|c| c.as_str().to_owned()).collect();
-        qb.push(" AND channel = ANY(")
-            .push_bind(names)
-            .push("::text[]::interaction_channel[])");
-    }
-    if let Some(min) = q.sentiment_min {
-        qb.push(" AND sentiment_score >= ").push_bind(min);
-    }
-    if let Some(max) = q.sentiment_max {
-        qb.push(" AND sentiment_score <= ").push_bind(max);
-    }
-    if !q.segments.is_empty() {
-        qb.push(" AND segment = ANY(")
-            .push_bind(q.segments.clone())
-            .push("::text[])");
-    }
-    if let Some(customer) = q.customer {
-        qb.push(" AND customer_id = ").push_bind(customer.as_uuid());
-    }
-    if let Some(text) = &q.text {
-        qb.push(" AND content_tsv @@ plainto_tsquery('english', ")
-            .push_bind(text.clone())
-            .push(")");
-    }
-}
-
 /// Adds the keyset condition "after `key`" for the order `ORDER BY col dir nulls, id dir` that [`list`]
 /// uses: `DESC NULLS LAST` or `ASC NULLS FIRST`, so only the sentiment score (nullable) needs the null cases.
 fn push_after(qb: &mut sqlx::QueryBuilder<sqlx::Postgres>, key: &SortKey, descending: bool) {
@@ -178,10 +129,12 @@ fn push_after(qb: &mut sqlx::QueryBuilder<sqlx::Postgres>, key: &SortKey, descen
                 .push_bind(*id)
                 .push(")");
         }
-        SortKey::Channel(c, id) => {
-            qb.push(format!(" AND (channel, id) {op} ("))
+        SortKey::Channel(c, t, id) => {
+            qb.push(format!(" AND (channel, occurred_at, id) {op} ("))
                 .push_bind(c.as_str())
                 .push("::interaction_channel, ")
+                .push_bind(*t)
+                .push(", ")
                 .push_bind(*id)
                 .push(")");
         }
@@ -212,45 +165,104 @@ fn push_after(qb: &mut sqlx::QueryBuilder<sqlx::Postgres>, key: &SortKey, descen
     }
 }
 
-/// Lists interactions with filters, sort and paging, and counts every match (regardless of the cursor).
+/// Whether a listing's total counts every match or only says "at least".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TotalRelation {
+    /// The total is exact.
+    Eq,
+    /// At least this many match (a filter counted up to the bound, R5.12).
+    Gte,
+}
+
+/// A listing's total.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Total {
+    pub count: i64,
+    pub relation: TotalRelation,
+}
+
+/// Counts the matches of `filter`: exactly from the rollups for the filters they answer (range, channels,
+/// segments), else exactly up to `bound` rows and beyond that as the lower bound `bound` (R5.12), so a
+/// count never reads more than `bound` rows.
+pub async fn total(
+    pool: &PgPool,
+    org: OrganizationId,
+    filter: &InteractionFilter,
+    bound: i64,
+) -> Result<Total, Error> {
+    if Source::for_filter(filter) == Source::Rollups {
+        let mut conn = pool.acquire().await?;
+        let count = rollups::count(&mut conn, org, filter).await?;
+        return Ok(Total {
+            count,
+            relation: TotalRelation::Eq,
+        });
+    }
+    let count: i64 = bounded_count_statement("", org, filter, bound)
+        .build_query_scalar()
+        .fetch_one(pool)
+        .await?;
+    Ok(if count > bound {
+        Total {
+            count: bound,
+            relation: TotalRelation::Gte,
+        }
+    } else {
+        Total {
+            count,
+            relation: TotalRelation::Eq,
+        }
+    })
+}
+
+/// Lists interactions with filters, sort and paging, with their [`total`] (regardless of the cursor).
 /// The id is the final sort key, so identical queries return identical pages (R5.10). Returns up to
 /// `limit + 1` rows: the extra one only tells the caller that another page follows.
 pub async fn list(
     pool: &PgPool,
     org: OrganizationId,
     q: &InteractionQuery,
-) -> Result<(Vec<InteractionRecord>, i64), Error> {
-    let rows = page_statement("", org, q)
+    bound: i64,
+) -> Result<(Vec<InteractionRecord>, Total), Error> {
+    let total = total(pool, org, &q.filter, bound).await?;
+    let rows = page_statement("", org, q, text_match(total))
         .build_query_as::<InteractionRecord>()
         .fetch_all(pool)
         .await?;
-    let total: i64 = count_statement("", org, &q.filter)
-        .build_query_scalar()
-        .fetch_one(pool)
-        .await?;
     Ok((rows, total))
+}
+
+/// A full-text filter with at most `bound` matches is answered from the GIN index; one with more (a
+/// frequent term) by reading the sort order's index and testing each row.
+fn text_match(total: Total) -> TextMatch {
+    match total.relation {
+        TotalRelation::Eq => TextMatch::Index,
+        TotalRelation::Gte => TextMatch::Scan,
+    }
 }
 
 fn page_statement(
     prefix: &str,
     org: OrganizationId,
     q: &InteractionQuery,
+    text_match: TextMatch,
 ) -> sqlx::QueryBuilder<sqlx::Postgres> {
-    // A full-text search is answered from the GIN index first. Left to itself, PostgreSQL often walks
-    // the time index newest-first and tests every row against the query, expecting to find a page of
-    // matches soon; for a rare term that reads the whole organization. Materializing the matches rules
-    // that plan out.
-    let text_search = q.filter.text.is_some();
-    let mut qb = sqlx::QueryBuilder::new(if text_search {
+    // Few matches of a full-text search are collected from the GIN index first. Left to itself,
+    // PostgreSQL often walks the time index newest-first and tests every row against the query,
+    // expecting to find a page of matches soon; for a rare term that reads the whole organization.
+    // Materializing the matches rules that plan out.
+    let collect = q.filter.text.is_some() && text_match == TextMatch::Index;
+    let mut qb = sqlx::QueryBuilder::new(if collect {
         format!("{prefix}WITH matches AS MATERIALIZED (SELECT {RECORD_COLUMNS} FROM customer_interactions")
     } else {
         format!("{prefix}SELECT {RECORD_COLUMNS} FROM customer_interactions")
     });
-    push_interaction_filters(&mut qb, org, &q.filter);
+    push_interaction_filters_matching(&mut qb, org, &q.filter, text_match);
     if let Some(after) = &q.after {
         push_after(&mut qb, after, q.descending);
     }
-    if text_search {
+    if collect {
         qb.push(") SELECT * FROM matches");
     }
     push_order(&mut qb, q.sort, q.descending);
@@ -261,33 +273,52 @@ fn page_statement(
     qb
 }
 
-fn count_statement(
+/// Counts the matches, reading at most `bound + 1` of them.
+fn bounded_count_statement(
     prefix: &str,
     org: OrganizationId,
     filter: &InteractionFilter,
+    bound: i64,
 ) -> sqlx::QueryBuilder<sqlx::Postgres> {
-    let mut qb = sqlx::QueryBuilder::new(format!("{prefix}SELECT count(*) FROM customer_interactions"));
+    let mut qb = sqlx::QueryBuilder::new(format!(
+        "{prefix}SELECT count(*) FROM (SELECT 1 FROM customer_interactions"
+    ));
     push_interaction_filters(&mut qb, org, filter);
+    qb.push(" LIMIT ").push_bind(bound + 1).push(") AS m");
     qb
 }
 
-/// The plans PostgreSQL chooses for the two statements of [`list`] (the page and the count), as
-/// `EXPLAIN (FORMAT JSON)` documents: for checking that a listing is served by indexes (R5.11).
+/// The plans PostgreSQL chooses for the statements of [`list`] (the page, and the count when the
+/// rollups do not answer it), as `EXPLAIN (FORMAT JSON)` documents: for checking that a listing is served
+/// by indexes (R5.11). The total is computed first, as [`list`] does, since it decides the page's plan.
 pub async fn explain_list(
     pool: &PgPool,
     org: OrganizationId,
     q: &InteractionQuery,
-) -> Result<[serde_json::Value; 2], Error> {
-    const EXPLAIN: &str = "EXPLAIN (FORMAT JSON) ";
-    let page: serde_json::Value = page_statement(EXPLAIN, org, q)
-        .build_query_scalar()
-        .fetch_one(pool)
-        .await?;
-    let count: serde_json::Value = count_statement(EXPLAIN, org, &q.filter)
-        .build_query_scalar()
-        .fetch_one(pool)
-        .await?;
-    Ok([page, count])
+    bound: i64,
+    analyze: bool,
+) -> Result<Vec<serde_json::Value>, Error> {
+    let explain = if analyze {
+        "EXPLAIN (ANALYZE, FORMAT JSON) "
+    } else {
+        "EXPLAIN (FORMAT JSON) "
+    };
+    let total = total(pool, org, &q.filter, bound).await?;
+    let mut plans = vec![
+        page_statement(explain, org, q, text_match(total))
+            .build_query_scalar()
+            .fetch_one(pool)
+            .await?,
+    ];
+    if Source::for_filter(&q.filter) == Source::Rows {
+        plans.push(
+            bounded_count_statement(explain, org, &q.filter, bound)
+                .build_query_scalar()
+                .fetch_one(pool)
+                .await?,
+        );
+    }
+    Ok(plans)
 }
 
 fn push_order(qb: &mut sqlx::QueryBuilder<sqlx::Postgres>, sort: InteractionSort, descending: bool) {
@@ -300,8 +331,14 @@ fn push_order(qb: &mut sqlx::QueryBuilder<sqlx::Postgres>, sort: InteractionSort
         (InteractionSort::Sentiment, false) => " NULLS FIRST",
         _ => "",
     };
+    // Within a channel, newest (or oldest) first: the (organization, channel, occurred_at, id) index.
+    let then = if sort == InteractionSort::Channel {
+        format!(", occurred_at {direction}")
+    } else {
+        String::new()
+    };
     qb.push(format!(
-        " ORDER BY {} {direction}{nulls}, id {direction}",
+        " ORDER BY {} {direction}{nulls}{then}, id {direction}",
         sort.column()
     ));
 }

@@ -12,7 +12,7 @@
 use chrono::{DateTime, Duration, DurationRound as _, Utc};
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder, Row as _};
 
-use super::listing::{InteractionFilter, push_interaction_filters};
+use super::filter::{InteractionFilter, push_interaction_filters};
 use crate::domain::interaction::Channel;
 use crate::domain::{CustomerId, OrganizationId};
 use crate::error::Error;
@@ -468,10 +468,21 @@ pub async fn count(
     org: OrganizationId,
     filter: &InteractionFilter,
 ) -> Result<i64, Error> {
-    // An open end is the whole history: the first and last possible buckets.
+    // An open end is the whole history: from year 1 (RFC 3339 has no earlier) to year 10,000 (no
+    // RFC 3339 time reaches it), both whole days, so only the daily rollups and the deltas are read.
+    let day = |y: i32| {
+        chrono::NaiveDate::from_ymd_opt(y, 1, 1)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map(|t| t.and_utc())
+    };
+    let (Some(first), Some(last)) = (day(1), day(10_000)) else {
+        return Err(Error::Internal(anyhow::anyhow!(
+            "the calendar has no year 1 or 10,000"
+        )));
+    };
     let range = Range {
-        from: filter.from.unwrap_or(DateTime::<Utc>::MIN_UTC),
-        to: filter.to.unwrap_or(DateTime::<Utc>::MAX_UTC - Duration::days(2)),
+        from: filter.from.unwrap_or(first),
+        to: filter.to.unwrap_or(last),
     };
     let rows = buckets(db, org, filter, range, true, Source::Rollups).await?;
     Ok(rows.iter().map(|b| b.figures.interactions).sum())

@@ -18,8 +18,9 @@ pub struct Synthetic {
     pub end: DateTime<Utc>,
 }
 
-/// Texts the generated interactions cycle through; `kangaroo` appears in one row in ten thousand, a rare
-/// term for full-text plans.
+/// Texts the generated interactions cycle through (every seventh row the next, so a text is spread over
+/// every channel and customer rather than tied to one); `kangaroo` appears in one row in ten thousand, a
+/// rare term for full-text plans.
 const TEXTS: &str = "ARRAY['the delivery was late again','great support from the team, thank you',\
 'the app keeps crashing on login','thanks for the quick refund','a question about my last invoice',\
 'love the new dashboard','cannot log in since the update','the order arrived damaged',\
@@ -51,7 +52,7 @@ pub async fn generate(pool: &PgPool, org: OrganizationId, s: &Synthetic) -> Resu
              sentiment_neutral, sentiment_score, sentiment_label, sentiment_confidence, model_version,
              processed_at)
          SELECT $1, c.id, (enum_range(NULL::interaction_channel))[1 + g.i % 5], 'message',
-             ({TEXTS})[1 + g.i % 10] || CASE WHEN g.i % 10000 = 7 THEN ' kangaroo' ELSE '' END || ' #' || g.i,
+             ({TEXTS})[1 + (g.i / 7) % 10] || CASE WHEN g.i % 10000 = 7 THEN ' kangaroo' ELSE '' END || ' #' || g.i,
              $3::timestamptz - make_interval(secs => ($4::float8 * 86400) * (g.i + 0.5) / $2),
              jsonb_build_object('source', 'synthetic', 'n', g.i),
              jsonb_build_object('segment', c.segment),

@@ -1,6 +1,6 @@
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, spawn_app};
+use crate::helpers::{TestApp, spawn_app, spawn_with};
 
 /// Six interactions with known channels, times, segments, texts and scores.
 pub async fn dataset(app: &TestApp, token: &str) -> (String, String) {
@@ -126,7 +126,7 @@ async fn every_filter_and_sort_has_a_known_answer() {
     assert_eq!(days(&all), [6, 5, 4, 3, 2, 1], "newest first by default");
     assert_eq!(
         all["pagination"],
-        json!({"page": 1, "pageSize": 20, "total": 6, "totalPages": 1})
+        json!({"page": 1, "pageSize": 20, "total": 6, "totalRelation": "eq", "totalPages": 1})
     );
     assert_eq!(days(&get("order=asc".into()).await), [1, 2, 3, 4, 5, 6]);
     assert_eq!(
@@ -158,13 +158,13 @@ async fn every_filter_and_sort_has_a_known_answer() {
         [3, 6, 2],
         "enum order: web, mobile, email, chat, phone"
     );
-    assert_eq!(sorted(&by_channel[3..5]), [1, 4]);
+    assert_eq!(by_channel[3..5], [1, 4], "oldest first within a channel");
     assert_eq!(by_channel[5], 5);
     let page = get("pageSize=4&page=2&order=asc".into()).await;
     assert_eq!(days(&page), [5, 6]);
     assert_eq!(
         page["pagination"],
-        json!({"page": 2, "pageSize": 4, "total": 6, "totalPages": 2})
+        json!({"page": 2, "pageSize": 4, "total": 6, "totalRelation": "eq", "totalPages": 2})
     );
     assert_eq!(
         get("pageSize=4&page=2&order=asc".into()).await,
@@ -173,6 +173,69 @@ async fn every_filter_and_sort_has_a_known_answer() {
     );
     let scored = get("sentimentMin=0.5".into()).await;
     assert_eq!(scored["data"][0]["sentiment"]["score"], 0.9);
+}
+
+#[tokio::test]
+async fn totals_are_exact_from_the_rollups_and_bounded_otherwise() {
+    // A bound of 2: the known dataset has more matches than that for several filters.
+    let app = spawn_with(|c| c.query.count_bound = 2).await;
+    let org = app.create_org().await;
+    let admin = app.admin(&org).await;
+    let (smb, _) = dataset(&app, &admin.access).await;
+    let get = |q: String| {
+        let app = &app;
+        let token = admin.access.clone();
+        async move {
+            app.get(&format!("/api/v1/interactions?{q}"), Some(&token))
+                .await
+                .expect(200)
+                .clone()
+        }
+    };
+    let total = |v: &Value| {
+        (
+            v["pagination"]["total"].as_i64().unwrap(),
+            v["pagination"]["totalRelation"].as_str().unwrap().to_owned(),
+        )
+    };
+    // Range, channels and segments are counted exactly from the rollups, however many match.
+    for (q, n) in [
+        ("", 6),
+        ("from=2026-01-02T00:00:00Z&to=2026-01-05T00:00:00Z", 3),
+        ("from=2026-01-02T10:30:00Z&to=2026-01-04T10:00:00.001Z", 2),
+        ("channels=chat,email", 3),
+        ("segments=enterprise&channels=chat,phone,mobile", 3),
+    ] {
+        assert_eq!(total(&get(q.to_owned()).await), (n, "eq".to_owned()), "{q}");
+    }
+    // The others are counted up to the bound, then say "at least".
+    for q in ["sentimentMin=-1", format!("customerId={smb}").as_str()] {
+        assert_eq!(total(&get(q.to_owned()).await), (2, "gte".to_owned()), "{q}");
+    }
+    for (q, n) in [("sentimentMin=0.8", 1), ("q=refund", 1), ("q=late", 2)] {
+        assert_eq!(total(&get(q.to_owned()).await), (n, "eq".to_owned()), "{q}");
+    }
+    // A term with more matches than the bound is read in the sort order's index, with the same answer.
+    let frequent = get("q=late&sort=sentiment&order=asc".into()).await;
+    assert_eq!(days(&frequent), [1, 5]);
+    let frequent = get("sentimentMax=1&q=late".into()).await;
+    assert_eq!(days(&frequent), [5, 1]);
+    // Paging through a bounded total still walks every row, by cursor.
+    let first = get("sentimentMin=-1&pageSize=2".into()).await;
+    assert_eq!(total(&first), (2, "gte".to_owned()));
+    let cursor = first["pagination"]["nextCursor"].as_str().unwrap().to_owned();
+    let second = get(format!("sentimentMin=-1&pageSize=2&cursor={cursor}")).await;
+    assert_eq!(days(&first).len() + days(&second).len(), 4);
+    assert!(second["pagination"]["nextCursor"].is_null());
+    // A write is counted at once.
+    app.post(
+        "/api/v1/interactions",
+        Some(&admin.access),
+        json!({"customerId": smb, "channel": "web", "eventType": "visit", "timestamp": "2026-01-03T11:00:00Z"}),
+    )
+    .await
+    .expect(201);
+    assert_eq!(total(&get(String::new()).await), (7, "eq".to_owned()));
 }
 
 #[tokio::test]

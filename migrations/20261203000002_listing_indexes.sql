@@ -1,0 +1,9 @@
+-- Listing plans at millions of interactions in one organization (issue 15, R5.11).
+--
+-- The listing sorts by score `DESC NULLS LAST` or `ASC NULLS FIRST` (unscored rows after the scored ones
+-- when descending). An index in the default order (`ASC NULLS LAST`) serves neither, so every sort by
+-- sentiment sorted all the organization's rows; with `NULLS FIRST` a forward scan serves ascending and a
+-- backward scan descending.
+DROP INDEX customer_interactions_org_score_idx;
+CREATE INDEX customer_interactions_org_score_idx
+    ON customer_interactions (organization_id, sentiment_score NULLS FIRST, id);
