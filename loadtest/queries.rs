@@ -5,6 +5,8 @@
 //! ```text
 //! cargo run --release --example querybench -- --database-url postgres://postgres@127.0.0.1/insights \
 //!     --orgs 100 --per-org 10000 --requests 2000 --concurrency 8
+//! cargo run --release --example querybench -- --database-url postgres://postgres@127.0.0.1/insights \
+//!     --scenario big --requests 200        # one organization of 5,000,000 (`big_tenant.rs`)
 //! ```
 //!
 //! The data is generated inside PostgreSQL by `insights::store::synthetic` (scores written as if the
@@ -12,6 +14,7 @@
 //! organization has an admin `bench-NNN@querybench.local` with the password `querybench-password`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod big_tenant;
 mod common;
 
 use std::sync::Arc;
@@ -54,6 +57,21 @@ struct Args {
     /// Concurrent requests.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
+    /// `tenants`: `--orgs` organizations of `--per-org` rows; `big`: one organization of `--big-rows`.
+    #[arg(long, default_value = "tenants")]
+    scenario: String,
+    /// Interactions of the big tenant.
+    #[arg(long, default_value_t = 5_000_000)]
+    big_rows: i64,
+    /// Customers of the big tenant.
+    #[arg(long, default_value_t = 20_000)]
+    big_customers: i64,
+    /// Concurrencies the big scenario measures at, comma-separated.
+    #[arg(long, default_value = "1,8")]
+    big_concurrency: String,
+    /// Interactions per second ingested through the API during the big scenario's second phase (0: none).
+    #[arg(long, default_value_t = 100)]
+    ingest_rate: u32,
 }
 
 fn parse_args() -> Args {
@@ -174,13 +192,35 @@ struct Org {
 #[tokio::main]
 async fn main() {
     let args = parse_args();
-    let orgs = seed(&args).await;
     let cert = reqwest::Certificate::from_pem(&std::fs::read(&args.cacert).expect("--cacert file")).unwrap();
     let client = reqwest::Client::builder()
         .tls_certs_only([cert])
-        .pool_max_idle_per_host(args.concurrency)
+        .pool_max_idle_per_host(args.concurrency.max(8))
         .build()
         .unwrap();
+    if args.scenario == "big" {
+        big_tenant::seed(&args.database_url, args.big_rows, args.big_customers).await;
+        let concurrencies: Vec<usize> = args
+            .big_concurrency
+            .split(',')
+            .map(|c| c.trim().parse().expect("--big-concurrency: numbers"))
+            .collect();
+        let report = big_tenant::run(
+            &client,
+            &args.base,
+            args.requests,
+            &concurrencies,
+            args.ingest_rate,
+        )
+        .await;
+        println!(
+            "{}",
+            json!({"scenario": "big", "rows": args.big_rows, "report": report})
+        );
+        return;
+    }
+    assert_eq!(args.scenario, "tenants", "--scenario: tenants or big");
+    let orgs = seed(&args).await;
     let mut sessions = Vec::new();
     for n in 0..orgs.len() {
         let login: Value = client
