@@ -7,16 +7,19 @@
 pub mod api_keys;
 pub mod auth;
 pub mod cluster;
+pub mod cursor;
 pub mod customers;
 pub mod deflate;
 pub mod errors;
+pub mod export;
 pub mod interactions;
 pub mod limits;
 pub mod ml;
 pub mod openapi;
 pub mod ops;
-pub mod query;
+pub mod params;
 pub mod server;
+pub mod summaries;
 pub mod users;
 pub mod web;
 pub mod ws;
@@ -36,7 +39,6 @@ use warp::{Filter, Rejection, Reply as _};
 
 use crate::auth::{Auth, ClientInfo, Principal};
 use crate::config::Config;
-use crate::domain::FieldError;
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::store::cache::Cache;
@@ -105,7 +107,8 @@ pub fn endpoints(state: &Shared) -> Vec<Endpoint> {
     all.extend(customers::endpoints(state));
     all.extend(interactions::endpoints(state));
     all.extend(ml::endpoints(state));
-    all.extend(query::endpoints(state));
+    all.extend(summaries::endpoints(state));
+    all.extend(export::endpoints(state));
     all.extend(ws::endpoints(state));
     all
 }
@@ -307,25 +310,12 @@ impl PageRequest {
     pub const MAX_SIZE: u32 = 100;
     pub const MAX_PAGE: u32 = 1_000_000;
 
-    /// Reads and checks the paging parameters, collecting errors for both.
-    pub fn parse(query: &HashMap<String, String>, errors: &mut Vec<FieldError>) -> Self {
-        let mut read = |name: &str, default: u32, max: u32| -> u32 {
-            match query.get(name) {
-                None => default,
-                Some(raw) => match raw.parse::<u32>() {
-                    Ok(n) if (1..=max).contains(&n) => n,
-                    _ => {
-                        errors.push(FieldError::new(
-                            name,
-                            format!("must be an integer from 1 to {max}"),
-                        ));
-                        default
-                    }
-                },
-            }
-        };
-        let page = read("page", 1, Self::MAX_PAGE);
-        let page_size = read("pageSize", Self::DEFAULT_SIZE, Self::MAX_SIZE);
+    /// Reads and checks `page` and `pageSize`.
+    pub fn read(p: &mut params::Params<'_>) -> Self {
+        let page = p.int_in("page", 1, Self::MAX_PAGE).unwrap_or(1);
+        let page_size = p
+            .int_in("pageSize", 1, Self::MAX_SIZE)
+            .unwrap_or(Self::DEFAULT_SIZE);
         Self { page, page_size }
     }
 
@@ -416,22 +406,26 @@ mod tests {
 
     #[test]
     fn paging_defaults_and_limits() {
-        let mut errors = Vec::new();
-        let p = PageRequest::parse(&HashMap::new(), &mut errors);
+        let empty = HashMap::new();
+        let mut p = params::Params::new(&empty);
         assert_eq!(
-            p,
+            PageRequest::read(&mut p),
             PageRequest {
                 page: 1,
                 page_size: 20
             }
         );
-        assert!(errors.is_empty());
+        assert!(p.finish().is_ok());
         let q: HashMap<String, String> = [
             ("page".to_owned(), "0".to_owned()),
             ("pageSize".to_owned(), "101".to_owned()),
         ]
         .into();
-        PageRequest::parse(&q, &mut errors);
+        let mut p = params::Params::new(&q);
+        PageRequest::read(&mut p);
+        let Err(Error::Validation(errors)) = p.finish() else {
+            panic!("both are bad")
+        };
         assert_eq!(errors.len(), 2, "both bad parameters are reported");
         assert!(errors[1].message.contains("100"));
         let q: HashMap<String, String> = [
@@ -439,7 +433,7 @@ mod tests {
             ("pageSize".to_owned(), "10".to_owned()),
         ]
         .into();
-        let p = PageRequest::parse(&q, &mut Vec::new());
+        let p = PageRequest::read(&mut params::Params::new(&q));
         assert_eq!(p.limit_offset(), (10, 20));
         assert_eq!(Page::new(Vec::<u8>::new(), p, 21).pagination.total_pages, 3);
     }

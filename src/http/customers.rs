@@ -11,11 +11,11 @@ use warp::reply::Response;
 
 use super::openapi::params::{CustomerListParams, PageParams};
 use super::openapi::schemas;
+use super::params::{MAX_TEXT_QUERY_CHARS, Params};
 use super::{Endpoint, Page, PageRequest, Shared, authed, json_body, query_map, respond};
 use crate::auth::Principal;
 use crate::domain::customer::{CustomerView, ExternalId, PatternView, Segment};
-use crate::domain::validation::NUL_MESSAGE;
-use crate::domain::{CustomerId, Email, FieldError, Fields, PersonName, Role};
+use crate::domain::{CustomerId, Email, Fields, PersonName, Role};
 use crate::error::Error;
 use crate::store::customers::{self, CustomerPatch, CustomerQuery, CustomerSort, NewCustomer};
 use crate::store::org_tx::OrgTx;
@@ -194,49 +194,21 @@ pub async fn list_customers(
     query: &HashMap<String, String>,
 ) -> Result<Page<CustomerView>, Error> {
     let org = p.require(Role::Viewer)?.organization_id;
-    let mut errors: Vec<FieldError> = Vec::new();
-    let page = PageRequest::parse(query, &mut errors);
-    let sort = match query.get("sort").map(String::as_str) {
-        None => CustomerSort::CreatedAt,
-        Some(raw) => CustomerSort::parse(raw).unwrap_or_else(|message| {
-            errors.push(FieldError::new("sort", message));
-            CustomerSort::CreatedAt
-        }),
-    };
-    let descending = match query.get("order").map(String::as_str) {
-        None | Some("desc") => true,
-        Some("asc") => false,
-        Some(_) => {
-            errors.push(FieldError::new("order", "must be asc or desc"));
-            true
-        }
-    };
-    let text = |name: &str| {
-        query
-            .get(name)
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
-    };
-    let max_q = super::query::MAX_TEXT_QUERY_CHARS;
-    if text("q").is_some_and(|q| q.chars().count() > max_q) {
-        errors.push(FieldError::new(
-            "q",
-            format!("must be at most {max_q} characters"),
-        ));
-    }
+    let mut p = Params::new(query);
+    let page = PageRequest::read(&mut p);
+    let sort = p
+        .parse("sort", CustomerSort::parse)
+        .unwrap_or(CustomerSort::CreatedAt);
+    let descending = p.descending();
     // PostgreSQL cannot compare text holding U+0000.
-    for name in ["q", "segment"] {
-        if query.get(name).is_some_and(|v| v.contains('\0')) {
-            errors.push(FieldError::new(name, NUL_MESSAGE));
-        }
-    }
-    if !errors.is_empty() {
-        return Err(Error::Validation(errors));
-    }
+    p.refuse_nul("segment");
+    let segment = p.text("segment").map(str::to_owned);
+    let q = p.search_text("q", MAX_TEXT_QUERY_CHARS).map(str::to_owned);
+    p.finish()?;
     let (limit, offset) = page.limit_offset();
     let filter = CustomerQuery {
-        segment: text("segment"),
-        q: text("q"),
+        segment,
+        q,
         sort,
         descending,
         limit,
@@ -259,7 +231,7 @@ pub async fn get_customer(s: &Shared, p: &Principal, id: CustomerId) -> Result<R
     let org = p.require(Role::Viewer)?.organization_id;
     let ttl = s.config.query.profile_cache_ttl;
     // A profile is read right after it is edited: no freshness window, the data version decides.
-    super::query::cached(
+    super::summaries::cached(
         s,
         org,
         "customer",

@@ -10,9 +10,10 @@ use warp::reply::Response;
 
 use std::collections::HashMap;
 
+use super::cursor;
 use super::openapi::params::{CursorParam, FilterParams, InteractionSortParams, PageParams};
 use super::openapi::schemas;
-use super::query;
+use super::params::{self, Params};
 use super::{Endpoint, Page, PageRequest, Shared, authed, json_body, json_body_limited, query_map, respond};
 use crate::auth::Principal;
 use crate::domain::interaction::BatchItem;
@@ -257,25 +258,17 @@ pub async fn list_interactions(
     query: &HashMap<String, String>,
 ) -> Result<Page<InteractionView>, Error> {
     let org = p.require(Role::Viewer)?.organization_id;
-    let mut errors: Vec<FieldError> = Vec::new();
-    let page = PageRequest::parse(query, &mut errors);
-    let filter = query::parse_filter(query, &mut errors);
-    let (sort, descending) = query::parse_sort(query, &mut errors);
-    let cursor = query.get("cursor").map(|v| v.trim()).filter(|v| !v.is_empty());
+    let mut p = Params::new(query);
+    let page = PageRequest::read(&mut p);
+    let filter = params::filter(&mut p);
+    let (sort, descending) = params::sort(&mut p);
     let mut after = None;
-    if let Some(raw) = cursor {
-        if query.contains_key("page") {
-            errors.push(FieldError::new("cursor", "cannot be combined with page"));
-        } else {
-            match query::decode_cursor(raw, &filter, sort, descending) {
-                Ok(key) => after = Some(key),
-                Err(m) => errors.push(FieldError::new("cursor", m)),
-            }
-        }
+    if p.text("cursor").is_some() && p.has("page") {
+        p.error("cursor", "cannot be combined with page");
+    } else {
+        after = p.parse("cursor", |raw| cursor::decode(raw, &filter, sort, descending));
     }
-    if !errors.is_empty() {
-        return Err(Error::Validation(errors));
-    }
+    p.finish()?;
     let (limit, offset) = page.limit_offset();
     let keyset = after.is_some();
     let request = InteractionQuery {
@@ -292,7 +285,7 @@ pub async fn list_interactions(
     let next_cursor = rows
         .last()
         .filter(|_| more)
-        .map(|last| query::encode_cursor(&request.filter, sort, descending, last));
+        .map(|last| cursor::encode(&request.filter, sort, descending, last));
     let mut result = Page::new(
         rows.into_iter().map(InteractionView::from).collect(),
         page,

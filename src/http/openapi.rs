@@ -18,7 +18,7 @@ use self::schemas::Limits;
 use super::errors::ErrorBody;
 use super::interactions::{CreateBatch, CreateInteraction};
 use super::ml::{SentimentBatchRequest, SentimentRequest};
-use super::{api_keys, auth, cluster, customers, interactions, ml, ops, query, users, ws};
+use super::{api_keys, auth, cluster, customers, export, interactions, ml, ops, summaries, users, ws};
 use crate::config::Config;
 
 #[derive(OpenApi)]
@@ -34,7 +34,7 @@ use crate::config::Config;
         interactions::create_interaction, interactions::create_batch, interactions::list_interactions,
         interactions::get_interaction,
         ml::sentiment, ml::sentiment_batch,
-        query::dashboard, query::trends, query::export,
+        summaries::dashboard, summaries::trends, export::export,
         ws::upgrade,
     ),
     components(schemas(ErrorBody)),

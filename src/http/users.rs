@@ -10,6 +10,7 @@ use warp::http::{Method, StatusCode};
 
 use super::openapi::params::PageParams;
 use super::openapi::schemas;
+use super::params::Params;
 use super::{Endpoint, Page, PageRequest, Shared, authed, json_body, no_content, query_map, respond};
 use crate::auth::Principal;
 use crate::domain::{Email, Fields, Password, PersonName, Role, User, UserId};
@@ -148,11 +149,9 @@ pub async fn list_users(
     query: &HashMap<String, String>,
 ) -> Result<Page<User>, Error> {
     let admin = p.require(Role::Admin)?;
-    let mut errors = Vec::new();
-    let page = PageRequest::parse(query, &mut errors);
-    if !errors.is_empty() {
-        return Err(Error::Validation(errors));
-    }
+    let mut p = Params::new(query);
+    let page = PageRequest::read(&mut p);
+    p.finish()?;
     let (limit, offset) = page.limit_offset();
     let (data, total) = users::list(&s.pool, admin.organization_id, limit, offset).await?;
     Ok(Page::new(data, page, total))

@@ -37,7 +37,7 @@ async fn admins_create_list_get_update_and_delete_users() {
         .clone();
     assert_eq!(
         list["pagination"],
-        json!({"page": 1, "pageSize": 1, "total": 2, "totalPages": 2})
+        json!({"page": 1, "pageSize": 1, "total": 2, "totalRelation": "eq", "totalPages": 2})
     );
     assert_eq!(list["data"].as_array().unwrap().len(), 1);
     let page2 = app

@@ -1,5 +1,5 @@
 //! The query parameters of the listings, summaries and export, with the limits and names their parsers
-//! use (`PageRequest`, `parse_filter`, `parse_sort`, ...). Used in the handlers' annotations as
+//! use (`PageRequest::read`, `params::filter`, `params::sort`, ...). Used in the handlers' annotations as
 //! `params(PageParams, ...)`.
 //!
 //! The interaction filters, their sort and the summaries' `interval` read a value that is blank once
@@ -14,7 +14,8 @@ use super::schemas::{or_blank, uuid};
 use crate::domain::interaction::Channel;
 use crate::domain::validation::{NO_NUL_PATTERN, WHITESPACE_CLASS};
 use crate::http::PageRequest;
-use crate::http::query::{ExportFormat, MAX_TEXT_QUERY_CHARS, ORDERS};
+use crate::http::export::ExportFormat;
+use crate::http::params::{MAX_TEXT_QUERY_CHARS, ORDERS};
 use crate::store::customers::CustomerSort;
 use crate::store::insights::Interval;
 use crate::store::listing::InteractionSort;
@@ -130,7 +131,7 @@ fn score() -> ObjectBuilder {
         .maximum(Some(1.0))
 }
 
-/// The filters of every interaction query: listing, export, dashboard and trends (`parse_filter`).
+/// The filters of every interaction query: listing, export, dashboard and trends (`params::filter`).
 pub struct FilterParams;
 
 impl IntoParams for FilterParams {
@@ -172,7 +173,7 @@ impl IntoParams for FilterParams {
     }
 }
 
-/// `sort` and `order` of the interaction listing and export (`parse_sort`).
+/// `sort` and `order` of the interaction listing and export (`params::sort`).
 pub struct InteractionSortParams;
 
 impl IntoParams for InteractionSortParams {
