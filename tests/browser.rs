@@ -38,6 +38,8 @@ async fn the_dashboard_renders_follows_live_events_and_survives_a_restart() {
         c.ml.enabled = true;
         c.ml.workers = 1;
         c.model_dir = root.join("models");
+        // Small, so the page shows a bounded total ("2+") for the customer's four interactions.
+        c.query.count_bound = 2;
     })
     .await;
     let org = app.create_org().await;

@@ -687,13 +687,18 @@ function renderTable(body) {
   const p = body.pagination || {};
   $('table-empty').hidden = body.data.length > 0;
   const total = p.total ?? body.data.length;
+  // A total the server counted only up to its bound ("totalRelation": "gte") is a lower bound: shown as
+  // "10,000+", and the next page is there as long as the server says another follows.
+  const atLeast = p.totalRelation === 'gte';
+  const totalText = `${fmt.int(total)}${atLeast ? '+' : ''}`;
   const first = total ? ((p.page || 1) - 1) * (p.pageSize || state.pageSize) + 1 : 0;
   const last = first ? first + body.data.length - 1 : 0;
-  $('table-summary').textContent = `${fmt.int(total)} matching`;
-  $('page-info').textContent = total ? `${fmt.int(first)}–${fmt.int(last)} of ${fmt.int(total)} · page ${p.page || state.page} of ${fmt.int(p.totalPages || 1)}` : '';
+  $('table-summary').textContent = `${totalText} matching`;
+  const pages = atLeast ? `${fmt.int(p.totalPages || 1)}+` : fmt.int(p.totalPages || 1);
+  $('page-info').textContent = total ? `${fmt.int(first)}–${fmt.int(last)} of ${totalText} · page ${p.page || state.page} of ${pages}` : '';
   $('page-prev').disabled = (p.page || state.page) <= 1;
-  $('page-next').disabled = (p.page || state.page) >= (p.totalPages || 1);
-  state.totalPages = p.totalPages || 1;
+  $('page-next').disabled = atLeast ? !p.nextCursor : (p.page || state.page) >= (p.totalPages || 1);
+  state.totalPages = atLeast && p.nextCursor ? (p.page || state.page) + 1 : p.totalPages || 1;
 }
 
 function renderTableNew() {
@@ -853,11 +858,13 @@ async function loadCustomerHistory() {
     const body = await api(`/api/v1/interactions${qs({ customerId: id, page: cp.page, pageSize: HISTORY_PAGE_SIZE, sort: 'timestamp', order: 'desc' })}`);
     if (state.cp !== cp) return;
     const p = body.pagination || {};
-    cp.totalPages = p.totalPages || 1;
+    const atLeast = p.totalRelation === 'gte';
+    cp.totalPages = atLeast && p.nextCursor ? cp.page + 1 : p.totalPages || 1;
     cp.total = p.total ?? body.data.length;
+    cp.atLeast = atLeast;
     $('cp-history').tBodies[0].replaceChildren(...body.data.map((i) => interactionRow(i, { customer: false })));
-    $('cp-history-count').textContent = `(${fmt.int(cp.total)})`;
-    $('cp-page').textContent = `page ${cp.page} of ${fmt.int(cp.totalPages)}`;
+    $('cp-history-count').textContent = `(${fmt.int(cp.total)}${atLeast ? '+' : ''})`;
+    $('cp-page').textContent = `page ${cp.page} of ${fmt.int(p.totalPages || 1)}${atLeast ? '+' : ''}`;
     $('cp-prev').disabled = cp.page <= 1;
     $('cp-next').disabled = cp.page >= cp.totalPages;
   } catch (e) {
@@ -880,8 +887,8 @@ function cpLiveInteraction(item) {
   if (tbody.querySelector(`tr[data-id="${CSS.escape(item.id)}"]`)) return;
   tbody.prepend(interactionRow(item, { customer: false }));
   while (tbody.rows.length > HISTORY_PAGE_SIZE) tbody.lastElementChild.remove();
-  cp.total = (cp.total || 0) + 1;
-  $('cp-history-count').textContent = `(${fmt.int(cp.total)})`;
+  if (!cp.atLeast) cp.total = (cp.total || 0) + 1;
+  $('cp-history-count').textContent = `(${fmt.int(cp.total)}${cp.atLeast ? '+' : ''})`;
 }
 
 // ---------------------------------------------------------------- wiring
