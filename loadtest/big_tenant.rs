@@ -226,7 +226,8 @@ async fn measure(
                         }
                         match r.bytes().await {
                             Ok(body) if ok => {
-                                if body.windows(22).any(|w| w == b"\"totalRelation\":\"gte\"") {
+                                const GTE: &[u8] = b"\"totalRelation\":\"gte\"";
+                                if body.windows(GTE.len()).any(|w| w == GTE) {
                                     bounded += 1;
                                 }
                             }

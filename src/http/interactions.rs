@@ -18,10 +18,12 @@ use super::{Endpoint, Page, PageRequest, Shared, authed, json_body, json_body_li
 use crate::auth::Principal;
 use crate::domain::interaction::BatchItem;
 use crate::domain::interaction::{IngestLimits, IngestOutcome, InteractionView, parse_new_interaction};
-use crate::domain::{FieldError, InteractionId, Role};
+use crate::domain::{FieldError, InteractionId, OrganizationId, Role};
 use crate::error::Error;
+use crate::store::filter::InteractionFilter;
 use crate::store::interactions;
-use crate::store::listing::{self, InteractionQuery};
+use crate::store::listing::{self, InteractionQuery, Total, TotalRelation};
+use crate::store::rollups::Source;
 
 /// A new interaction. Its schema is [`schemas::create_interaction`]: the fields below, and content that is
 /// required for text channels.
@@ -279,7 +281,8 @@ pub async fn list_interactions(
         offset: if keyset { 0 } else { offset },
         after,
     };
-    let (mut rows, total) = listing::list(&s.pool, org, &request, s.config.query.count_bound).await?;
+    let total = total(s, org, &request.filter).await?;
+    let mut rows = listing::page(&s.pool, org, &request, total).await?;
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
     let next_cursor = rows
@@ -291,7 +294,7 @@ pub async fn list_interactions(
         page,
         total.count,
     );
-    if total.relation == listing::TotalRelation::Gte {
+    if total.relation == TotalRelation::Gte {
         result = result.at_least();
     }
     result.pagination.next_cursor = next_cursor;
@@ -299,6 +302,47 @@ pub async fn list_interactions(
         result.pagination.page = None;
     }
     Ok(result)
+}
+
+/// The listing's total. Counted from the rollups (exact and cheap) where the filter allows; otherwise a
+/// bounded count, which reads up to `count_bound` matches and so is cached like a summary (same data
+/// version and freshness window): paging through a search, or many readers of one filter, count once.
+async fn total(s: &Shared, org: OrganizationId, filter: &InteractionFilter) -> Result<Total, Error> {
+    let q = &s.config.query;
+    if Source::for_filter(filter) == Source::Rollups {
+        return listing::total(&s.pool, org, filter, q.count_bound).await;
+    }
+    let version = s.cache.data_version(org).await;
+    let key = super::summaries::summary_key("count", org, &format!("{filter:?}|{}", q.count_bound));
+    let now = chrono::Utc::now().timestamp_millis();
+    let fresh_ms = q.summary_fresh_within.as_millis() as i64;
+    if let Some(entry) = s.cache.get(&key).await
+        && let Some((stored, at, body)) = super::summaries::unframe(&entry)
+        && (stored == version || (0..fresh_ms).contains(&(now - at)))
+        && let Some((count, relation)) = body.split_once(' ')
+        && let Ok(count) = count.parse()
+    {
+        let relation = if relation == "gte" {
+            TotalRelation::Gte
+        } else {
+            TotalRelation::Eq
+        };
+        return Ok(Total { count, relation });
+    }
+    let total = listing::total(&s.pool, org, filter, q.count_bound).await?;
+    let relation = match total.relation {
+        TotalRelation::Eq => "eq",
+        TotalRelation::Gte => "gte",
+    };
+    let body = format!("{} {relation}", total.count);
+    s.cache
+        .set(
+            &key,
+            &super::summaries::frame(&version, now, &body),
+            q.dashboard_cache_ttl,
+        )
+        .await;
+    Ok(total)
 }
 
 /// Returns one interaction of the caller's organization.

@@ -117,11 +117,11 @@ where
 }
 
 /// A cache entry: the data version it was computed under, when (Unix milliseconds), and the JSON.
-fn frame(version: &str, at_ms: i64, body: &str) -> String {
+pub(crate) fn frame(version: &str, at_ms: i64, body: &str) -> String {
     format!("{version}\n{at_ms}\n{body}")
 }
 
-fn unframe(entry: &str) -> Option<(&str, i64, &str)> {
+pub(crate) fn unframe(entry: &str) -> Option<(&str, i64, &str)> {
     let mut parts = entry.splitn(3, '\n');
     let version = parts.next()?;
     let at = parts.next()?.parse().ok()?;

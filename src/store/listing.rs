@@ -216,9 +216,22 @@ pub async fn total(
     })
 }
 
-/// Lists interactions with filters, sort and paging, with their [`total`] (regardless of the cursor).
-/// The id is the final sort key, so identical queries return identical pages (R5.10). Returns up to
-/// `limit + 1` rows: the extra one only tells the caller that another page follows.
+/// Lists interactions with filters, sort and paging, given their [`total`] (which decides how a text
+/// filter is read). The id is the final sort key, so identical queries return identical pages (R5.10).
+/// Returns up to `limit + 1` rows: the extra one only tells the caller that another page follows.
+pub async fn page(
+    pool: &PgPool,
+    org: OrganizationId,
+    q: &InteractionQuery,
+    total: Total,
+) -> Result<Vec<InteractionRecord>, Error> {
+    Ok(page_statement("", org, q, text_match(total))
+        .build_query_as::<InteractionRecord>()
+        .fetch_all(pool)
+        .await?)
+}
+
+/// [`total`] and [`page`] together.
 pub async fn list(
     pool: &PgPool,
     org: OrganizationId,
@@ -226,11 +239,7 @@ pub async fn list(
     bound: i64,
 ) -> Result<(Vec<InteractionRecord>, Total), Error> {
     let total = total(pool, org, &q.filter, bound).await?;
-    let rows = page_statement("", org, q, text_match(total))
-        .build_query_as::<InteractionRecord>()
-        .fetch_all(pool)
-        .await?;
-    Ok((rows, total))
+    Ok((page(pool, org, q, total).await?, total))
 }
 
 /// A full-text filter with at most `bound` matches is answered from the GIN index; one with more (a

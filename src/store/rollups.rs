@@ -499,13 +499,18 @@ pub async fn fold(pool: &PgPool, batch: i64) -> Result<Option<u64>, Error> {
     if !locked {
         return Ok(None);
     }
-    let folded: i64 = sqlx::query_scalar(FOLD).bind(batch).fetch_one(&mut *tx).await?;
-    if folded > 0 {
+    let (folded, shrunk): (i64, Vec<uuid::Uuid>) =
+        sqlx::query_as(FOLD).bind(batch).fetch_one(&mut *tx).await?;
+    if !shrunk.is_empty() {
+        // Only deletions make counts fall (a score or an enrichment changes no bucket's count): the
+        // organizations that had some lose the buckets that fell to zero.
         for table in ["interaction_hourly", "interaction_daily", "customer_daily"] {
-            // Counts that fell to zero (every row of the bucket deleted) leave no row behind.
-            sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE n = 0")))
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE organization_id = ANY($1) AND n = 0"
+            )))
+            .bind(&shrunk)
+            .execute(&mut *tx)
+            .await?;
         }
     }
     tx.commit().await?;
@@ -553,7 +558,8 @@ pub async fn fold_forever(
     }
 }
 
-/// Moves the oldest `$1` deltas into the hourly, daily and per-customer rollups, in one statement.
+/// Moves the oldest `$1` deltas into the hourly, daily and per-customer rollups, in one statement; returns
+/// how many, and the organizations with negative deltas (deletions).
 const FOLD: &str = "WITH d AS (\
         DELETE FROM interaction_deltas WHERE id IN (SELECT id FROM interaction_deltas ORDER BY id LIMIT $1) \
         RETURNING *), \
@@ -569,7 +575,7 @@ const FOLD: &str = "WITH d AS (\
         ON CONFLICT (organization_id, day, channel, segment, customer_id) DO UPDATE SET \
             n = r.n + excluded.n, scored = r.scored + excluded.scored, score_sum = r.score_sum + excluded.score_sum, \
             negative = r.negative + excluded.negative) \
-    SELECT count(*) FROM d";
+    SELECT count(*), coalesce(array_agg(DISTINCT organization_id) FILTER (WHERE n < 0), '{}') FROM d";
 
 #[cfg(test)]
 mod tests {
