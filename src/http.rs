@@ -60,6 +60,8 @@ pub struct AppState {
     pub ml: crate::actors::sentiment::Ml,
     /// Permits for exports running at once (`export_max_concurrent`).
     pub exports: Arc<tokio::sync::Semaphore>,
+    /// One computation at a time per cached summary entry.
+    pub summary_gates: Arc<summaries::Gates>,
     /// The supervisor of the node's dashboard sessions.
     pub sessions: ractor::ActorRef<crate::actors::session::SupervisorMsg>,
     /// Becomes true when the node stops: long-lived connections close.

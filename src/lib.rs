@@ -296,6 +296,7 @@ impl App {
             router,
             ml,
             exports,
+            summary_gates: Arc::default(),
             sessions,
             shutdown: shutdown_rx.clone(),
         });
@@ -303,6 +304,7 @@ impl App {
             state.pool.clone(),
             state.config.query.rollup_fold_every,
             state.config.query.rollup_fold_batch,
+            metrics.clone(),
             shutdown_rx.clone(),
         ));
         let routes = http::router(&state);

@@ -48,7 +48,8 @@ pub struct Inner {
     /// Connections in the PostgreSQL pool, and how many are idle (R11.9).
     pub db_pool_size: IntGauge,
     pub db_pool_idle: IntGauge,
-    /// Summary cache lookups by endpoint (`dashboard`, `trends`, `customer`) and result (`hit`, `miss`).
+    /// Summary cache lookups by endpoint (`dashboard`, `trends`, `customer`, `count` for bounded listing
+    /// totals) and result (`hit`, `miss`).
     pub summary_cache: IntCounterVec,
     /// Hit rate of each cache over the last check window (R14.10), in percent; -1 without lookups.
     pub cache_hit_rate: IntGaugeVec,
@@ -56,6 +57,9 @@ pub struct Inner {
     pub exports: IntCounterVec,
     /// Rows written by exports.
     pub export_rows: prometheus::IntCounter,
+    /// Rollup deltas folded into the rollups, and folds that failed (retried at the next tick).
+    pub rollup_deltas_folded: prometheus::IntCounter,
+    pub rollup_fold_failures: prometheus::IntCounter,
     /// Dashboard connections dropped by the server, by reason (`slow`, `heartbeat`).
     pub ws_dropped: IntCounterVec,
     /// Resumes and event gaps answered with `resync`.
@@ -162,6 +166,12 @@ impl Metrics {
             &["format", "outcome"],
         )?;
         let export_rows = prometheus::IntCounter::new("export_rows_total", "rows written by exports")?;
+        let rollup_deltas_folded = prometheus::IntCounter::new(
+            "rollup_deltas_folded_total",
+            "rollup deltas folded into the hourly, daily and per-customer rollups",
+        )?;
+        let rollup_fold_failures =
+            prometheus::IntCounter::new("rollup_fold_failures_total", "rollup folds that failed")?;
         let ws_dropped = IntCounterVec::new(
             Opts::new("ws_dropped_total", "dashboard connections dropped by the server"),
             &["reason"],
@@ -217,6 +227,8 @@ impl Metrics {
         registry.register(Box::new(cache_hit_rate.clone()))?;
         registry.register(Box::new(exports.clone()))?;
         registry.register(Box::new(export_rows.clone()))?;
+        registry.register(Box::new(rollup_deltas_folded.clone()))?;
+        registry.register(Box::new(rollup_fold_failures.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
         registry.register(Box::new(password_verifications.clone()))?;
@@ -255,6 +267,8 @@ impl Metrics {
             cache_hit_rate,
             exports,
             export_rows,
+            rollup_deltas_folded,
+            rollup_fold_failures,
             ws_dropped,
             ws_resyncs,
             ws_gaps,

@@ -327,8 +327,13 @@ async fn total(s: &Shared, org: OrganizationId, filter: &InteractionFilter) -> R
         } else {
             TotalRelation::Eq
         };
+        s.metrics.summary_cache.with_label_values(&["count", "hit"]).inc();
         return Ok(Total { count, relation });
     }
+    s.metrics
+        .summary_cache
+        .with_label_values(&["count", "miss"])
+        .inc();
     let total = listing::total(&s.pool, org, filter, q.count_bound).await?;
     let relation = match total.relation {
         TotalRelation::Eq => "eq",

@@ -90,30 +90,67 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<T, Error>>,
 {
-    // The version is read before the data: a write that commits meanwhile changes the version after
-    // its commit, so what is stored under this version can only be older than the next version.
-    let version = s.cache.data_version(org).await;
     let key = summary_key(endpoint, org, params);
-    let now = Utc::now().timestamp_millis();
-    let fresh_ms = fresh_within.as_millis() as i64;
-    if let Some(entry) = s.cache.get(&key).await
-        && let Some((stored_version, at, body)) = unframe(&entry)
-        && (stored_version == version || (0..fresh_ms).contains(&(now - at)))
-    {
+    if let Some(body) = lookup(s, org, &key, fresh_within).await {
         s.metrics
             .summary_cache
             .with_label_values(&[endpoint, "hit"])
             .inc();
-        return Ok(json_response(body.to_owned(), "hit"));
+        return Ok(json_response(body, "hit"));
+    }
+    // One computation per entry at a time on this node: readers that miss together wait for the first
+    // one's result instead of all computing it at once (and each taking as many times longer).
+    let _turn = s.summary_gates.turn(&key).await;
+    if let Some(body) = lookup(s, org, &key, fresh_within).await {
+        s.metrics
+            .summary_cache
+            .with_label_values(&[endpoint, "hit"])
+            .inc();
+        return Ok(json_response(body, "hit"));
     }
     s.metrics
         .summary_cache
         .with_label_values(&[endpoint, "miss"])
         .inc();
+    // The version is read before the data: a write that commits meanwhile changes the version after
+    // its commit, so what is stored under this version can only be older than the next version.
+    let version = s.cache.data_version(org).await;
+    let now = Utc::now().timestamp_millis();
     let value = compute().await?;
     let body = serde_json::to_string(&value).map_err(|e| Error::Internal(e.into()))?;
     s.cache.set(&key, &frame(&version, now, &body), ttl).await;
     Ok(json_response(body, "miss"))
+}
+
+/// The cached JSON under `key`, if computed under the organization's current data version or less than
+/// `fresh_within` ago.
+async fn lookup(s: &Shared, org: OrganizationId, key: &str, fresh_within: Duration) -> Option<String> {
+    let version = s.cache.data_version(org).await;
+    let entry = s.cache.get(key).await?;
+    let (stored_version, at, body) = unframe(&entry)?;
+    let age = Utc::now().timestamp_millis() - at;
+    (stored_version == version || (0..fresh_within.as_millis() as i64).contains(&age))
+        .then(|| body.to_owned())
+}
+
+/// Striped locks that let one reader at a time compute a cache entry (per stripe, so memory stays fixed;
+/// two entries sharing a stripe only wait for each other).
+pub struct Gates([tokio::sync::Mutex<()>; GATES]);
+
+const GATES: usize = 64;
+
+impl Default for Gates {
+    fn default() -> Self {
+        Self(std::array::from_fn(|_| tokio::sync::Mutex::new(())))
+    }
+}
+
+impl Gates {
+    /// Waits for `key`'s turn.
+    pub async fn turn(&self, key: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        let digest = Sha256::digest(key.as_bytes());
+        self.0[usize::from(digest[0]) % GATES].lock().await
+    }
 }
 
 /// A cache entry: the data version it was computed under, when (Unix milliseconds), and the JSON.

@@ -535,6 +535,7 @@ pub async fn fold_forever(
     pool: PgPool,
     every: std::time::Duration,
     batch: i64,
+    metrics: crate::metrics::Metrics,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(every);
@@ -546,10 +547,16 @@ pub async fn fold_forever(
         }
         loop {
             match fold(&pool, batch).await {
-                // A full batch: more may be waiting.
-                Ok(Some(n)) if n as i64 >= batch => continue,
-                Ok(_) => break,
+                Ok(Some(n)) => {
+                    metrics.rollup_deltas_folded.inc_by(n);
+                    // A full batch: more may be waiting.
+                    if (n as i64) < batch {
+                        break;
+                    }
+                }
+                Ok(None) => break,
                 Err(e) => {
+                    metrics.rollup_fold_failures.inc();
                     tracing::warn!(error = %e, "folding the rollup deltas failed; retrying at the next tick");
                     break;
                 }

@@ -368,6 +368,28 @@ async fn under_continuous_writes_summaries_keep_hitting_and_show_a_write_within_
     );
 }
 
+#[tokio::test]
+async fn readers_that_miss_together_compute_a_summary_once() {
+    let app = spawn_app().await;
+    let org = app.create_org().await;
+    let admin = app.admin(&org).await;
+    dataset(&app, &admin.access).await;
+    let url = format!("/api/v1/insights/dashboard?{RANGE}&interval=hour");
+    let replies = futures_util::future::join_all((0..8).map(|_| app.get(&url, Some(&admin.access)))).await;
+    let misses = replies.iter().filter(|r| cache_of(r) == "miss").count();
+    let hits = replies.iter().filter(|r| cache_of(r) == "hit").count();
+    assert_eq!(
+        (misses, hits),
+        (1, 7),
+        "one reader computes, the others wait for it"
+    );
+    assert!(
+        replies
+            .iter()
+            .all(|r| r.body["totals"] == replies[0].body["totals"])
+    );
+}
+
 /// Parses a CSV export into its header and rows.
 fn parse_csv(text: &str) -> (Vec<String>, Vec<Vec<String>>) {
     let mut reader = csv::Reader::from_reader(text.as_bytes());

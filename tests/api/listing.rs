@@ -80,6 +80,14 @@ pub async fn dataset(app: &TestApp, token: &str) -> (String, String) {
     (smb, ent)
 }
 
+/// `GET /api/v1/interactions?{q}`, which must answer 200.
+async fn listing(app: &TestApp, token: &str, q: String) -> Value {
+    app.get(&format!("/api/v1/interactions?{q}"), Some(token))
+        .await
+        .expect(200)
+        .clone()
+}
+
 /// The model's label for a score.
 fn label(score: f32) -> &'static str {
     if score > 0.05 {
@@ -112,16 +120,7 @@ async fn every_filter_and_sort_has_a_known_answer() {
     let org = app.create_org().await;
     let admin = app.admin(&org).await;
     let (smb, ent) = dataset(&app, &admin.access).await;
-    let get = |q: String| {
-        let app = &app;
-        let token = admin.access.clone();
-        async move {
-            app.get(&format!("/api/v1/interactions?{q}"), Some(&token))
-                .await
-                .expect(200)
-                .clone()
-        }
-    };
+    let get = |q: String| listing(&app, &admin.access, q);
     let all = get(String::new()).await;
     assert_eq!(days(&all), [6, 5, 4, 3, 2, 1], "newest first by default");
     assert_eq!(
@@ -187,16 +186,7 @@ async fn totals_are_exact_from_the_rollups_and_bounded_otherwise() {
     let org = app.create_org().await;
     let admin = app.admin(&org).await;
     let (smb, _) = dataset(&app, &admin.access).await;
-    let get = |q: String| {
-        let app = &app;
-        let token = admin.access.clone();
-        async move {
-            app.get(&format!("/api/v1/interactions?{q}"), Some(&token))
-                .await
-                .expect(200)
-                .clone()
-        }
-    };
+    let get = |q: String| listing(&app, &admin.access, q);
     let total = |v: &Value| {
         (
             v["pagination"]["total"].as_i64().unwrap(),

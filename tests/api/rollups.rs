@@ -373,4 +373,7 @@ async fn rollups_equal_a_recomputation_from_the_rows_after_random_writes() {
             .unwrap();
     assert!(rows > 100, "the random writes stored {rows} rows");
     assert!(compared > 500, "{compared} comparisons");
+    // The node folded too (every 50 ms), and says how much.
+    assert!(app.metric("insights_rollup_deltas_folded_total").await > 0.0);
+    assert_eq!(app.metric("insights_rollup_fold_failures_total").await, 0.0);
 }
