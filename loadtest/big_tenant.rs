@@ -379,15 +379,20 @@ pub async fn run(
     requests: usize,
     concurrencies: &[usize],
     ingest_rate: u32,
+    only: &[String],
 ) -> Value {
     let s = Arc::new(login(client, base).await);
+    let kinds: Vec<&'static str> = KINDS
+        .into_iter()
+        .filter(|k| only.is_empty() || only.iter().any(|o| o == k))
+        .collect();
     println!(
         "| phase | kind | concurrency | requests | errors | cache hits | bounded totals | req/s | p50 ms | p95 ms | p99 ms |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let mut reports = Vec::new();
     for &c in concurrencies {
-        for kind in KINDS {
+        for &kind in &kinds {
             reports.push(measure(&s, kind, requests, c, "alone").await);
         }
     }
@@ -399,7 +404,7 @@ pub async fn run(
         let writer = tokio::spawn(ingest(s.clone(), ingest_rate, stop.clone()));
         let started = Instant::now();
         for &c in concurrencies {
-            for kind in KINDS {
+            for &kind in &kinds {
                 reports.push(measure(&s, kind, requests, c, "ingesting").await);
             }
         }

@@ -72,6 +72,9 @@ struct Args {
     /// Interactions per second ingested through the API during the big scenario's second phase (0: none).
     #[arg(long, default_value_t = 100)]
     ingest_rate: u32,
+    /// Only these request kinds of the big scenario, comma-separated (default: every kind).
+    #[arg(long, default_value = "")]
+    big_kinds: String,
 }
 
 fn parse_args() -> Args {
@@ -205,12 +208,19 @@ async fn main() {
             .split(',')
             .map(|c| c.trim().parse().expect("--big-concurrency: numbers"))
             .collect();
+        let only: Vec<String> = args
+            .big_kinds
+            .split(',')
+            .map(|k| k.trim().to_owned())
+            .filter(|k| !k.is_empty())
+            .collect();
         let report = big_tenant::run(
             &client,
             &args.base,
             args.requests,
             &concurrencies,
             args.ingest_rate,
+            &only,
         )
         .await;
         println!(
