@@ -14,7 +14,9 @@
 //! - [`auth`]: login, token rotation and revocation, token and API-key verification, principals.
 //! - [`store`]: PostgreSQL repositories (sqlx; every write to an organization's data through
 //!   `store::org_tx::OrgTx`, fenced for owners, invalidating the cache at commit), migrations, the cache (Redis behind a circuit breaker, or
-//!   in-process), the login throttle and the request quotas (`store::ratelimit`, GCRA); `store::insights` computes the dashboard and trends, `store::synthetic` bulk-generates rows
+//!   in-process), the login throttle and the request quotas (`store::ratelimit`, GCRA); `store::rollups`
+//!   keeps and reads the rollups, `store::insights` composes the dashboard and trends from them,
+//!   `store::filter` and `store::listing` read interactions in bulk, `store::synthetic` bulk-generates rows
 //!   inside PostgreSQL for scale tests and benchmarks.
 //! - [`actors`]: the ractor supervision trees: `actors::root::RootSupervisor` (organizations, customers)
 //!   and `actors::session::SessionSupervisor` (one actor per live connection). A customer's actor lives
@@ -22,8 +24,8 @@
 //!   one live actor per customer in the cluster. Also the ML pool, the node's sentiment service and the
 //!   scoring pipeline.
 //! - [`http`]: warp endpoints, the error shape, the OpenAPI document and the TLS server; `http::limits`
-//!   (the request front: client IP, quotas and the credential read ahead, before routing), `http::query`
-//!   (summaries, caching, export), `http::ws` and `http::deflate` (live events over WSS with
+//!   (the request front: client IP, quotas and the credential read ahead, before routing), `http::params`
+//!   (the query-string reader), `http::summaries` (dashboard, trends, their cache), `http::export`, `http::ws` and `http::deflate` (live events over WSS with
 //!   permessage-deflate), `http::web` (the dashboard's files).
 //! - [`demo`]: `insights demo` and its seeded data generator, shared with tests and the load generator.
 //! - [`import`]: `insights import`, streamed bulk import of NDJSON or CSV with a rejects file.

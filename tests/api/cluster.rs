@@ -173,12 +173,17 @@ async fn edits_apply_live_invalid_files_are_ignored_and_a_removed_node_leaves() 
     })
     .await;
     assert!(leaving, "a node removed from the file answers /readyz 503");
-    let state: String = sqlx::query_scalar("SELECT state FROM cluster_nodes WHERE name = $1")
-        .bind(&name)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-    assert_eq!(state, "leaving", "and publishes it");
+    // It publishes the state with its next heartbeat, a moment after /readyz shows it.
+    let published = eventually(Duration::from_secs(5), || async {
+        let state: String = sqlx::query_scalar("SELECT state FROM cluster_nodes WHERE name = $1")
+            .bind(&name)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        state == "leaving"
+    })
+    .await;
+    assert!(published, "and publishes it");
     let customer = app.customer(&admin.access, "c-2", None).await["id"]
         .as_str()
         .unwrap()
