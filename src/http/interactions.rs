@@ -312,42 +312,21 @@ async fn total(s: &Shared, org: OrganizationId, filter: &InteractionFilter) -> R
     if Source::for_filter(filter) == Source::Rollups {
         return listing::total(&s.pool, org, filter, q.count_bound).await;
     }
-    let version = s.cache.data_version(org).await;
-    let key = super::summaries::summary_key("count", org, &format!("{filter:?}|{}", q.count_bound));
-    let now = chrono::Utc::now().timestamp_millis();
-    let fresh_ms = q.summary_fresh_within.as_millis() as i64;
-    if let Some(entry) = s.cache.get(&key).await
-        && let Some((stored, at, body)) = super::summaries::unframe(&entry)
-        && (stored == version || (0..fresh_ms).contains(&(now - at)))
-        && let Some((count, relation)) = body.split_once(' ')
-        && let Ok(count) = count.parse()
-    {
-        let relation = if relation == "gte" {
-            TotalRelation::Gte
-        } else {
-            TotalRelation::Eq
-        };
-        s.metrics.summary_cache.with_label_values(&["count", "hit"]).inc();
-        return Ok(Total { count, relation });
-    }
-    s.metrics
-        .summary_cache
-        .with_label_values(&["count", "miss"])
-        .inc();
-    let total = listing::total(&s.pool, org, filter, q.count_bound).await?;
-    let relation = match total.relation {
-        TotalRelation::Eq => "eq",
-        TotalRelation::Gte => "gte",
-    };
-    let body = format!("{} {relation}", total.count);
-    s.cache
-        .set(
-            &key,
-            &super::summaries::frame(&version, now, &body),
-            q.dashboard_cache_ttl,
-        )
-        .await;
-    Ok(total)
+    let params = format!("{filter:?}|{}", q.count_bound);
+    let (text, _) = super::summaries::cached_text(
+        s,
+        org,
+        "count",
+        &params,
+        q.dashboard_cache_ttl,
+        q.summary_fresh_within,
+        || async {
+            let total = listing::total(&s.pool, org, filter, q.count_bound).await?;
+            serde_json::to_string(&total).map_err(|e| Error::Internal(e.into()))
+        },
+    )
+    .await?;
+    serde_json::from_str(&text).map_err(|e| Error::Internal(e.into()))
 }
 
 /// Returns one interaction of the caller's organization.

@@ -90,23 +90,44 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<T, Error>>,
 {
+    let (body, hit) = cached_text(s, org, endpoint, params, ttl, fresh_within, || async {
+        let value = compute().await?;
+        serde_json::to_string(&value).map_err(|e| Error::Internal(e.into()))
+    })
+    .await?;
+    Ok(json_response(body, if hit { "hit" } else { "miss" }))
+}
+
+/// [`cached`] for any text: returns it and whether it came from the cache.
+pub(crate) async fn cached_text<F, Fut>(
+    s: &Shared,
+    org: OrganizationId,
+    endpoint: &'static str,
+    params: &str,
+    ttl: Duration,
+    fresh_within: Duration,
+    compute: F,
+) -> Result<(String, bool), Error>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<String, Error>>,
+{
     let key = summary_key(endpoint, org, params);
-    if let Some(body) = lookup(s, org, &key, fresh_within).await {
+    let hit = |body: String| {
         s.metrics
             .summary_cache
             .with_label_values(&[endpoint, "hit"])
             .inc();
-        return Ok(json_response(body, "hit"));
+        Ok((body, true))
+    };
+    if let Some(body) = lookup(s, org, &key, fresh_within).await {
+        return hit(body);
     }
     // One computation per entry at a time on this node: readers that miss together wait for the first
     // one's result instead of all computing it at once (and each taking as many times longer).
     let _turn = s.summary_gates.turn(&key).await;
     if let Some(body) = lookup(s, org, &key, fresh_within).await {
-        s.metrics
-            .summary_cache
-            .with_label_values(&[endpoint, "hit"])
-            .inc();
-        return Ok(json_response(body, "hit"));
+        return hit(body);
     }
     s.metrics
         .summary_cache
@@ -116,10 +137,9 @@ where
     // its commit, so what is stored under this version can only be older than the next version.
     let version = s.cache.data_version(org).await;
     let now = Utc::now().timestamp_millis();
-    let value = compute().await?;
-    let body = serde_json::to_string(&value).map_err(|e| Error::Internal(e.into()))?;
+    let body = compute().await?;
     s.cache.set(&key, &frame(&version, now, &body), ttl).await;
-    Ok(json_response(body, "miss"))
+    Ok((body, false))
 }
 
 /// The cached JSON under `key`, if computed under the organization's current data version or less than
@@ -154,11 +174,11 @@ impl Gates {
 }
 
 /// A cache entry: the data version it was computed under, when (Unix milliseconds), and the JSON.
-pub(crate) fn frame(version: &str, at_ms: i64, body: &str) -> String {
+fn frame(version: &str, at_ms: i64, body: &str) -> String {
     format!("{version}\n{at_ms}\n{body}")
 }
 
-pub(crate) fn unframe(entry: &str) -> Option<(&str, i64, &str)> {
+fn unframe(entry: &str) -> Option<(&str, i64, &str)> {
     let mut parts = entry.splitn(3, '\n');
     let version = parts.next()?;
     let at = parts.next()?.parse().ok()?;

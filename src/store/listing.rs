@@ -166,7 +166,7 @@ fn push_after(qb: &mut sqlx::QueryBuilder<sqlx::Postgres>, key: &SortKey, descen
 }
 
 /// Whether a listing's total counts every match or only says "at least".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TotalRelation {
     /// The total is exact.
@@ -176,7 +176,7 @@ pub enum TotalRelation {
 }
 
 /// A listing's total.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Total {
     pub count: i64,
     pub relation: TotalRelation,
