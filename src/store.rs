@@ -61,10 +61,26 @@ pub fn connect(url: &str, cfg: &DbConfig) -> anyhow::Result<PgPool> {
         .connect_lazy_with(options))
 }
 
-/// Applies every pending migration.
+/// Applies every pending migration. A database too busy to hand out a connection within the pool's
+/// acquire timeout (many nodes or test databases starting at once) is waited for, a few times, rather
+/// than failing the start; any other error fails it at once.
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
-    MIGRATOR.run(pool).await?;
-    Ok(())
+    const ATTEMPTS: u32 = 5;
+    let mut attempt = 1;
+    loop {
+        match MIGRATOR.run(pool).await {
+            Ok(()) => return Ok(()),
+            Err(sqlx::migrate::MigrateError::Execute(sqlx::Error::PoolTimedOut)) if attempt < ATTEMPTS => {
+                tracing::warn!(
+                    attempt,
+                    "no database connection in time for the migrations; retrying"
+                );
+                tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Checks that PostgreSQL answers, within `timeout`.
