@@ -1,13 +1,15 @@
 //! Rollups of interactions maintained as data arrives (R5, R8.6, R8.8, R14). The migration
 //! `20261203000001_rollups.sql` says how they are kept: every write appends its net change to
 //! `interaction_deltas` in its own transaction, and [`fold`] moves the deltas into hourly and daily buckets
-//! per (organization, channel, segment) and daily figures per customer.
+//! per (organization, channel, segment) and daily figures per customer; a trigger of the migration
+//! `20261204000001_customer_spans.sql` keeps per-customer figures over aligned spans of days from those.
 //!
 //! Reading a range adds, in one snapshot, the daily buckets of its whole days, the hourly buckets of its
 //! other whole hours, the deltas not folded yet, and the raw rows of the partial hours at its edges: exact
 //! at any moment, and proportional to the number of buckets rather than of interactions. Filters the
 //! buckets cannot answer (a sentiment range, a customer, full text) are read from the rows instead
-//! ([`Source::Rows`]), with the same results.
+//! ([`Source::Rows`]), with the same results. Distinct and most negative customers over whole days come
+//! from at most 11 runs of customer spans ([`span_cover`]): O(customers × log(days)).
 
 use chrono::{DateTime, Duration, DurationRound as _, Utc};
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder, Row as _};
@@ -386,16 +388,16 @@ pub async fn customers(
          HAVING sum(n) > 0) \
          SELECT k.customers, t.id, t.external_id, t.name, t.segment, t.n, t.negative, t.average \
          FROM (SELECT count(*)::int8 AS customers FROM per) AS k LEFT JOIN LATERAL ( \
-             SELECT cu.id, cu.external_id, cu.name, cu.segment, p.n, p.negative, p.score_sum / p.scored AS average \
-             FROM per p JOIN customers cu ON cu.organization_id = ",
-    )
-    .push_bind(org.as_uuid())
-    .push(
-        " AND cu.id = p.customer_id WHERE p.scored > 0 AND p.score_sum / p.scored < 0 \
-         ORDER BY p.score_sum / p.scored, p.negative DESC, cu.id LIMIT ",
+             SELECT cu.id, cu.external_id, cu.name, cu.segment, p.n, p.negative, p.average \
+             FROM (SELECT customer_id, n, negative, score_sum / scored AS average FROM per \
+                   WHERE scored > 0 AND score_sum / scored < 0 \
+                   ORDER BY score_sum / scored, negative DESC, customer_id LIMIT ",
     )
     .push_bind(top)
-    .push(") AS t ON true ORDER BY t.average, t.negative DESC, t.id");
+    // Only the top few are joined to their customers (a customer in `per` has rows, so it exists).
+    .push(") AS p JOIN customers cu ON cu.organization_id = ")
+    .push_bind(org.as_uuid())
+    .push(" AND cu.id = p.customer_id) AS t ON true ORDER BY t.average, t.negative DESC, t.id");
     let rows = qb.build().fetch_all(&mut *db).await?;
     let mut count = 0;
     let mut list = Vec::new();
@@ -428,12 +430,17 @@ fn push_rollup_customers(
     let (days, rows) = split(range.from, range.to, Duration::days(1));
     let mut parts = 0;
     if let Some(days) = days {
-        qb.push(
-            "SELECT customer_id, n, scored, score_sum, negative FROM customer_daily WHERE organization_id = ",
-        )
-        .push_bind(org.as_uuid());
-        push_spans(qb, "day", &[days]);
-        push_dimensions(qb, filter);
+        if filter.channels.is_empty() && filter.segments.is_empty() {
+            push_customer_spans(qb, org, days);
+        } else {
+            // The spans keep no channel or segment: a filtered dashboard reads the days it covers.
+            qb.push(
+                "SELECT customer_id, n, scored, score_sum, negative FROM customer_daily WHERE organization_id = ",
+            )
+            .push_bind(org.as_uuid());
+            push_spans(qb, "day", &[days]);
+            push_dimensions(qb, filter);
+        }
         qb.push(
             " UNION ALL SELECT customer_id, n, scored, score_sum, negative FROM interaction_deltas \
              WHERE organization_id = ",
@@ -459,6 +466,73 @@ fn push_rollup_customers(
     if parts == 0 {
         qb.push("SELECT NULL::uuid, 0::int8, 0::int8, 0::float8, 0::int8 WHERE false");
     }
+}
+
+/// Widths, in days, of the per-customer spans (`customer_spans` in the migration
+/// `20261204000001_customer_spans.sql`); each divides the next.
+pub const SPAN_WIDTHS: [i64; 6] = [1, 4, 16, 64, 256, 1024];
+
+/// Consecutive spans of one width, as days counted from the origin: those starting at `from`, `from +
+/// width`, … before `to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpanRun {
+    pub width: i64,
+    pub from: i64,
+    pub to: i64,
+}
+
+/// Covers the days `[a, b)` (counted from the origin) exactly once with aligned spans: from each day, the
+/// widest span that starts there and ends by `b`. That climbs to the widest width that fits and comes down
+/// again, so at most three spans of each narrower width are used at either end: at most 11 runs, whatever
+/// the length.
+pub fn span_cover(a: i64, b: i64) -> Vec<SpanRun> {
+    let mut runs: Vec<SpanRun> = Vec::new();
+    let mut day = a;
+    while day < b {
+        let width = SPAN_WIDTHS
+            .iter()
+            .rev()
+            .copied()
+            .find(|w| day.rem_euclid(*w) == 0 && day + w <= b)
+            .unwrap_or(1);
+        match runs.last_mut() {
+            Some(run) if run.width == width && run.to == day => run.to += width,
+            _ => runs.push(SpanRun {
+                width,
+                from: day,
+                to: day + width,
+            }),
+        }
+        day += width;
+    }
+    runs
+}
+
+fn origin() -> DateTime<Utc> {
+    DateTime::from_timestamp(946_857_600, 0).unwrap_or_default()
+}
+
+/// The customer spans covering the whole days `days`, with the deltas not folded into them yet.
+fn push_customer_spans(qb: &mut QueryBuilder<Postgres>, org: OrganizationId, days: Span) {
+    let index = |t: DateTime<Utc>| (t - origin()).num_days();
+    let day = |i: i64| origin() + Duration::days(i);
+    qb.push(
+        "SELECT customer_id, n, scored, score_sum, negative FROM customer_spans WHERE organization_id = ",
+    )
+    .push_bind(org.as_uuid())
+    .push(" AND (");
+    for (i, run) in span_cover(index(days.0), index(days.1)).iter().enumerate() {
+        if i > 0 {
+            qb.push(" OR ");
+        }
+        qb.push("width = ")
+            .push_bind(run.width as i16)
+            .push(" AND start >= ")
+            .push_bind(day(run.from))
+            .push(" AND start < ")
+            .push_bind(day(run.to));
+    }
+    qb.push(")");
 }
 
 /// How many interactions match `filter` in `range` (unbounded ends allowed), from the rollups: exact,
@@ -504,7 +578,13 @@ pub async fn fold(pool: &PgPool, batch: i64) -> Result<Option<u64>, Error> {
     if !shrunk.is_empty() {
         // Only deletions make counts fall (a score or an enrichment changes no bucket's count): the
         // organizations that had some lose the buckets that fell to zero.
-        for table in ["interaction_hourly", "interaction_daily", "customer_daily"] {
+        // customer_spans last: deleting from customer_daily writes to it.
+        for table in [
+            "interaction_hourly",
+            "interaction_daily",
+            "customer_daily",
+            "customer_spans",
+        ] {
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DELETE FROM {table} WHERE organization_id = ANY($1) AND n = 0"
             )))
@@ -636,6 +716,43 @@ mod tests {
                 prop_assert!(*b - *a < hour || plan.rolled.is_none());
             }
         }
+    }
+
+    proptest! {
+        #[test]
+        fn a_span_cover_covers_its_days_exactly_once_with_few_aligned_runs(a in -5_000i64..20_000, len in 0i64..6_000) {
+            let runs = span_cover(a, a + len);
+            let mut cursor = a;
+            for run in &runs {
+                prop_assert_eq!(run.from, cursor);
+                prop_assert!(run.from < run.to);
+                prop_assert!(SPAN_WIDTHS.contains(&run.width));
+                prop_assert_eq!(run.from.rem_euclid(run.width), 0);
+                prop_assert_eq!((run.to - run.from) % run.width, 0);
+                // Narrower widths: at most three spans at either end (six where the ends meet).
+                prop_assert!(run.width == 1024 || (run.to - run.from) / run.width <= 6);
+                cursor = run.to;
+            }
+            prop_assert_eq!(cursor, a + len);
+            prop_assert!(runs.len() <= 11, "{} runs", runs.len());
+        }
+    }
+
+    #[test]
+    fn the_span_origin_is_the_rollups_origin() {
+        assert_eq!(origin().to_rfc3339(), "2000-01-03T00:00:00+00:00");
+        // Thirty days: three single days, a span of 4, one of 16, one of 4, three single days.
+        let run = |width, from, to| SpanRun { width, from, to };
+        assert_eq!(
+            span_cover(9497, 9527),
+            vec![
+                run(1, 9497, 9500),
+                run(4, 9500, 9504),
+                run(16, 9504, 9520),
+                run(4, 9520, 9524),
+                run(1, 9524, 9527)
+            ]
+        );
     }
 
     #[test]

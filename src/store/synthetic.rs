@@ -99,7 +99,7 @@ pub async fn generate(pool: &PgPool, org: OrganizationId, s: &Synthetic) -> Resu
     // walk millions of dead index entries until autovacuum comes by.
     sqlx::query(
         "VACUUM (ANALYZE) customer_interactions, customers, interaction_deltas, interaction_hourly, \
-         interaction_daily, customer_daily",
+         interaction_daily, customer_daily, customer_spans",
     )
     .execute(pool)
     .await?;

@@ -171,6 +171,11 @@ async fn compare(pool: &PgPool, org: OrganizationId, rng: &mut Lcg) -> usize {
             from: base(),
             to: base() + chrono::Duration::days(2),
         },
+        // A month: spans of 1, 4 and 16 days for the customers.
+        Range {
+            from: base() - chrono::Duration::days(10),
+            to: base() + chrono::Duration::days(20),
+        },
         Range {
             from: base() + hour * 5,
             to: base() + hour * 29,
@@ -270,6 +275,25 @@ async fn assert_folded_equal(pool: &PgPool, org: OrganizationId) {
     .await
     .unwrap();
     assert_eq!(differing, 0, "customer_daily differs from the rows");
+    let differing: i64 = sqlx::query_scalar(
+        "WITH r AS (SELECT width, start, customer_id, n, scored, round(score_sum::numeric, 6), negative
+                    FROM customer_spans WHERE organization_id = $1),
+              raw AS (SELECT w.width, date_bin(make_interval(days => w.width), occurred_at,
+                        TIMESTAMPTZ '2000-01-03 00:00:00+00'),
+                    customer_id, count(*), count(sentiment_score),
+                    round(coalesce(sum(sentiment_score::float8), 0)::numeric, 6),
+                    count(*) FILTER (WHERE sentiment_label = 'negative')
+                    FROM customer_interactions
+                    CROSS JOIN unnest('{1, 4, 16, 64, 256, 1024}'::int2[]) AS w (width)
+                    WHERE organization_id = $1 GROUP BY 1, 2, 3)
+         SELECT (SELECT count(*) FROM (SELECT * FROM r EXCEPT SELECT * FROM raw) x)
+              + (SELECT count(*) FROM (SELECT * FROM raw EXCEPT SELECT * FROM r) y)",
+    )
+    .bind(org.as_uuid())
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(differing, 0, "customer_spans differ from the rows");
 }
 
 #[tokio::test]
