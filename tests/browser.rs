@@ -40,6 +40,9 @@ async fn the_dashboard_renders_follows_live_events_and_survives_a_restart() {
         c.model_dir = root.join("models");
         // Small, so the page shows a bounded total ("2+") for the customer's four interactions.
         c.query.count_bound = 2;
+        // A whitelist of another origin, as production sets one: the page served by the node itself
+        // must still load (its own origin is always allowed, R9.8).
+        c.cors_origins = vec!["https://dashboard.example.com".to_owned()];
     })
     .await;
     let org = app.create_org().await;

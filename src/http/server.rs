@@ -228,6 +228,7 @@ where
         peer.ip(),
         req.headers(),
     );
+    drop_same_origin(&mut req);
     req.extensions_mut().insert(PeerAddr(peer));
     req.extensions_mut().insert(limits::ClientIp(client));
     let mut admission = REQUEST_ID
@@ -283,6 +284,30 @@ where
         tracing::info!(%request_id, %method, path, status = status.as_u16(), latency_ms, "request");
     }
     response
+}
+
+/// Removes the `Origin` of a request from this node's own origin: browsers send one with module scripts,
+/// form posts and `fetch` calls of our own dashboard, and a same-origin request needs no CORS answer, so
+/// the whitelist of `INSIGHTS_CORS_ORIGINS` (other origins) must not refuse it (R9.8). A page elsewhere
+/// cannot fake this: its browser names the page's origin in `Origin` and ours in `Host`.
+fn drop_same_origin<B>(req: &mut Request<B>) {
+    let authority = req.uri().authority().map(|a| a.as_str().to_owned()).or_else(|| {
+        req.headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned)
+    });
+    let same = match (req.headers().get(header::ORIGIN), authority) {
+        (Some(origin), Some(authority)) => origin
+            .to_str()
+            .ok()
+            .and_then(|o| o.strip_prefix("https://"))
+            .is_some_and(|host| host.eq_ignore_ascii_case(&authority)),
+        _ => false,
+    };
+    if same {
+        req.headers_mut().remove(header::ORIGIN);
+    }
 }
 
 /// Collapses ids in a path so the metrics have one series per route, not one per resource.

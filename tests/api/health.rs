@@ -143,6 +143,34 @@ async fn cors_allows_only_the_configured_origins() {
     let body: serde_json::Value = denied.json().await.unwrap();
     assert_eq!(body["error"]["code"], "cors_forbidden");
 
+    // The node's own origin is always allowed (its dashboard's module scripts and fetches send it), and
+    // gets no CORS headers: it needs none.
+    let host = app.base.strip_prefix("https://").unwrap().to_owned();
+    for origin in [app.base.clone(), format!("https://{}", host.to_uppercase())] {
+        let own = app
+            .client
+            .get(format!("{}/healthz", app.base))
+            .header("origin", &origin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(own.status(), 200, "{origin}");
+        assert!(!own.headers().contains_key("access-control-allow-origin"));
+    }
+    // Another port or scheme of the same host is another origin.
+    let (name, port) = host.rsplit_once(':').unwrap();
+    let other_port = port.parse::<u16>().unwrap().wrapping_add(1);
+    for origin in [format!("https://{name}:{other_port}"), format!("http://{host}")] {
+        let r = app
+            .client
+            .get(format!("{}/healthz", app.base))
+            .header("origin", &origin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{origin}");
+    }
+
     // Without configured origins no cross-origin access is granted.
     let plain = spawn_app().await;
     let r = plain
