@@ -516,23 +516,22 @@ fn origin() -> DateTime<Utc> {
 fn push_customer_spans(qb: &mut QueryBuilder<Postgres>, org: OrganizationId, days: Span) {
     let index = |t: DateTime<Utc>| (t - origin()).num_days();
     let day = |i: i64| origin() + Duration::days(i);
-    qb.push(
-        "SELECT customer_id, n, scored, score_sum, negative FROM customer_spans WHERE organization_id = ",
-    )
-    .push_bind(org.as_uuid())
-    .push(" AND (");
+    // One index-only range scan per run (an OR of the runs would become a bitmap scan of the heap).
     for (i, run) in span_cover(index(days.0), index(days.1)).iter().enumerate() {
         if i > 0 {
-            qb.push(" OR ");
+            qb.push(" UNION ALL ");
         }
-        qb.push("width = ")
-            .push_bind(run.width as i16)
-            .push(" AND start >= ")
-            .push_bind(day(run.from))
-            .push(" AND start < ")
-            .push_bind(day(run.to));
+        qb.push(
+            "SELECT customer_id, n, scored, score_sum, negative FROM customer_spans WHERE organization_id = ",
+        )
+        .push_bind(org.as_uuid())
+        .push(" AND width = ")
+        .push_bind(run.width as i16)
+        .push(" AND start >= ")
+        .push_bind(day(run.from))
+        .push(" AND start < ")
+        .push_bind(day(run.to));
     }
-    qb.push(")");
 }
 
 /// How many interactions match `filter` in `range` (unbounded ends allowed), from the rollups: exact,
