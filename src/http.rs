@@ -20,6 +20,7 @@ pub mod ops;
 pub mod params;
 pub mod server;
 pub mod summaries;
+pub mod tls;
 pub mod users;
 pub mod web;
 pub mod ws;

@@ -141,7 +141,7 @@ impl App {
         // running (or registered) behind.
         let ml = actors::sentiment::Ml::start(&config.ml, &config.model_dir, cache.clone(), metrics.clone())
             .await?;
-        let tls = http::server::load_tls(
+        let (tls, certificates) = http::tls::load(
             config.tls_cert.as_deref(),
             config.tls_key.as_deref(),
             &config.data_dir,
@@ -161,6 +161,7 @@ impl App {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (takeovers, takeovers_rx) = tokio::sync::mpsc::channel(1);
         membership.spawn_watcher(config.cluster.reload_interval, shutdown_rx.clone());
+        certificates.spawn_reload(http::tls::RELOAD_EVERY, shutdown_rx.clone());
         let ownership = cluster::Ownership::start(
             pool.clone(),
             membership.clone(),

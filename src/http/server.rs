@@ -3,7 +3,6 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,8 +10,6 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -36,90 +33,6 @@ const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 const PLAIN_HTTP_REFUSAL: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: 116\r\n\r\n{\"error\":{\"code\":\"https_required\",\"message\":\"this server only speaks HTTPS; use https:// (plain HTTP is refused) \"}}";
 
 /// Installs ring as the process's rustls provider. ractor_cluster brings aws-lc-rs too, and with two
-/// providers rustls cannot pick one by itself. Safe to call more than once.
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-/// Where the generated self-signed certificate is kept.
-pub fn generated_cert_paths(data_dir: &Path) -> (PathBuf, PathBuf) {
-    let dir = data_dir.join("tls");
-    (dir.join("cert.pem"), dir.join("key.pem"))
-}
-
-/// Loads the configured certificate, or generates (once, then reuses) a self-signed one for localhost.
-pub fn load_tls(
-    cert: Option<&Path>,
-    key: Option<&Path>,
-    data_dir: &Path,
-) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-    install_crypto_provider();
-    let (cert_path, key_path) = match (cert, key) {
-        (Some(c), Some(k)) => (c.to_owned(), k.to_owned()),
-        _ => {
-            let (c, k) = generated_cert_paths(data_dir);
-            if !c.exists() || !k.exists() {
-                generate_self_signed(&c, &k)?;
-            }
-            (c, k)
-        }
-    };
-    let cert_pem = std::fs::read(&cert_path)
-        .map_err(|e| anyhow::anyhow!("cannot read TLS certificate {}: {e}", cert_path.display()))?;
-    let key_pem = std::fs::read(&key_path)
-        .map_err(|e| anyhow::anyhow!("cannot read TLS key {}: {e}", key_path.display()))?;
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
-        .collect::<Result<_, _>>()
-        .map_err(|e| anyhow::anyhow!("TLS certificate {} is not valid PEM: {e}", cert_path.display()))?;
-    if chain.is_empty() {
-        anyhow::bail!("TLS certificate {} holds no certificate", cert_path.display());
-    }
-    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
-        anyhow::anyhow!(
-            "TLS key {} is not a valid PEM private key: {e}",
-            key_path.display()
-        )
-    })?;
-    let mut config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
-}
-
-fn generate_self_signed(cert_path: &Path, key_path: &Path) -> anyhow::Result<()> {
-    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
-    let generated = rcgen::generate_simple_self_signed(names)?;
-    if let Some(dir) = cert_path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(cert_path, generated.cert.pem())?;
-    write_private(key_path, generated.signing_key.serialize_pem().as_bytes())?;
-    tracing::warn!(
-        cert = %cert_path.display(),
-        "no TLS certificate configured; generated a self-signed one for localhost (set INSIGHTS_TLS_CERT and INSIGHTS_TLS_KEY in production)"
-    );
-    Ok(())
-}
-
-#[cfg(unix)]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(bytes)
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    std::fs::write(path, bytes)
-}
-
 /// Serves `routes` over TLS on `listener` until `shutdown` turns true, then lets open connections finish
 /// for up to `grace`.
 pub async fn serve(
