@@ -167,10 +167,11 @@ impl Auth {
         pool: PgPool,
         cache: Cache,
         jwt_secret: &[u8],
+        previous_secret: Option<&[u8]>,
         config: AuthConfig,
         metrics: Metrics,
     ) -> anyhow::Result<Self> {
-        let keys = TokenKeys::new(jwt_secret)?;
+        let keys = TokenKeys::new(jwt_secret, previous_secret)?;
         let throttle = LoginThrottle::new(
             cache.clone(),
             config.login_max_failures,
@@ -266,8 +267,8 @@ impl Auth {
         };
         self.throttle.succeeded(attempt).await;
 
-        let refresh = random_token();
-        let expires_at = Utc::now() + self.config.refresh_ttl;
+        let now = Utc::now();
+        let expires_at = now + self.config.refresh_ttl;
         let mut tx = self.pool.begin().await?;
         let session = sessions::open(
             &mut tx,
@@ -275,6 +276,15 @@ impl Auth {
             credentials.id,
             client.ip,
             client.user_agent.as_deref(),
+            expires_at,
+        )
+        .await?;
+        let (refresh, jti) = self.refresh_token(credentials.id, credentials.organization_id, session, now)?;
+        sessions::insert_refresh(
+            &mut tx,
+            credentials.organization_id,
+            session,
+            jti,
             &digest(&refresh),
             expires_at,
         )
@@ -295,6 +305,22 @@ impl Auth {
             email: email.as_str().to_owned(),
         };
         self.issue(owner, refresh)
+    }
+
+    /// Signs a new refresh token of `session`; returns it and its id (`jti`, its stored row's id).
+    fn refresh_token(
+        &self,
+        user: UserId,
+        org: OrganizationId,
+        session: SessionId,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<(String, uuid::Uuid), Error> {
+        let jti = uuid::Uuid::new_v4();
+        let (token, _) = self
+            .keys
+            .issue_refresh(user, org, session, jti, self.config.refresh_ttl, now)
+            .map_err(|e| Error::Internal(e.into()))?;
+        Ok((token, jti))
     }
 
     fn issue(&self, owner: SessionOwner, refresh_token: String) -> Result<IssuedTokens, Error> {
@@ -320,9 +346,35 @@ impl Auth {
     /// Exchanges a refresh token for a new pair; the presented token stops working (rotation). A token
     /// presented twice revokes its whole session.
     pub async fn refresh(&self, refresh_token: &str, client: &ClientInfo) -> Result<IssuedTokens, Error> {
-        let next = random_token();
-        let expires_at = Utc::now() + self.config.refresh_ttl;
-        match sessions::rotate(&self.pool, &digest(refresh_token), &digest(&next), expires_at).await? {
+        // The signature, purpose and expiry first: a forged, expired or access token costs no query.
+        let claims = match self.keys.verify_refresh(refresh_token) {
+            Ok(claims) => claims,
+            Err(reason) => {
+                tracing::warn!(%reason, ip = ?client.ip, "refresh token refused");
+                self.metrics
+                    .auth_failures
+                    .with_label_values(&["refresh_invalid"])
+                    .inc();
+                return Err(Error::Unauthenticated);
+            }
+        };
+        let now = Utc::now();
+        let expires_at = now + self.config.refresh_ttl;
+        let (next, jti) = self.refresh_token(
+            UserId(claims.sub),
+            OrganizationId(claims.org),
+            SessionId(claims.sid),
+            now,
+        )?;
+        let rotation = sessions::rotate(
+            &self.pool,
+            &digest(refresh_token),
+            jti,
+            &digest(&next),
+            expires_at,
+        )
+        .await?;
+        match rotation {
             Rotation::Rotated(owner) => self.issue(owner, next),
             Rotation::Reused {
                 session_id,

@@ -83,6 +83,9 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     /// HS256 signing secret, from the environment only.
     pub jwt_secret: Option<Secret>,
+    /// The secret signing before the current one: its tokens still verify (rotation), from the
+    /// environment only.
+    pub jwt_secret_previous: Option<Secret>,
     /// AES-256 key for sensitive fields, from the environment only.
     pub data_key: Option<[u8; 32]>,
     /// The secret nodes of a cluster share to authenticate each other, from the environment only.
@@ -360,6 +363,7 @@ impl Default for Config {
             web_dir: PathBuf::from("web"),
             cors_origins: Vec::new(),
             jwt_secret: None,
+            jwt_secret_previous: None,
             data_key: None,
             cluster_cookie: None,
             migrate_on_start: true,
@@ -567,6 +571,7 @@ struct FileConfig {
     cluster_rebalance_ms: Option<u64>,
     // Named only so that their presence can be refused with a clear message.
     jwt_secret: Option<toml::Value>,
+    jwt_secret_previous: Option<toml::Value>,
     data_key: Option<toml::Value>,
     cluster_cookie: Option<toml::Value>,
 }
@@ -624,6 +629,12 @@ impl Config {
         if f.jwt_secret.is_some() {
             return Err(ConfigError::SecretInFile {
                 key: "jwt_secret",
+                path: path.to_owned(),
+            });
+        }
+        if f.jwt_secret_previous.is_some() {
+            return Err(ConfigError::SecretInFile {
+                key: "jwt_secret_previous",
                 path: path.to_owned(),
             });
         }
@@ -1187,6 +1198,9 @@ impl Config {
         if let Some(secret) = env.var("INSIGHTS_JWT_SECRET") {
             self.jwt_secret = Some(Secret::new(secret));
         }
+        if let Some(secret) = env.var("INSIGHTS_JWT_SECRET_PREVIOUS").filter(|s| !s.is_empty()) {
+            self.jwt_secret_previous = Some(Secret::new(secret));
+        }
         if let Some(key) = env.var("INSIGHTS_DATA_KEY") {
             self.data_key = Some(parse_data_key(&key)?);
         }
@@ -1360,6 +1374,15 @@ impl Config {
         let len = secret.expose().len();
         if len < MIN_JWT_SECRET_BYTES {
             return Err(ConfigError::ShortJwtSecret(len));
+        }
+        if let Some(previous) = &self.jwt_secret_previous {
+            let len = previous.expose().len();
+            if len < MIN_JWT_SECRET_BYTES {
+                return Err(ConfigError::Invalid {
+                    key: "INSIGHTS_JWT_SECRET_PREVIOUS",
+                    message: format!("must be at least {MIN_JWT_SECRET_BYTES} bytes (got {len})"),
+                });
+            }
         }
         Ok(secret)
     }

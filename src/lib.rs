@@ -80,6 +80,10 @@ impl App {
     /// the actor tree, loads or generates the TLS certificate and binds the listener.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let secret = config.require_jwt_secret()?.expose().as_bytes().to_vec();
+        let previous_secret = config
+            .jwt_secret_previous
+            .as_ref()
+            .map(|s| s.expose().as_bytes().to_vec());
         let metrics = metrics::Metrics::new()?;
         let membership = cluster::watch::Membership::load(
             &config.cluster,
@@ -133,6 +137,7 @@ impl App {
             pool.clone(),
             cache.clone(),
             &secret,
+            previous_secret.as_deref(),
             config.auth.clone(),
             metrics.clone(),
         )

@@ -1,10 +1,16 @@
-//! Access tokens: HS256 JWTs carrying who, where, which role, which session, and when (R1.1, R9.3).
+//! Tokens: HS256 JWTs (R1.1, R1.2, R9.3). An access token carries who, where, which role, which session
+//! and when; a refresh token carries who, which session and its own stored id (`jti`), and lives seven
+//! days. Each names its purpose (`typ`), so neither is accepted where the other is expected, and the key
+//! that signed it (`kid`), so the secret can be rotated: tokens of `INSIGHTS_JWT_SECRET_PREVIOUS` still
+//! verify until they expire, and only the current secret signs.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
 
 use crate::domain::{OrganizationId, Role, SessionId, UserId};
@@ -45,6 +51,20 @@ impl Claims {
     }
 }
 
+/// The claims of a refresh token. It is also stored (as a digest, under `jti`), so it can be used once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshClaims {
+    pub sub: Uuid,
+    pub org: Uuid,
+    pub sid: Uuid,
+    /// The id of its row in `refresh_tokens`.
+    pub jti: Uuid,
+    pub iat: i64,
+    pub exp: i64,
+    /// Always `refresh`.
+    pub typ: String,
+}
+
 /// Why a token was refused (all become 401; the reason is logged and counted only).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TokenError {
@@ -54,28 +74,62 @@ pub enum TokenError {
     Invalid(String),
 }
 
-/// The signing and verification keys.
+/// One signing secret and the id tokens name it by.
 #[derive(Clone)]
-pub struct TokenKeys {
+struct Key {
+    kid: String,
     encoding: EncodingKey,
     decoding: DecodingKey,
+}
+
+impl Key {
+    fn new(secret: &[u8]) -> Result<Self, jsonwebtoken::errors::Error> {
+        Ok(Self {
+            kid: key_id(secret),
+            encoding: EncodingKey::from_secret(secret)?,
+            decoding: DecodingKey::from_secret(secret)?,
+        })
+    }
+}
+
+/// The id of a secret: 16 hex digits of a domain-separated SHA-256 of it. It tells the secrets apart and
+/// says nothing about them.
+pub fn key_id(secret: &[u8]) -> String {
+    let mut hash = Sha256::new();
+    hash.update(b"insights jwt key id\0");
+    hash.update(secret);
+    hex::encode(&hash.finalize()[..8])
+}
+
+/// The signing key and the keys tokens are verified with.
+#[derive(Clone)]
+pub struct TokenKeys {
+    current: Key,
+    previous: Option<Key>,
     validation: Validation,
 }
 
 const ACCESS: &str = "access";
+const REFRESH: &str = "refresh";
 
 impl TokenKeys {
-    /// Builds keys from the shared secret.
-    pub fn new(secret: &[u8]) -> Result<Self, jsonwebtoken::errors::Error> {
+    /// Keys that sign with `secret` and also verify tokens signed with `previous`.
+    pub fn new(secret: &[u8], previous: Option<&[u8]>) -> Result<Self, jsonwebtoken::errors::Error> {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 5;
         validation.validate_exp = true;
-        validation.set_required_spec_claims(&["exp", "iat", "sub"]);
+        validation.set_required_spec_claims(&["exp", "iat", "sub", "jti"]);
         Ok(Self {
-            encoding: EncodingKey::from_secret(secret)?,
-            decoding: DecodingKey::from_secret(secret)?,
+            current: Key::new(secret)?,
+            previous: previous.map(Key::new).transpose()?,
             validation,
         })
+    }
+
+    fn sign<T: Serialize>(&self, claims: &T) -> Result<String, jsonwebtoken::errors::Error> {
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(self.current.kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.current.encoding)
     }
 
     /// Signs an access token valid for `ttl` from `now`.
@@ -99,21 +153,66 @@ impl TokenKeys {
             exp: iat + ttl.as_secs() as i64,
             typ: ACCESS.to_owned(),
         };
-        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?;
-        Ok((token, claims))
+        Ok((self.sign(&claims)?, claims))
     }
 
-    /// Checks signature, algorithm and expiry, and returns the claims.
+    /// Signs a refresh token of `session` whose stored id is `jti`, valid for `ttl` from `now`.
+    pub fn issue_refresh(
+        &self,
+        user: UserId,
+        org: OrganizationId,
+        session: SessionId,
+        jti: Uuid,
+        ttl: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<(String, RefreshClaims), jsonwebtoken::errors::Error> {
+        let iat = now.timestamp();
+        let claims = RefreshClaims {
+            sub: user.as_uuid(),
+            org: org.as_uuid(),
+            sid: session.as_uuid(),
+            jti,
+            iat,
+            exp: iat + ttl.as_secs() as i64,
+            typ: REFRESH.to_owned(),
+        };
+        Ok((self.sign(&claims)?, claims))
+    }
+
+    /// Checks an access token's key, signature, algorithm, expiry and purpose, and returns its claims.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
-            match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
-                other => TokenError::Invalid(format!("{other:?}")),
-            }
-        })?;
-        if data.claims.typ != ACCESS {
+        let claims: Claims = self.decode(token)?;
+        if claims.typ != ACCESS {
             return Err(TokenError::Invalid("not an access token".to_owned()));
         }
+        Ok(claims)
+    }
+
+    /// The same for a refresh token.
+    pub fn verify_refresh(&self, token: &str) -> Result<RefreshClaims, TokenError> {
+        let claims: RefreshClaims = self.decode(token)?;
+        if claims.typ != REFRESH {
+            return Err(TokenError::Invalid("not a refresh token".to_owned()));
+        }
+        Ok(claims)
+    }
+
+    fn decode<T: DeserializeOwned>(&self, token: &str) -> Result<T, TokenError> {
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| TokenError::Invalid(format!("{:?}", e.kind())))?;
+        let kid = header
+            .kid
+            .ok_or_else(|| TokenError::Invalid("no key id".to_owned()))?;
+        let key = std::iter::once(&self.current)
+            .chain(&self.previous)
+            .find(|k| k.kid == kid)
+            .ok_or_else(|| TokenError::Invalid("unknown key id".to_owned()))?;
+        let data = jsonwebtoken::decode::<T>(token, &key.decoding, &self.validation).map_err(|e| match e
+            .kind()
+        {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
+            other => TokenError::Invalid(format!("{other:?}")),
+        })?;
         Ok(data.claims)
     }
 }
@@ -123,8 +222,10 @@ mod tests {
     use super::*;
     use base64::Engine as _;
 
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
     fn keys() -> TokenKeys {
-        TokenKeys::new(b"0123456789abcdef0123456789abcdef").unwrap()
+        TokenKeys::new(SECRET, None).unwrap()
     }
 
     fn issue(keys: &TokenKeys, ttl: Duration, now: DateTime<Utc>) -> (String, Claims) {
@@ -166,7 +267,7 @@ mod tests {
     #[test]
     fn tokens_signed_with_another_secret_or_tampered_are_refused() {
         let (token, _) = issue(&keys(), Duration::from_secs(60), Utc::now());
-        let other = TokenKeys::new(b"another-secret-another-secret-xx").unwrap();
+        let other = TokenKeys::new(b"another-secret-another-secret-xx", None).unwrap();
         assert!(matches!(other.verify(&token), Err(TokenError::Invalid(_))));
 
         // Swap the payload for one claiming another role: the signature no longer matches.
@@ -187,13 +288,138 @@ mod tests {
         assert!(keys().verify(&none).is_err());
 
         let claims: Claims = serde_json::from_slice(&b64.decode(payload).unwrap()).unwrap();
-        let hs512 = jsonwebtoken::encode(
-            &Header::new(Algorithm::HS512),
-            &claims,
-            &EncodingKey::from_secret(b"0123456789abcdef0123456789abcdef").unwrap(),
-        )
-        .unwrap();
+        let mut header = Header::new(Algorithm::HS512);
+        header.kid = Some(key_id(SECRET));
+        let hs512 =
+            jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(SECRET).unwrap()).unwrap();
         assert!(keys().verify(&hs512).is_err(), "only HS256 is accepted");
         assert!(keys().verify("garbage").is_err());
+
+        // `alg: none` naming the right key.
+        let none = format!(
+            "{}.{payload}.",
+            b64.encode(format!(
+                r#"{{"alg":"none","typ":"JWT","kid":"{}"}}"#,
+                key_id(SECRET)
+            ))
+        );
+        assert!(keys().verify(&none).is_err());
+
+        // RS/HS confusion: RS256 in the header, signed by HMAC with the shared secret (what a verifier
+        // that takes the algorithm from the header would accept with the secret as "public key").
+        let head = b64.encode(format!(
+            r#"{{"alg":"RS256","typ":"JWT","kid":"{}"}}"#,
+            key_id(SECRET)
+        ));
+        let message = format!("{head}.{payload}");
+        let signature = jsonwebtoken::crypto::sign(
+            message.as_bytes(),
+            &EncodingKey::from_secret(SECRET).unwrap(),
+            Algorithm::HS256,
+        )
+        .unwrap();
+        assert!(keys().verify(&format!("{message}.{signature}")).is_err());
+        // The same bytes with HS256 in the header do verify: the refusal above is the algorithm's.
+        let head = b64.encode(format!(
+            r#"{{"alg":"HS256","typ":"JWT","kid":"{}"}}"#,
+            key_id(SECRET)
+        ));
+        let message = format!("{head}.{payload}");
+        let signature = jsonwebtoken::crypto::sign(
+            message.as_bytes(),
+            &EncodingKey::from_secret(SECRET).unwrap(),
+            Algorithm::HS256,
+        )
+        .unwrap();
+        assert!(keys().verify(&format!("{message}.{signature}")).is_ok());
+    }
+
+    #[test]
+    fn a_token_without_or_with_a_wrong_key_id_is_refused() {
+        let (token, claims) = issue(&keys(), Duration::from_secs(60), Utc::now());
+        let header = jsonwebtoken::decode_header(&token).unwrap();
+        assert_eq!(header.kid.as_deref(), Some(key_id(SECRET).as_str()));
+        // Signed with the right secret, but naming no key or another one.
+        let key = EncodingKey::from_secret(SECRET).unwrap();
+        let bare = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap();
+        assert_eq!(
+            keys().verify(&bare),
+            Err(TokenError::Invalid("no key id".to_owned()))
+        );
+        let mut other = Header::new(Algorithm::HS256);
+        other.kid = Some("0011223344556677".to_owned());
+        let wrong = jsonwebtoken::encode(&other, &claims, &key).unwrap();
+        assert_eq!(
+            keys().verify(&wrong),
+            Err(TokenError::Invalid("unknown key id".to_owned()))
+        );
+        // Naming our key, signed with another secret.
+        let mut ours = Header::new(Algorithm::HS256);
+        ours.kid = Some(key_id(SECRET));
+        let forged = jsonwebtoken::encode(
+            &ours,
+            &claims,
+            &EncodingKey::from_secret(b"another-secret-another-secret-xx").unwrap(),
+        )
+        .unwrap();
+        assert!(matches!(keys().verify(&forged), Err(TokenError::Invalid(_))));
+        assert_ne!(key_id(SECRET), key_id(b"another-secret-another-secret-xx"));
+    }
+
+    #[test]
+    fn tokens_of_the_previous_secret_verify_until_it_is_dropped() {
+        let old = keys();
+        let (token, claims) = issue(&old, Duration::from_secs(60), Utc::now());
+        let next_secret = b"the-next-secret-the-next-secret!";
+        let rotated = TokenKeys::new(next_secret, Some(SECRET)).unwrap();
+        assert_eq!(rotated.verify(&token), Ok(claims));
+        // The previous secret verifies only: new tokens are signed with the current one.
+        let (fresh, _) = issue(&rotated, Duration::from_secs(60), Utc::now());
+        let header = jsonwebtoken::decode_header(&fresh).unwrap();
+        assert_eq!(header.kid, Some(key_id(next_secret)));
+        assert!(old.verify(&fresh).is_err());
+        let dropped = TokenKeys::new(next_secret, None).unwrap();
+        assert!(dropped.verify(&token).is_err());
+        assert!(dropped.verify(&fresh).is_ok());
+    }
+
+    #[test]
+    fn access_and_refresh_tokens_are_not_interchangeable() {
+        let keys = keys();
+        let now = Utc::now();
+        let (access, _) = issue(&keys, Duration::from_secs(60), now);
+        let jti = Uuid::new_v4();
+        let (refresh, claims) = keys
+            .issue_refresh(
+                UserId(Uuid::new_v4()),
+                OrganizationId(Uuid::new_v4()),
+                SessionId(Uuid::new_v4()),
+                jti,
+                Duration::from_secs(7 * 86_400),
+                now,
+            )
+            .unwrap();
+        assert_eq!(keys.verify_refresh(&refresh), Ok(claims.clone()));
+        assert_eq!(claims.jti, jti);
+        assert_eq!(claims.exp - claims.iat, 7 * 86_400);
+        assert!(
+            keys.verify(&refresh).is_err(),
+            "a refresh token is no access token"
+        );
+        assert!(
+            keys.verify_refresh(&access).is_err(),
+            "an access token is no refresh token"
+        );
+        let (expired, _) = keys
+            .issue_refresh(
+                UserId(Uuid::new_v4()),
+                OrganizationId(Uuid::new_v4()),
+                SessionId(Uuid::new_v4()),
+                jti,
+                Duration::from_secs(60),
+                now - chrono::Duration::seconds(120),
+            )
+            .unwrap();
+        assert_eq!(keys.verify_refresh(&expired), Err(TokenError::Expired));
     }
 }

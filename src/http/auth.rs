@@ -38,7 +38,9 @@ pub struct TokenUser {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LoginResponse {
+    /// HS256 JWT (`typ` access), valid `expiresIn` seconds.
     pub access_token: String,
+    /// HS256 JWT (`typ` refresh, 7 days), usable once at `/api/v1/auth/refresh`.
     pub refresh_token: String,
     /// Always `Bearer`.
     pub token_type: &'static str,
@@ -192,7 +194,7 @@ fn login_response(tokens: IssuedTokens, user: &User) -> LoginResponse {
     responses(
         (status = 200, body = RefreshResponse),
         (status = 400, body = super::errors::ErrorBody),
-        (status = 401, description = "unknown, expired, revoked or already used token", body = super::errors::ErrorBody),
+        (status = 401, description = "not a refresh token of this service (an access token, another key, a forgery), expired, revoked or already used", body = super::errors::ErrorBody),
     ))]
 pub async fn refresh(
     s: &Shared,

@@ -33,14 +33,13 @@ pub enum Rotation {
     Invalid,
 }
 
-/// Opens a session and stores its first refresh token.
+/// Opens a session; its first refresh token follows with [`insert_refresh`] in the same transaction.
 pub async fn open(
     conn: &mut sqlx::PgConnection,
     org: OrganizationId,
     user: UserId,
     ip: Option<IpAddr>,
     user_agent: Option<&str>,
-    refresh_hash: &[u8],
     expires_at: DateTime<Utc>,
 ) -> Result<SessionId, Error> {
     let session = sqlx::query_scalar!(
@@ -54,19 +53,21 @@ pub async fn open(
     )
     .fetch_one(&mut *conn)
     .await?;
-    insert_refresh(conn, org, session, refresh_hash, expires_at).await?;
     Ok(session)
 }
 
-async fn insert_refresh(
+/// Stores a refresh token of `session` under its id (the token's `jti`), as the digest of the token.
+pub async fn insert_refresh(
     conn: &mut sqlx::PgConnection,
     org: OrganizationId,
     session: SessionId,
+    id: uuid::Uuid,
     hash: &[u8],
     expires_at: DateTime<Utc>,
 ) -> Result<(), Error> {
     sqlx::query!(
-        "INSERT INTO refresh_tokens (organization_id, session_id, token_hash, expires_at) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO refresh_tokens (id, organization_id, session_id, token_hash, expires_at) VALUES ($1, $2, $3, $4, $5)",
+        id,
         org.as_uuid(),
         session.as_uuid(),
         hash,
@@ -77,10 +78,11 @@ async fn insert_refresh(
     Ok(())
 }
 
-/// Uses a refresh token once: marks it used and stores `new_hash` as its successor, atomically.
+/// Uses a refresh token once: marks it used and stores its successor (`new_id`, `new_hash`), atomically.
 pub async fn rotate(
     pool: &PgPool,
     old_hash: &[u8],
+    new_id: uuid::Uuid,
     new_hash: &[u8],
     expires_at: DateTime<Utc>,
 ) -> Result<Rotation, Error> {
@@ -104,6 +106,7 @@ pub async fn rotate(
             &mut tx,
             owner.organization_id,
             owner.session_id,
+            new_id,
             new_hash,
             expires_at,
         )

@@ -433,7 +433,7 @@ async fn password_change_revokes_every_token_of_the_user() {
             json!({"currentPassword": org.admin_password, "newPassword": "a-new-password"}),
         )
         .await;
-    assert_eq!(r.status, 204, "{:?}", r.body);
+    assert_eq!(r.status.as_u16(), 204, "{:?}", r.body);
     for token in [&a.access, &b.access] {
         app.get("/api/v1/me", Some(token))
             .await
@@ -455,7 +455,7 @@ async fn password_change_revokes_every_token_of_the_user() {
 }
 
 #[tokio::test]
-async fn a_deleted_users_token_stops_working() {
+async fn a_deleted_users_tokens_stop_working() {
     let app = spawn_app().await;
     let org = app.create_org().await;
     let admin = app.admin(&org).await;
@@ -472,6 +472,164 @@ async fn a_deleted_users_token_stops_working() {
         .await;
     assert_eq!(r.status, 204);
     app.get("/api/v1/me", Some(&s.access))
+        .await
+        .expect_error(401, "unauthenticated");
+    app.post("/api/v1/auth/refresh", None, json!({"refreshToken": s.refresh}))
+        .await
+        .expect_error(401, "unauthenticated");
+}
+
+#[tokio::test]
+async fn the_refresh_token_is_a_jwt_and_neither_kind_is_accepted_for_the_other() {
+    let app = spawn_app().await;
+    let org = app.create_org().await;
+    let s = app.admin(&org).await;
+    let secret = app
+        .config
+        .jwt_secret
+        .as_ref()
+        .unwrap()
+        .expose()
+        .as_bytes()
+        .to_vec();
+    let header = jsonwebtoken::decode_header(&s.refresh).unwrap();
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::HS256);
+    assert_eq!(header.kid, Some(insights::auth::token::key_id(&secret)));
+    let keys = app.token_keys();
+    let claims = keys.verify_refresh(&s.refresh).unwrap();
+    let access = keys.verify(&s.access).unwrap();
+    assert_eq!(claims.typ, "refresh");
+    assert_eq!(
+        claims.exp - claims.iat,
+        7 * 86_400,
+        "refresh tokens live seven days (R1.2)"
+    );
+    assert_eq!(
+        (claims.sub, claims.org, claims.sid),
+        (access.sub, access.org, access.sid)
+    );
+    // Its jti is the id of its stored row.
+    let stored = |token: String| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, uuid::Uuid>("SELECT id FROM refresh_tokens WHERE token_hash = $1")
+                .bind(insights::auth::digest(&token))
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(stored(s.refresh.clone()).await, claims.jti);
+
+    // Each kind is refused where the other is expected, and the refusals spend nothing.
+    app.get("/api/v1/me", Some(&s.refresh))
+        .await
+        .expect_error(401, "unauthenticated");
+    app.post("/api/v1/auth/refresh", None, json!({"refreshToken": s.access}))
+        .await
+        .expect_error(401, "unauthenticated");
+    app.get("/api/v1/me", Some(&s.access)).await.expect(200);
+    let r = app
+        .post("/api/v1/auth/refresh", None, json!({"refreshToken": s.refresh}))
+        .await;
+    let next = r.expect(200)["refreshToken"].as_str().unwrap().to_owned();
+    let next_claims = keys.verify_refresh(&next).unwrap();
+    assert_ne!(next_claims.jti, claims.jti);
+    assert_eq!(next_claims.sid, claims.sid, "the same session");
+    assert_eq!(stored(next).await, next_claims.jti);
+
+    // Expired, or signed with another secret: refused before any lookup.
+    let other = insights::auth::token::TokenKeys::new(b"another-secret-another-secret-xx", None).unwrap();
+    let ttl = Duration::from_secs(7 * 86_400);
+    let (forged, _) = other
+        .issue_refresh(
+            insights::domain::UserId(claims.sub),
+            insights::domain::OrganizationId(claims.org),
+            insights::domain::SessionId(claims.sid),
+            next_claims.jti,
+            ttl,
+            chrono::Utc::now(),
+        )
+        .unwrap();
+    let (expired, _) = keys
+        .issue_refresh(
+            insights::domain::UserId(claims.sub),
+            insights::domain::OrganizationId(claims.org),
+            insights::domain::SessionId(claims.sid),
+            next_claims.jti,
+            Duration::from_secs(60),
+            chrono::Utc::now() - chrono::Duration::seconds(600),
+        )
+        .unwrap();
+    for token in [forged, expired] {
+        app.post("/api/v1/auth/refresh", None, json!({"refreshToken": token}))
+            .await
+            .expect_error(401, "unauthenticated");
+    }
+}
+
+#[tokio::test]
+async fn the_jwt_secret_rotates_without_signing_anyone_out() {
+    let app = spawn_app().await;
+    let org = app.create_org().await;
+    let s = app.admin(&org).await;
+    let old = app.config.jwt_secret.clone().unwrap();
+    let new = insights::config::Secret::new(format!("rotated-{}", uuid::Uuid::new_v4().simple()));
+    // A node signing with the new secret and still verifying the old one.
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let rotated = crate::helpers::start(insights::config::Config {
+        node_name: format!("rotated-{id}"),
+        data_dir: std::env::temp_dir().join(format!("insights-test-{id}")),
+        jwt_secret: Some(new.clone()),
+        jwt_secret_previous: Some(old.clone()),
+        ..app.config.clone()
+    })
+    .await;
+    rotated.get("/api/v1/me", Some(&s.access)).await.expect(200);
+    let r = rotated
+        .post("/api/v1/auth/refresh", None, json!({"refreshToken": s.refresh}))
+        .await;
+    let body = r.expect(200).clone();
+    let (access, refresh) = (
+        body["accessToken"].as_str().unwrap().to_owned(),
+        body["refreshToken"].as_str().unwrap().to_owned(),
+    );
+    let new_kid = insights::auth::token::key_id(new.expose().as_bytes());
+    for token in [&access, &refresh] {
+        assert_eq!(
+            jsonwebtoken::decode_header(token).unwrap().kid,
+            Some(new_kid.clone())
+        );
+    }
+    // The old secret verifies only: a node on it alone refuses the new tokens...
+    app.get("/api/v1/me", Some(&access))
+        .await
+        .expect_error(401, "unauthenticated");
+    // ...and once the previous secret is dropped, tokens signed with it are refused.
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let dropped = crate::helpers::start(insights::config::Config {
+        node_name: format!("dropped-{id}"),
+        data_dir: std::env::temp_dir().join(format!("insights-test-{id}")),
+        jwt_secret: Some(new),
+        jwt_secret_previous: None,
+        ..app.config.clone()
+    })
+    .await;
+    dropped.get("/api/v1/me", Some(&access)).await.expect(200);
+    let (old_token, _) = app
+        .token_keys()
+        .issue(
+            org.admin_id,
+            org.id,
+            Role::Admin,
+            insights::domain::SessionId(app.token_keys().verify(&s.access).unwrap().sid),
+            Duration::from_secs(600),
+            chrono::Utc::now(),
+        )
+        .unwrap();
+    rotated.get("/api/v1/me", Some(&old_token)).await.expect(200);
+    dropped
+        .get("/api/v1/me", Some(&old_token))
         .await
         .expect_error(401, "unauthenticated");
 }

@@ -294,8 +294,11 @@ impl TestApp {
 
     /// The node's token keys, to inspect or forge tokens.
     pub fn token_keys(&self) -> insights::auth::token::TokenKeys {
-        insights::auth::token::TokenKeys::new(self.config.jwt_secret.as_ref().unwrap().expose().as_bytes())
-            .unwrap()
+        insights::auth::token::TokenKeys::new(
+            self.config.jwt_secret.as_ref().unwrap().expose().as_bytes(),
+            None,
+        )
+        .unwrap()
     }
 
     /// Returns the `/metrics` text.
