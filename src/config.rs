@@ -321,6 +321,8 @@ pub struct DbConfig {
     /// PostgreSQL ends a transaction of this node left idle for longer (`idle_in_transaction_session_timeout`),
     /// so a node cut from PostgreSQL mid-write cannot hold an organization's lock past its lease.
     pub idle_in_transaction: Duration,
+    /// Lets `DATABASE_URL` reach another machine without TLS (R9.10; refused by default).
+    pub allow_plaintext: bool,
 }
 
 /// Token lifetimes, hashing cost and login throttling (R1, R9, R14).
@@ -374,6 +376,7 @@ impl Default for Config {
                 acquire_timeout: Duration::from_secs(3),
                 slow_statement: Duration::from_secs(1),
                 idle_in_transaction: Duration::from_secs(5),
+                allow_plaintext: false,
             },
             auth: AuthConfig {
                 access_ttl: Duration::from_secs(3600),
@@ -495,6 +498,7 @@ struct FileConfig {
     db_acquire_timeout_ms: Option<u64>,
     db_slow_statement_ms: Option<u64>,
     db_idle_in_transaction_timeout_ms: Option<u64>,
+    db_allow_plaintext: Option<bool>,
     access_token_ttl_secs: Option<u64>,
     refresh_token_ttl_secs: Option<u64>,
     bcrypt_cost: Option<u32>,
@@ -680,6 +684,7 @@ impl Config {
             &mut self.db.idle_in_transaction,
             f.db_idle_in_transaction_timeout_ms.map(Duration::from_millis),
         );
+        set(&mut self.db.allow_plaintext, f.db_allow_plaintext);
         set(
             &mut self.auth.access_ttl,
             f.access_token_ttl_secs.map(Duration::from_secs),
@@ -929,6 +934,10 @@ impl Config {
         set(
             &mut self.db.idle_in_transaction,
             millis(env, "INSIGHTS_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS")?,
+        );
+        set(
+            &mut self.db.allow_plaintext,
+            parse_env(env, "INSIGHTS_DB_ALLOW_PLAINTEXT")?,
         );
         set(
             &mut self.auth.access_ttl,

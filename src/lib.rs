@@ -79,6 +79,8 @@ impl App {
     /// Builds and starts a node: checks the secret, migrates (unless disabled), connects the cache, starts
     /// the actor tree, loads or generates the TLS certificate and binds the listener.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        // Before the first connection: TLS to PostgreSQL uses the process's rustls provider.
+        http::tls::install_crypto_provider();
         let secret = config.require_jwt_secret()?.expose().as_bytes().to_vec();
         let previous_secret = config
             .jwt_secret_previous
@@ -110,7 +112,7 @@ impl App {
             cluster::node::Peers::default()
         };
         if config.migrate_on_start {
-            store::ensure_database(&config.database_url)
+            store::ensure_database(&config.database_url, &config.db)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot reach or create the database: {e}"))?;
         }

@@ -107,6 +107,8 @@ fn init_logging() {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    // Before any connection: TLS to PostgreSQL (`sslmode`) needs the process's rustls provider too.
+    insights::http::tls::install_crypto_provider();
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -144,7 +146,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             run_demo(config, opts).await
         }
         Command::Migrate => {
-            store::ensure_database(&config.database_url).await?;
+            store::ensure_database(&config.database_url, &config.db).await?;
             let pool = store::connect(&config.database_url, &config.db)?;
             store::migrate(&pool).await?;
             eprintln!("migrations applied");
@@ -219,7 +221,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let default_name = email.as_str().split('@').next().unwrap_or("admin").to_owned();
             let admin_name = PersonName::parse(admin_name.as_deref().unwrap_or(&default_name))
                 .map_err(|e| anyhow::anyhow!("--admin-name {e}"))?;
-            store::ensure_database(&config.database_url).await?;
+            store::ensure_database(&config.database_url, &config.db).await?;
             let pool = store::connect(&config.database_url, &config.db)?;
             store::migrate(&pool).await?;
             let hash =
@@ -253,7 +255,7 @@ async fn run_demo(mut config: Config, opts: insights::demo::DemoOptions) -> anyh
             path.display()
         );
     }
-    store::ensure_database(&config.database_url).await?;
+    store::ensure_database(&config.database_url, &config.db).await?;
     let pool = store::connect(&config.database_url, &config.db)?;
     store::migrate(&pool).await?;
     let (org, logins) = insights::demo::prepare(&pool, &config, &opts).await?;

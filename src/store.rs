@@ -31,8 +31,42 @@ use crate::config::DbConfig;
 /// The migrations in `migrations/`, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// Refuses, unless `allow_plaintext`, a `url` that reaches a PostgreSQL on another machine without TLS
+/// (R9.10): `sslmode` `disable`, `allow` or `prefer` (libpq's and sqlx's default) may send the password and
+/// every row in clear, and `prefer` falls back to it silently. `require` encrypts; `verify-ca` and
+/// `verify-full` (with `sslrootcert`) also check whom they talk to. Loopback addresses and Unix sockets
+/// never leave the machine.
+pub fn check_transport(url: &str, allow_plaintext: bool) -> anyhow::Result<()> {
+    use sqlx::postgres::PgSslMode;
+    let options: PgConnectOptions = url.parse()?;
+    let mode = options.get_ssl_mode();
+    let encrypted = matches!(
+        mode,
+        PgSslMode::Require | PgSslMode::VerifyCa | PgSslMode::VerifyFull
+    );
+    let host = options.get_host();
+    let local = options.get_socket().is_some()
+        || host.starts_with('/')
+        || host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if encrypted || local || allow_plaintext {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "DATABASE_URL reaches {host} with sslmode={}, which may send credentials and data in clear: \
+         use sslmode=verify-full (with sslrootcert=<CA file>), or set INSIGHTS_DB_ALLOW_PLAINTEXT=true \
+         on a network you trust",
+        format!("{mode:?}").to_lowercase()
+    )
+}
+
 /// Creates the database named in `url` when it does not exist yet, so a fresh machine needs no manual step.
-pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
+pub async fn ensure_database(url: &str, cfg: &DbConfig) -> anyhow::Result<()> {
+    check_transport(url, cfg.allow_plaintext)?;
     if !sqlx::Postgres::database_exists(url).await? {
         tracing::info!("creating database");
         sqlx::Postgres::create_database(url).await?;
@@ -43,6 +77,7 @@ pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
 /// Opens a connection pool. Connections are made lazily, so a node starts (and reports 503) while
 /// PostgreSQL is down, instead of failing to boot.
 pub fn connect(url: &str, cfg: &DbConfig) -> anyhow::Result<PgPool> {
+    check_transport(url, cfg.allow_plaintext)?;
     let options: PgConnectOptions = url.parse()?;
     let options = options
         .application_name("insights")
@@ -95,5 +130,36 @@ pub async fn ping(pool: &PgPool, timeout: Duration) -> Result<Duration, String> 
         Ok(Ok(_)) => Ok(started.elapsed()),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_transport;
+
+    #[test]
+    fn plaintext_to_another_machine_is_refused_unless_allowed() {
+        for url in [
+            "postgres://u@db.example.com/x",
+            "postgres://u@db.example.com/x?sslmode=prefer",
+            "postgres://u@db.example.com/x?sslmode=allow",
+            "postgres://u@10.0.0.5:5432/x?sslmode=disable",
+        ] {
+            let e = check_transport(url, false).unwrap_err().to_string();
+            assert!(e.contains("INSIGHTS_DB_ALLOW_PLAINTEXT"), "{url}: {e}");
+            assert!(check_transport(url, true).is_ok(), "{url} allowed");
+        }
+        for url in [
+            "postgres://u@db.example.com/x?sslmode=require",
+            "postgres://u@db.example.com/x?sslmode=verify-ca&sslrootcert=/ca.pem",
+            "postgres://u@db.example.com/x?sslmode=verify-full&sslrootcert=/ca.pem",
+            "postgres://u@127.0.0.1:5432/x",
+            "postgres://u@127.9.8.7/x?sslmode=disable",
+            "postgres://u@localhost/x",
+            "postgres://u@[::1]:5432/x",
+            "postgres://u@%2Fvar%2Frun%2Fpostgresql/x",
+        ] {
+            assert!(check_transport(url, false).is_ok(), "{url}");
+        }
     }
 }

@@ -174,3 +174,62 @@ async fn testssl_finds_nothing_high_or_critical_on_the_https_port() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// TLS to PostgreSQL (R9.10), against this machine's server (`ssl = on`, Debian's snakeoil certificate):
+/// asked for, every connection of the node is encrypted, as PostgreSQL itself reports in `pg_stat_ssl`;
+/// a certificate that does not verify (a CA that did not issue it, or a name it was not issued to)
+/// refuses the start instead of falling back.
+#[tokio::test]
+async fn the_node_speaks_tls_to_postgresql_when_asked_and_refuses_a_certificate_that_does_not_verify() {
+    let snakeoil = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
+    let mut config = test_config();
+    let plain_url = config.database_url.clone();
+    let database = plain_url.rsplit('/').next().unwrap().to_owned();
+    config.database_url = format!("{plain_url}?sslmode=verify-ca&sslrootcert={snakeoil}");
+    let app = insights::App::build(config.clone())
+        .await
+        .expect("node starts over TLS");
+    let pool = sqlx::PgPool::connect(&plain_url).await.unwrap();
+    let ssl: Vec<(bool, String)> = sqlx::query_as(
+        "SELECT s.ssl, coalesce(s.version, '') FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+         WHERE a.datname = $1 AND a.application_name = 'insights'",
+    )
+    .bind(&database)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(!ssl.is_empty(), "the node holds connections");
+    assert!(
+        ssl.iter()
+            .all(|(on, version)| *on && version.starts_with("TLSv1.")),
+        "{ssl:?}"
+    );
+    app.shutdown().await.unwrap();
+
+    // Another CA: PostgreSQL's certificate does not chain to it.
+    let other_ca = std::env::temp_dir().join(format!("insights-ca-{}.pem", uuid::Uuid::new_v4().simple()));
+    let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    std::fs::write(&other_ca, generated.cert.pem()).unwrap();
+    for url in [
+        format!("{plain_url}?sslmode=verify-ca&sslrootcert={}", other_ca.display()),
+        // The right CA, but 127.0.0.1 is not a name the certificate was issued to.
+        format!("{plain_url}?sslmode=verify-full&sslrootcert={snakeoil}"),
+    ] {
+        let refused = insights::App::build(insights::config::Config {
+            database_url: url.clone(),
+            ..test_config()
+        })
+        .await;
+        let error = format!("{:#}", refused.err().expect("the start is refused"));
+        assert!(
+            error.to_lowercase().contains("certificate") || error.to_lowercase().contains("tls"),
+            "{url}: {error}"
+        );
+    }
+    let _ = std::fs::remove_file(other_ca);
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {database} WITH (FORCE)"
+    )))
+    .execute(&pool)
+    .await;
+}
