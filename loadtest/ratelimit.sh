@@ -13,6 +13,7 @@ DIR=$(mktemp -d)
 PORT=18443 REDIS_PORT=16379
 export DATABASE_URL=postgres://postgres@127.0.0.1:5432/insights_ratebench
 export INSIGHTS_JWT_SECRET="ratebench-$(head -c 24 /dev/urandom | base64 -w0)"
+export INSIGHTS_DATA_KEY="$(head -c 32 /dev/urandom | base64 -w0)"
 export INSIGHTS_ML_ENABLED=false INSIGHTS_DATA_DIR=$DIR INSIGHTS_LISTEN=127.0.0.1:$PORT RUST_LOG=warn
 export REDIS_URL=redis://127.0.0.1:$REDIS_PORT INSIGHTS_REDIS_PREFIX=ratebench
 redis-server --port $REDIS_PORT --bind 127.0.0.1 --save "" --appendonly no --daemonize yes >/dev/null

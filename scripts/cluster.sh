@@ -29,9 +29,13 @@ secrets() {
     {
       echo "INSIGHTS_CLUSTER_COOKIE=${INSIGHTS_CLUSTER_COOKIE:-$(head -c 32 /dev/urandom | base64 -w0)}"
       echo "INSIGHTS_JWT_SECRET=${INSIGHTS_JWT_SECRET:-$(head -c 48 /dev/urandom | base64 -w0)}"
+      echo "INSIGHTS_DATA_KEY=${INSIGHTS_DATA_KEY:-$(head -c 32 /dev/urandom | base64 -w0)}"
     } >"$dir/secrets"
-    echo "generated a cluster cookie and a JWT secret for this local cluster in $dir/secrets"
+    echo "generated a cluster cookie, a JWT secret and a data key for this local cluster in $dir/secrets"
   fi
+  # A secrets file from before data keys existed gets one.
+  grep -q '^INSIGHTS_DATA_KEY=' "$dir/secrets" ||
+    echo "INSIGHTS_DATA_KEY=$(head -c 32 /dev/urandom | base64 -w0)" >>"$dir/secrets"
   set -a
   # shellcheck disable=SC1091
   . "$dir/secrets"

@@ -88,6 +88,9 @@ pub struct Config {
     pub jwt_secret_previous: Option<Secret>,
     /// AES-256 key for sensitive fields, from the environment only.
     pub data_key: Option<[u8; 32]>,
+    /// The data key before the current one: still opens what it sealed until `rotate-data-key` has
+    /// re-sealed everything, from the environment only.
+    pub data_key_previous: Option<[u8; 32]>,
     /// The secret nodes of a cluster share to authenticate each other, from the environment only.
     pub cluster_cookie: Option<Secret>,
     /// Whether `serve` applies migrations at start.
@@ -367,6 +370,7 @@ impl Default for Config {
             jwt_secret: None,
             jwt_secret_previous: None,
             data_key: None,
+            data_key_previous: None,
             cluster_cookie: None,
             migrate_on_start: true,
             node_name: "insights-1".to_owned(),
@@ -577,6 +581,7 @@ struct FileConfig {
     jwt_secret: Option<toml::Value>,
     jwt_secret_previous: Option<toml::Value>,
     data_key: Option<toml::Value>,
+    data_key_previous: Option<toml::Value>,
     cluster_cookie: Option<toml::Value>,
 }
 
@@ -645,6 +650,12 @@ impl Config {
         if f.data_key.is_some() {
             return Err(ConfigError::SecretInFile {
                 key: "data_key",
+                path: path.to_owned(),
+            });
+        }
+        if f.data_key_previous.is_some() {
+            return Err(ConfigError::SecretInFile {
+                key: "data_key_previous",
                 path: path.to_owned(),
             });
         }
@@ -1211,7 +1222,10 @@ impl Config {
             self.jwt_secret_previous = Some(Secret::new(secret));
         }
         if let Some(key) = env.var("INSIGHTS_DATA_KEY") {
-            self.data_key = Some(parse_data_key(&key)?);
+            self.data_key = Some(parse_data_key("INSIGHTS_DATA_KEY", &key)?);
+        }
+        if let Some(key) = env.var("INSIGHTS_DATA_KEY_PREVIOUS").filter(|k| !k.is_empty()) {
+            self.data_key_previous = Some(parse_data_key("INSIGHTS_DATA_KEY_PREVIOUS", &key)?);
         }
         Ok(())
     }
@@ -1377,6 +1391,17 @@ impl Config {
         Ok(())
     }
 
+    /// Returns the data key, or why a node cannot start without one (R9.9).
+    pub fn require_data_key(&self) -> Result<&[u8; 32], ConfigError> {
+        self.data_key.as_ref().ok_or_else(|| {
+            invalid(
+                "INSIGHTS_DATA_KEY",
+                "is required: base64 of 32 random bytes (for example `openssl rand -base64 32`); customers' \
+                 names, emails and attributes are encrypted with it",
+            )
+        })
+    }
+
     /// Returns the JWT secret, or why `serve` cannot start without one.
     pub fn require_jwt_secret(&self) -> Result<&Secret, ConfigError> {
         let secret = self.jwt_secret.as_ref().ok_or(ConfigError::MissingJwtSecret)?;
@@ -1490,13 +1515,13 @@ fn parse_cidrs<'a>(list: impl Iterator<Item = &'a str>) -> Result<Vec<crate::dom
         .collect()
 }
 
-fn parse_data_key(value: &str) -> Result<[u8; 32], ConfigError> {
+fn parse_data_key(key: &'static str, value: &str) -> Result<[u8; 32], ConfigError> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(value.trim())
-        .map_err(|_| invalid("INSIGHTS_DATA_KEY", "must be base64"))?;
+        .map_err(|_| invalid(key, "must be base64"))?;
     bytes
         .try_into()
-        .map_err(|_| invalid("INSIGHTS_DATA_KEY", "must decode to exactly 32 bytes (AES-256)"))
+        .map_err(|_| invalid(key, "must decode to exactly 32 bytes (AES-256)"))
 }
 
 #[cfg(test)]

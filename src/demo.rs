@@ -74,6 +74,33 @@ pub fn ensure_secret(config: &mut Config) -> anyhow::Result<Option<std::path::Pa
     Ok(Some(path))
 }
 
+/// Uses `INSIGHTS_DATA_KEY`, or a key generated once into `<data_dir>/demo-data-key` (0600, base64 of 32
+/// random bytes).
+pub fn ensure_data_key(config: &mut Config) -> anyhow::Result<Option<std::path::PathBuf>> {
+    use base64::Engine as _;
+    if config.data_key.is_some() {
+        return Ok(None);
+    }
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let path = config.data_dir.join("demo-data-key");
+    let stored = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|s| b64.decode(s.trim()).ok())
+        .and_then(|b| <[u8; 32]>::try_from(b).ok());
+    let key = match stored {
+        Some(key) => key,
+        None => {
+            std::fs::create_dir_all(&config.data_dir)?;
+            let mut key = [0u8; 32];
+            rand::rng().fill(&mut key);
+            write_private(&path, &b64.encode(key))?;
+            key
+        }
+    };
+    config.data_key = Some(key);
+    Ok(Some(path))
+}
+
 fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     use std::io::Write as _;
     let mut options = std::fs::OpenOptions::new();
@@ -178,18 +205,24 @@ async fn generate(
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut g = Generator::new(opts.seed, opts.customers);
+    let keys = store::fields::FieldKeys::new(config.require_data_key()?, config.data_key_previous.as_ref())?;
     let mut tx = pool.begin().await?;
     for c in g.customers() {
+        use store::fields::Column;
+        let (o, id) = (org.as_uuid(), uuid::Uuid::new_v4());
         sqlx::query(
-            "INSERT INTO customers (organization_id, external_id, name, email, segment, attributes)
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (organization_id, external_id) DO NOTHING",
+            "INSERT INTO customers (id, organization_id, external_id, name_sealed, email_sealed, email_index, \
+             segment, attributes_sealed) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (organization_id, external_id) DO NOTHING",
         )
-        .bind(org.as_uuid())
+        .bind(id)
+        .bind(o)
         .bind(&c.external_id)
-        .bind(&c.name)
-        .bind(&c.email)
+        .bind(keys.seal_text(o, id, Column::Name, Some(&c.name))?)
+        .bind(keys.seal_text(o, id, Column::Email, Some(&c.email))?)
+        .bind(keys.blind(o, &c.email))
         .bind(c.segment)
-        .bind(&c.attributes)
+        .bind(keys.seal_json(o, id, &c.attributes)?)
         .execute(&mut *tx)
         .await?;
     }

@@ -53,6 +53,8 @@ pub struct AppState {
     /// The request quotas (R13), decided by the request front before routing.
     pub limiter: crate::store::ratelimit::RateLimiter,
     pub auth: Auth,
+    /// The data keys customers' sensitive fields are sealed with (R9.9).
+    pub fields: Arc<crate::store::fields::FieldKeys>,
     pub metrics: Metrics,
     pub root: ractor::ActorRef<crate::actors::root::RootMsg>,
     pub ingest: crate::actors::ingest::Ingest,

@@ -334,21 +334,14 @@ async fn create_customer(
 ) -> Result<CustomerId, Vec<FieldError>> {
     let external_id = crate::domain::customer::ExternalId::parse(external)
         .map_err(|m| vec![FieldError::new("customerExternalId", m)])?;
-    let new = crate::store::customers::NewCustomer {
-        external_id,
-        name: None,
-        email: None,
-        segment: None,
-        attributes: Value::Object(Map::new()),
-    };
     let created = async {
         let mut tx = OrgTx::unowned(pool, cache, org).await?;
-        let row = crate::store::customers::create(&mut tx, &new).await?;
+        let id = crate::store::customers::create_bare(&mut tx, &external_id).await?;
         tx.commit().await?;
-        Ok::<_, crate::error::Error>(row)
+        Ok::<_, crate::error::Error>(id)
     };
     match created.await {
-        Ok(row) => Ok(row.id),
+        Ok(id) => Ok(id),
         // Created by someone else meanwhile: use theirs.
         Err(crate::error::Error::Conflict(_)) => {
             crate::store::customers::id_by_external_id(pool, org, external)

@@ -122,6 +122,21 @@ impl App {
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot apply migrations: {e}"))?;
         }
+        let fields = Arc::new(store::fields::FieldKeys::new(
+            config.require_data_key()?,
+            config.data_key_previous.as_ref(),
+        )?);
+        // A wrong key refuses the start; then rows from before sealing are sealed (forward-only).
+        store::data_keys::check(&pool, &fields)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        let sealed = store::data_keys::seal_plaintext(&pool, &fields, 500).await?;
+        if sealed > 0 {
+            tracing::info!(
+                customers = sealed,
+                "encrypted the plaintext fields of customers written before sealing"
+            );
+        }
         let cache = store::cache::Cache::new(
             config.redis_url.as_deref(),
             &config.redis_prefix,
@@ -300,6 +315,7 @@ impl App {
             cache,
             limiter,
             auth,
+            fields,
             metrics: metrics.clone(),
             root,
             ingest,

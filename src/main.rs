@@ -40,6 +40,14 @@ enum Command {
     },
     /// Creates the database if needed and applies every pending migration.
     Migrate,
+    /// Re-encrypts customers' sealed fields with INSIGHTS_DATA_KEY, in batches with progress; what was
+    /// sealed with INSIGHTS_DATA_KEY_PREVIOUS (which must be set) is opened with it. Resumable: run it
+    /// again after an interruption. Nodes keep serving meanwhile (give them both keys).
+    RotateDataKey {
+        /// Customers re-encrypted per transaction.
+        #[arg(long, default_value_t = 500)]
+        batch: i64,
+    },
     /// Imports interactions from an NDJSON or CSV file (streamed; rejected rows go to a side file).
     Import {
         /// The file: NDJSON (one object per line) or CSV with a header row (by extension, or --format).
@@ -127,8 +135,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             // Checked before anything else so a missing secret is the first and only thing said.
             config.require_jwt_secret()?;
+            config.require_data_key()?;
             let app = insights::App::build(config).await?;
             app.run_until_stopped().await
+        }
+        Command::RotateDataKey { batch } => {
+            if batch < 1 {
+                anyhow::bail!("--batch must be at least 1");
+            }
+            let keys =
+                store::fields::FieldKeys::new(config.require_data_key()?, config.data_key_previous.as_ref())?;
+            let pool = store::connect(&config.database_url, &config.db)?;
+            store::migrate(&pool).await?;
+            store::data_keys::check(&pool, &keys).await?;
+            let done = store::data_keys::rotate(&pool, &keys, batch, |done, left| {
+                eprintln!("re-encrypted {done} of {left} customers");
+            })
+            .await?;
+            println!(
+                "{done} customers re-encrypted with data key {}; every other key is retired (INSIGHTS_DATA_KEY_PREVIOUS can go)",
+                hex::encode(keys.current_id())
+            );
+            Ok(())
         }
         Command::Demo {
             interactions,
@@ -252,6 +280,12 @@ async fn run_demo(mut config: Config, opts: insights::demo::DemoOptions) -> anyh
     if let Some(path) = insights::demo::ensure_secret(&mut config)? {
         eprintln!(
             "INSIGHTS_JWT_SECRET is not set: the demo signs tokens with a secret it generated in {} (kept for the next run)",
+            path.display()
+        );
+    }
+    if let Some(path) = insights::demo::ensure_data_key(&mut config)? {
+        eprintln!(
+            "INSIGHTS_DATA_KEY is not set: the demo encrypts customers' names, emails and attributes with a key it generated in {} (kept for the next run)",
             path.display()
         );
     }

@@ -5,6 +5,8 @@ pub mod api_keys;
 pub mod auth_events;
 pub mod cache;
 pub mod customers;
+pub mod data_keys;
+pub mod fields;
 pub mod filter;
 pub mod insights;
 pub mod interactions;

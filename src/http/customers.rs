@@ -179,7 +179,7 @@ pub async fn create_customer(
         })
         .map_err(Error::Validation)?;
     let mut tx = OrgTx::unowned(&s.pool, &s.cache, org).await?;
-    let row = customers::create(&mut tx, &new).await?;
+    let row = customers::create(&mut tx, &s.fields, &new).await?;
     tx.commit().await?;
     Ok(row.into_view(Some(Vec::new())))
 }
@@ -214,7 +214,7 @@ pub async fn list_customers(
         limit,
         offset,
     };
-    let (rows, total) = customers::list(&s.pool, org, &filter).await?;
+    let (rows, total) = customers::list(&s.pool, &s.fields, org, &filter).await?;
     Ok(Page::new(
         rows.into_iter().map(|r| r.into_view(None)).collect(),
         page,
@@ -239,7 +239,7 @@ pub async fn get_customer(s: &Shared, p: &Principal, id: CustomerId) -> Result<R
         ttl,
         std::time::Duration::ZERO,
         || async {
-            let row = customers::get(&s.pool, org, id)
+            let row = customers::get(&s.pool, &s.fields, org, id)
                 .await?
                 .ok_or(Error::NotFound("customer"))?;
             let patterns = customers::patterns(&s.pool, org, id).await?;
@@ -297,7 +297,7 @@ pub async fn update_customer(
         })
         .map_err(Error::Validation)?;
     let mut tx = OrgTx::unowned(&s.pool, &s.cache, org).await?;
-    let row = customers::update(&mut tx, id, &patch)
+    let row = customers::update(&mut tx, &s.fields, id, &patch)
         .await?
         .ok_or(Error::NotFound("customer"))?;
     tx.commit().await?;
@@ -324,7 +324,7 @@ fn nullable<T>(
     responses((status = 200, body = PatternList), (status = 404, body = super::errors::ErrorBody)))]
 pub async fn customer_patterns(s: &Shared, p: &Principal, id: CustomerId) -> Result<PatternList, Error> {
     let org = p.require(Role::Viewer)?.organization_id;
-    customers::get(&s.pool, org, id)
+    customers::get(&s.pool, &s.fields, org, id)
         .await?
         .ok_or(Error::NotFound("customer"))?;
     Ok(PatternList {

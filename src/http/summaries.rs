@@ -235,7 +235,7 @@ pub async fn dashboard(
         || async {
             // The range is resolved when computed, so a default range is "the last 30 days" as of then.
             let range = summary_range(&filter, q.default_range);
-            insights::dashboard(&s.pool, org, &filter, range, interval, q.top_customers).await
+            insights::dashboard(&s.pool, &s.fields, org, &filter, range, interval, q.top_customers).await
         },
     )
     .await

@@ -3,13 +3,53 @@
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, QueryBuilder};
 
+use super::fields::{Column, FieldKeys};
 use super::org_tx::OrgTx;
 use crate::domain::customer::{CustomerState, CustomerView, ExternalId, PatternView, Segment};
 use crate::domain::{CustomerId, OrganizationId};
 use crate::error::{Error, unique_violation};
 
+/// A customer row as stored: name, email and attributes sealed (`store::fields`).
+#[derive(sqlx::FromRow)]
+struct StoredRow {
+    id: CustomerId,
+    external_id: String,
+    name_sealed: Option<Vec<u8>>,
+    email_sealed: Option<Vec<u8>>,
+    segment: Option<String>,
+    attributes_sealed: Option<Vec<u8>>,
+    interaction_count: i64,
+    average_sentiment: Option<f64>,
+    last_seen_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+/// The columns of a [`StoredRow`].
+const STORED: &str = "id, external_id, name_sealed, email_sealed, segment, attributes_sealed, \
+     interaction_count, average_sentiment, last_seen_at, created_at, updated_at";
+
+impl StoredRow {
+    fn open(self, keys: &FieldKeys, org: OrganizationId) -> Result<CustomerRow, Error> {
+        let (o, c) = (org.as_uuid(), self.id.as_uuid());
+        Ok(CustomerRow {
+            id: self.id,
+            external_id: self.external_id,
+            name: keys.open_text(o, c, Column::Name, self.name_sealed.as_deref())?,
+            email: keys.open_text(o, c, Column::Email, self.email_sealed.as_deref())?,
+            segment: self.segment,
+            attributes: keys.open_json(o, c, self.attributes_sealed.as_deref())?,
+            interaction_count: self.interaction_count,
+            average_sentiment: self.average_sentiment,
+            last_seen_at: self.last_seen_at,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
 /// A customer row, as read for the API.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct CustomerRow {
     pub id: CustomerId,
     pub external_id: String,
@@ -82,24 +122,28 @@ pub enum CustomerSort {
     LastSeenAt,
     InteractionCount,
     ExternalId,
-    Name,
 }
 
 impl CustomerSort {
-    /// Every sort key, in API order (the first is the default).
-    pub const ALL: [CustomerSort; 5] = [
+    /// Every sort key, in API order (the first is the default). Names are sealed (R9.9), so PostgreSQL
+    /// cannot order by them: `name` is refused with the others listed.
+    pub const ALL: [CustomerSort; 4] = [
         Self::CreatedAt,
         Self::LastSeenAt,
         Self::InteractionCount,
         Self::ExternalId,
-        Self::Name,
     ];
 
     /// Parses the API name of a sort key.
     pub fn parse(s: &str) -> Result<Self, String> {
         Self::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| {
             let names: Vec<&str> = Self::ALL.iter().map(|k| k.as_str()).collect();
-            format!("must be one of {}", names.join(", "))
+            let why = if s == "name" {
+                " (names are encrypted at rest, so they cannot be sorted by)"
+            } else {
+                ""
+            };
+            format!("must be one of {}{why}", names.join(", "))
         })
     }
 
@@ -110,7 +154,6 @@ impl CustomerSort {
             Self::LastSeenAt => "lastSeenAt",
             Self::InteractionCount => "interactionCount",
             Self::ExternalId => "externalId",
-            Self::Name => "name",
         }
     }
 
@@ -121,7 +164,6 @@ impl CustomerSort {
             Self::LastSeenAt => "last_seen_at",
             Self::InteractionCount => "interaction_count",
             Self::ExternalId => "external_id",
-            Self::Name => "name",
         }
     }
 }
@@ -133,39 +175,56 @@ fn conflict(e: sqlx::Error) -> Error {
     e.into()
 }
 
-/// Creates a customer; a duplicate external id in the organization is a 409.
-pub async fn create(tx: &mut OrgTx, c: &NewCustomer) -> Result<CustomerRow, Error> {
+/// Creates a customer, its sensitive fields sealed; a duplicate external id in the organization is a 409.
+pub async fn create(tx: &mut OrgTx, keys: &FieldKeys, c: &NewCustomer) -> Result<CustomerRow, Error> {
     let org = tx.org();
-    sqlx::query_as!(
-        CustomerRow,
-        r#"INSERT INTO customers (organization_id, external_id, name, email, segment, attributes)
-           VALUES ($1, $2, $3, $4, $5, $6)
-           RETURNING id AS "id: CustomerId", external_id, name, email, segment, attributes,
-                     interaction_count, average_sentiment, last_seen_at, created_at, updated_at"#,
-        org.as_uuid(),
-        c.external_id.as_str(),
-        c.name.as_deref(),
-        c.email.as_deref(),
-        c.segment.as_ref().map(Segment::as_str),
-        c.attributes
-    )
+    // The id is chosen here: it is bound into the sealed values.
+    let id = uuid::Uuid::new_v4();
+    let (o, cid) = (org.as_uuid(), id);
+    let row: StoredRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO customers (id, organization_id, external_id, name_sealed, email_sealed, email_index, segment, \
+         attributes_sealed) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {STORED}"
+    )))
+    .bind(id)
+    .bind(o)
+    .bind(c.external_id.as_str())
+    .bind(keys.seal_text(o, cid, Column::Name, c.name.as_deref())?)
+    .bind(keys.seal_text(o, cid, Column::Email, c.email.as_deref())?)
+    .bind(c.email.as_deref().map(|e| keys.blind(o, e)))
+    .bind(c.segment.as_ref().map(Segment::as_str))
+    .bind(keys.seal_json(o, cid, &c.attributes)?)
     .fetch_one(&mut **tx)
     .await
-    .map_err(conflict)
+    .map_err(conflict)?;
+    row.open(keys, org)
+}
+
+/// Creates a customer known only by its external id (nothing to seal); a duplicate is a 409.
+pub async fn create_bare(tx: &mut OrgTx, external_id: &ExternalId) -> Result<CustomerId, Error> {
+    let org = tx.org();
+    sqlx::query_scalar("INSERT INTO customers (organization_id, external_id) VALUES ($1, $2) RETURNING id")
+        .bind(org.as_uuid())
+        .bind(external_id.as_str())
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(conflict)
 }
 
 /// Returns a customer of this organization.
-pub async fn get(pool: &PgPool, org: OrganizationId, id: CustomerId) -> Result<Option<CustomerRow>, Error> {
-    Ok(sqlx::query_as!(
-        CustomerRow,
-        r#"SELECT id AS "id: CustomerId", external_id, name, email, segment, attributes,
-                  interaction_count, average_sentiment, last_seen_at, created_at, updated_at
-           FROM customers WHERE organization_id = $1 AND id = $2"#,
-        org.as_uuid(),
-        id.as_uuid()
-    )
+pub async fn get(
+    pool: &PgPool,
+    keys: &FieldKeys,
+    org: OrganizationId,
+    id: CustomerId,
+) -> Result<Option<CustomerRow>, Error> {
+    let row: Option<StoredRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {STORED} FROM customers WHERE organization_id = $1 AND id = $2"
+    )))
+    .bind(org.as_uuid())
+    .bind(id.as_uuid())
     .fetch_optional(pool)
-    .await?)
+    .await?;
+    row.map(|r| r.open(keys, org)).transpose()
 }
 
 /// Finds a customer by external id.
@@ -214,38 +273,40 @@ pub async fn patterns(pool: &PgPool, org: OrganizationId, id: CustomerId) -> Res
     .await?)
 }
 
-fn push_filters(qb: &mut QueryBuilder<Postgres>, org: OrganizationId, query: &CustomerQuery) {
+fn push_filters(
+    qb: &mut QueryBuilder<Postgres>,
+    keys: &FieldKeys,
+    org: OrganizationId,
+    query: &CustomerQuery,
+) {
     qb.push(" WHERE organization_id = ").push_bind(org.as_uuid());
     if let Some(segment) = &query.segment {
         qb.push(" AND segment = ").push_bind(segment.clone());
     }
     if let Some(q) = &query.q {
-        // A substring search over the identifying fields; % and _ in the text match literally.
+        // A substring of the external id (% and _ in the text match literally), or exactly the email
+        // (through its blind index: emails are sealed, R9.9).
         let pattern = format!(
             "%{}%",
             q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
         );
         qb.push(" AND (external_id ILIKE ")
-            .push_bind(pattern.clone())
-            .push(" OR name ILIKE ")
-            .push_bind(pattern.clone())
-            .push(" OR email ILIKE ")
             .push_bind(pattern)
-            .push(")");
+            .push(" OR email_index = ANY(")
+            .push_bind(keys.blinds(org.as_uuid(), q))
+            .push("))");
     }
 }
 
 /// Lists customers with filters, sort and paging, and counts all matches.
 pub async fn list(
     pool: &PgPool,
+    keys: &FieldKeys,
     org: OrganizationId,
     query: &CustomerQuery,
 ) -> Result<(Vec<CustomerRow>, i64), Error> {
-    let mut qb = QueryBuilder::new(
-        "SELECT id, external_id, name, email, segment, attributes, interaction_count, average_sentiment, \
-         last_seen_at, created_at, updated_at FROM customers",
-    );
-    push_filters(&mut qb, org, query);
+    let mut qb = QueryBuilder::new(format!("SELECT {STORED} FROM customers"));
+    push_filters(&mut qb, keys, org, query);
     let direction = if query.descending { "DESC" } else { "ASC" };
     let nulls = if query.descending {
         "NULLS LAST"
@@ -261,10 +322,14 @@ pub async fn list(
         .push_bind(query.limit)
         .push(" OFFSET ")
         .push_bind(query.offset);
-    let rows = qb.build_query_as::<CustomerRow>().fetch_all(pool).await?;
+    let rows = qb.build_query_as::<StoredRow>().fetch_all(pool).await?;
+    let rows = rows
+        .into_iter()
+        .map(|r| r.open(keys, org))
+        .collect::<Result<Vec<_>, _>>()?;
 
     let mut count = QueryBuilder::new("SELECT count(*) FROM customers");
-    push_filters(&mut count, org, query);
+    push_filters(&mut count, keys, org, query);
     let total: i64 = count.build_query_scalar().fetch_one(pool).await?;
     Ok((rows, total))
 }
@@ -272,39 +337,62 @@ pub async fn list(
 /// Applies a patch; returns `None` when the customer is not this organization's.
 pub async fn update(
     tx: &mut OrgTx,
+    keys: &FieldKeys,
     id: CustomerId,
     patch: &CustomerPatch,
 ) -> Result<Option<CustomerRow>, Error> {
     let org = tx.org();
+    let (o, c) = (org.as_uuid(), id.as_uuid());
     let segment = patch
         .segment
         .as_ref()
         .map(|s| s.as_ref().map(|s| s.as_str().to_owned()));
-    sqlx::query_as!(
-        CustomerRow,
-        r#"UPDATE customers SET
-               external_id = COALESCE($3, external_id),
-               name = CASE WHEN $4 THEN $5 ELSE name END,
-               email = CASE WHEN $6 THEN $7 ELSE email END,
-               segment = CASE WHEN $8 THEN $9 ELSE segment END,
-               attributes = COALESCE($10, attributes)
-           WHERE organization_id = $1 AND id = $2
-           RETURNING id AS "id: CustomerId", external_id, name, email, segment, attributes,
-                     interaction_count, average_sentiment, last_seen_at, created_at, updated_at"#,
-        org.as_uuid(),
-        id.as_uuid(),
-        patch.external_id.as_ref().map(ExternalId::as_str),
-        patch.name.is_some(),
-        patch.name.clone().flatten(),
-        patch.email.is_some(),
-        patch.email.clone().flatten(),
-        segment.is_some(),
-        segment.flatten(),
-        patch.attributes.clone()
-    )
+    let name = patch
+        .name
+        .as_ref()
+        .map(|n| keys.seal_text(o, c, Column::Name, n.as_deref()))
+        .transpose()?;
+    let email = patch
+        .email
+        .as_ref()
+        .map(|e| keys.seal_text(o, c, Column::Email, e.as_deref()))
+        .transpose()?;
+    let email_index = patch
+        .email
+        .as_ref()
+        .map(|e| e.as_deref().map(|e| keys.blind(o, e)));
+    let attributes = patch
+        .attributes
+        .as_ref()
+        .map(|a| keys.seal_json(o, c, a))
+        .transpose()?;
+    let row: Option<StoredRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE customers SET
+             external_id = COALESCE($3, external_id),
+             name_sealed = CASE WHEN $4 THEN $5 ELSE name_sealed END,
+             email_sealed = CASE WHEN $6 THEN $7 ELSE email_sealed END,
+             email_index = CASE WHEN $6 THEN $8 ELSE email_index END,
+             segment = CASE WHEN $9 THEN $10 ELSE segment END,
+             attributes_sealed = CASE WHEN $11 THEN $12 ELSE attributes_sealed END
+         WHERE organization_id = $1 AND id = $2
+         RETURNING {STORED}"
+    )))
+    .bind(o)
+    .bind(c)
+    .bind(patch.external_id.as_ref().map(ExternalId::as_str))
+    .bind(name.is_some())
+    .bind(name.flatten())
+    .bind(email.is_some())
+    .bind(email.flatten())
+    .bind(email_index.flatten())
+    .bind(segment.is_some())
+    .bind(segment.flatten())
+    .bind(attributes.is_some())
+    .bind(attributes.flatten())
     .fetch_optional(&mut **tx)
     .await
-    .map_err(conflict)
+    .map_err(conflict)?;
+    row.map(|r| r.open(keys, org)).transpose()
 }
 
 /// Returns the customer's interactions of the pattern window, newest first, at most `cap` of them.

@@ -202,6 +202,7 @@ async fn snapshot(pool: &PgPool) -> Result<sqlx::Transaction<'static, Postgres>,
 /// Computes the dashboard, from the rollups where the filter allows (see [`Source::for_filter`]).
 pub async fn dashboard(
     pool: &PgPool,
+    keys: &super::fields::FieldKeys,
     org: OrganizationId,
     filter: &InteractionFilter,
     range: Range,
@@ -210,6 +211,7 @@ pub async fn dashboard(
 ) -> Result<Dashboard, Error> {
     dashboard_from(
         pool,
+        keys,
         org,
         filter,
         range,
@@ -221,8 +223,11 @@ pub async fn dashboard(
 }
 
 /// Computes the dashboard from `source`.
+// The dashboard's own parameters plus where to read them; a struct for them would only be unpacked here.
+#[allow(clippy::too_many_arguments)]
 pub async fn dashboard_from(
     pool: &PgPool,
+    keys: &super::fields::FieldKeys,
     org: OrganizationId,
     filter: &InteractionFilter,
     range: Range,
@@ -232,7 +237,7 @@ pub async fn dashboard_from(
 ) -> Result<Dashboard, Error> {
     let mut tx = snapshot(pool).await?;
     let buckets = rollups::buckets(&mut tx, org, filter, range, interval != Interval::Hour, source).await?;
-    let (customers, negative) = rollups::customers(&mut tx, org, filter, range, top, source).await?;
+    let (customers, negative) = rollups::customers(&mut tx, keys, org, filter, range, top, source).await?;
     tx.commit().await?;
     let mut all = Figures::default();
     let mut channels = [Figures::default(); Channel::ALL.len()];

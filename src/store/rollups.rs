@@ -364,6 +364,7 @@ fn rollup_buckets(org: OrganizationId, filter: &InteractionFilter, plan: &Plan) 
 /// whose average score there is the most negative (ties: more negatives first, then by id).
 pub async fn customers(
     db: &mut PgConnection,
+    keys: &super::fields::FieldKeys,
     org: OrganizationId,
     filter: &InteractionFilter,
     range: Range,
@@ -386,9 +387,9 @@ pub async fn customers(
         "), per AS (SELECT customer_id, sum(n)::int8 AS n, sum(scored)::int8 AS scored, \
          sum(score_sum)::float8 AS score_sum, sum(negative)::int8 AS negative FROM c GROUP BY customer_id \
          HAVING sum(n) > 0) \
-         SELECT k.customers, t.id, t.external_id, t.name, t.segment, t.n, t.negative, t.average \
+         SELECT k.customers, t.id, t.external_id, t.name_sealed, t.segment, t.n, t.negative, t.average \
          FROM (SELECT count(*)::int8 AS customers FROM per) AS k LEFT JOIN LATERAL ( \
-             SELECT cu.id, cu.external_id, cu.name, cu.segment, p.n, p.negative, p.average \
+             SELECT cu.id, cu.external_id, cu.name_sealed, cu.segment, p.n, p.negative, p.average \
              FROM (SELECT customer_id, n, negative, score_sum / scored AS average FROM per \
                    WHERE scored > 0 AND score_sum / scored < 0 \
                    ORDER BY score_sum / scored, negative DESC, customer_id LIMIT ",
@@ -405,10 +406,16 @@ pub async fn customers(
         count = row.try_get(0)?;
         let id: Option<CustomerId> = row.try_get(1)?;
         if let Some(customer_id) = id {
+            let sealed: Option<Vec<u8>> = row.try_get(3)?;
             list.push(CustomerFigures {
                 customer_id,
                 external_id: row.try_get(2)?,
-                name: row.try_get(3)?,
+                name: keys.open_text(
+                    org.as_uuid(),
+                    customer_id.as_uuid(),
+                    super::fields::Column::Name,
+                    sealed.as_deref(),
+                )?,
                 segment: row.try_get(4)?,
                 interactions: row.try_get(5)?,
                 negative: row.try_get(6)?,

@@ -9,6 +9,8 @@ fn insights() -> Command {
     // Start from a clean slate: nothing of the developer's environment leaks in.
     for var in [
         "INSIGHTS_JWT_SECRET",
+        "INSIGHTS_DATA_KEY",
+        "INSIGHTS_DATA_KEY_PREVIOUS",
         "INSIGHTS_CONFIG",
         "REDIS_URL",
         "INSIGHTS_LISTEN",
@@ -148,6 +150,34 @@ fn serve_refuses_to_start_without_a_good_secret() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("too short"));
+
+    // A good secret, but no data key, or one that is not 32 bytes of base64 (R9.9).
+    let secret = "0123456789abcdef0123456789abcdef";
+    let out = insights()
+        .env("INSIGHTS_JWT_SECRET", secret)
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("INSIGHTS_DATA_KEY") && err.contains("required"),
+        "{err}"
+    );
+    for (key, says) in [("not-base64!", "base64"), ("c2hvcnQ=", "32 bytes")] {
+        let out = insights()
+            .env("INSIGHTS_JWT_SECRET", secret)
+            .env("INSIGHTS_DATA_KEY", key)
+            .arg("serve")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("INSIGHTS_DATA_KEY") && err.contains(says),
+            "{key}: {err}"
+        );
+    }
 }
 
 #[test]

@@ -232,6 +232,13 @@ fn serve_with(file: Option<&Path>, name: &str, cookie: Option<&str>) -> std::pro
             "INSIGHTS_JWT_SECRET",
             config.jwt_secret.as_ref().unwrap().expose(),
         )
+        .env(
+            "INSIGHTS_DATA_KEY",
+            base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                config.data_key.unwrap(),
+            ),
+        )
         .env("INSIGHTS_NODE_NAME", name)
         .env("INSIGHTS_LISTEN", "127.0.0.1:0")
         .env("INSIGHTS_ML_ENABLED", "false")

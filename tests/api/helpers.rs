@@ -97,6 +97,14 @@ pub fn test_config() -> Config {
         data_dir: std::env::temp_dir().join(format!("insights-test-{id}")),
         node_name: format!("test-{id}"),
         jwt_secret: Some(Secret::new(format!("test-secret-{id}-{id}"))),
+        // Derived from the secret, as `procs::data_key_for` derives it for nodes run as processes.
+        data_key: Some(
+            sha2::Digest::finalize(sha2::Digest::chain_update(
+                <sha2::Sha256 as sha2::Digest>::new(),
+                format!("test-secret-{id}-{id}").as_bytes(),
+            ))
+            .into(),
+        ),
         ..Config::default()
     };
     config.db.max_connections = 5;

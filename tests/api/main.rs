@@ -29,6 +29,7 @@ mod procs;
 mod roles;
 mod rollups;
 mod schema;
+mod sealed;
 mod tls;
 mod two_nodes;
 mod users;

@@ -64,6 +64,8 @@ pub async fn serve_on(name: &str, port: u16, spec: &Spec<'_>) -> Node {
         .env("REDIS_URL", crate::helpers::redis_url())
         .env("INSIGHTS_REDIS_PREFIX", spec.prefix)
         .env("INSIGHTS_JWT_SECRET", spec.secret)
+        // The nodes of one cluster share their data key as they share the secret.
+        .env("INSIGHTS_DATA_KEY", data_key_for(spec.secret))
         .env("INSIGHTS_NODE_NAME", name)
         .env("INSIGHTS_LISTEN", format!("127.0.0.1:{port}"))
         .env("INSIGHTS_DATA_DIR", &data_dir)
@@ -576,4 +578,11 @@ pub async fn check_complete(watcher: &Watcher, ids: &[String], wait: Duration) {
         watcher.node,
         ids.len()
     );
+}
+
+/// A data key derived from a test cluster's secret (base64 of 32 bytes), so its nodes share it.
+pub fn data_key_for(secret: &str) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(secret.as_bytes()))
 }

@@ -2,6 +2,7 @@
 //! ingest, scores arriving later, re-scoring, segment changes, deleted customers, and folds at random
 //! moments (besides the node's own folding every 50 ms).
 
+use insights::store::fields::FieldKeys;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -159,7 +160,7 @@ fn assert_same(rolled: &Dashboard, rows: &Dashboard, what: &str) {
 }
 
 /// Compares every summary the rollups answer with the same summary read from the rows.
-async fn compare(pool: &PgPool, org: OrganizationId, rng: &mut Lcg) -> usize {
+async fn compare(pool: &PgPool, keys: &FieldKeys, org: OrganizationId, rng: &mut Lcg) -> usize {
     let hour = chrono::Duration::hours(1);
     let mut ranges = vec![
         // Everything, whole days, and whole hours.
@@ -212,10 +213,10 @@ async fn compare(pool: &PgPool, org: OrganizationId, rng: &mut Lcg) -> usize {
         for filter in &filters {
             for interval in [Interval::Hour, Interval::Day, Interval::Week] {
                 let what = format!("{range:?} {filter:?} {interval:?}");
-                let rolled = dashboard_from(pool, org, filter, *range, interval, 3, Source::Rollups)
+                let rolled = dashboard_from(pool, keys, org, filter, *range, interval, 3, Source::Rollups)
                     .await
                     .unwrap();
-                let rows = dashboard_from(pool, org, filter, *range, interval, 3, Source::Rows)
+                let rows = dashboard_from(pool, keys, org, filter, *range, interval, 3, Source::Rows)
                     .await
                     .unwrap();
                 assert_same(&rolled, &rows, &what);
@@ -299,6 +300,7 @@ async fn assert_folded_equal(pool: &PgPool, org: OrganizationId) {
 #[tokio::test]
 async fn rollups_equal_a_recomputation_from_the_rows_after_random_writes() {
     let app = spawn_with(|c| c.query.rollup_fold_every = Duration::from_millis(50)).await;
+    let keys = FieldKeys::new(app.config.data_key.as_ref().unwrap(), None).unwrap();
     let org = app.create_org().await;
     let admin = app.admin(&org).await;
     let token = admin.access.as_str();
@@ -383,12 +385,12 @@ async fn rollups_equal_a_recomputation_from_the_rows_after_random_writes() {
             }
         }
         if step % 75 == 74 {
-            compared += compare(&app.pool, org.id, &mut rng).await;
+            compared += compare(&app.pool, &keys, org.id, &mut rng).await;
         }
     }
-    compared += compare(&app.pool, org.id, &mut rng).await;
+    compared += compare(&app.pool, &keys, org.id, &mut rng).await;
     assert_folded_equal(&app.pool, org.id).await;
-    compared += compare(&app.pool, org.id, &mut rng).await;
+    compared += compare(&app.pool, &keys, org.id, &mut rng).await;
     let rows: i64 =
         sqlx::query_scalar("SELECT count(*) FROM customer_interactions WHERE organization_id = $1")
             .bind(org.id.as_uuid())
