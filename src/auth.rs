@@ -230,12 +230,20 @@ impl Auth {
             email: Some(email.as_str()),
             ip: client.ip,
             user_agent: client.user_agent.as_deref(),
+            route: Some("/api/v1/auth/login"),
+            ..AuthEvent::default()
         };
         let attempt = match self.throttle.attempt(email.as_str(), client.ip).await {
             Ok(attempt) => attempt,
             Err(wait) => {
                 tracing::warn!(email = email.as_str(), ip = ?client.ip, retry_after_s = wait.as_secs(), "login throttled");
-                auth_events::record(&self.pool, AuthEventKind::LoginThrottled, event(None, None)).await;
+                auth_events::record(
+                    &self.pool,
+                    &self.metrics,
+                    AuthEventKind::LoginThrottled,
+                    event(None, None),
+                )
+                .await;
                 self.metrics.auth_failures.with_label_values(&["throttled"]).inc();
                 return Err(Error::RateLimited {
                     retry_after: wait,
@@ -257,7 +265,13 @@ impl Auth {
                     .map(|c| (Some(c.organization_id), Some(c.id)))
                     .unwrap_or((None, None));
                 tracing::warn!(email = email.as_str(), ip = ?client.ip, at = %Utc::now(), "login failed");
-                auth_events::record(&self.pool, AuthEventKind::LoginFailed, event(org, user)).await;
+                auth_events::record(
+                    &self.pool,
+                    &self.metrics,
+                    AuthEventKind::LoginFailed,
+                    event(org, user),
+                )
+                .await;
                 self.metrics
                     .auth_failures
                     .with_label_values(&["bad_credentials"])
@@ -293,6 +307,7 @@ impl Auth {
         tx.commit().await?;
         auth_events::record(
             &self.pool,
+            &self.metrics,
             AuthEventKind::LoginSucceeded,
             event(Some(credentials.organization_id), Some(credentials.id)),
         )
@@ -350,7 +365,20 @@ impl Auth {
         let claims = match self.keys.verify_refresh(refresh_token) {
             Ok(claims) => claims,
             Err(reason) => {
-                tracing::warn!(%reason, ip = ?client.ip, "refresh token refused");
+                let detail = reason.to_string();
+                auth_events::record(
+                    &self.pool,
+                    &self.metrics,
+                    AuthEventKind::RefreshInvalid,
+                    AuthEvent {
+                        ip: client.ip,
+                        user_agent: client.user_agent.as_deref(),
+                        route: Some("/api/v1/auth/refresh"),
+                        detail: Some(&detail),
+                        ..AuthEvent::default()
+                    },
+                )
+                .await;
                 self.metrics
                     .auth_failures
                     .with_label_values(&["refresh_invalid"])
@@ -385,6 +413,7 @@ impl Auth {
                 self.forget_sessions(&[session_id]).await;
                 auth_events::record(
                     &self.pool,
+                    &self.metrics,
                     AuthEventKind::RefreshReused,
                     AuthEvent {
                         organization_id: Some(organization_id),
@@ -436,6 +465,19 @@ impl Auth {
                 Credential::Invalid(reason)
             }
         }
+    }
+
+    /// The id and organization of the API key with this digest, if it exists.
+    pub async fn api_key_owner(
+        pool: &PgPool,
+        digest: &[u8],
+    ) -> Result<Option<(uuid::Uuid, OrganizationId)>, Error> {
+        let row: Option<(uuid::Uuid, uuid::Uuid)> =
+            sqlx::query_as("SELECT id, organization_id FROM api_keys WHERE key_hash = $1")
+                .bind(digest)
+                .fetch_optional(pool)
+                .await?;
+        Ok(row.map(|(id, org)| (id, OrganizationId(org))))
     }
 
     /// The cache keys [`Auth::authenticate_credential`] reads for this credential, so a caller can read
@@ -571,6 +613,7 @@ impl Auth {
         self.cache.delete(&[token_key(user.jti)]).await;
         auth_events::record(
             &self.pool,
+            &self.metrics,
             AuthEventKind::Logout,
             AuthEvent {
                 organization_id: Some(user.organization_id),
@@ -631,6 +674,7 @@ impl Auth {
         self.cache.delete(&[token_key(user.jti)]).await;
         auth_events::record(
             &self.pool,
+            &self.metrics,
             AuthEventKind::PasswordChanged,
             AuthEvent {
                 organization_id: Some(user.organization_id),

@@ -54,6 +54,10 @@ pub enum Error {
     /// 503: a dependency (PostgreSQL, the model) cannot be reached.
     #[error("{0} unavailable")]
     Unavailable(&'static str),
+    /// 500: a sealed value that none of the data keys opens (another row, tenant or key, or tampered
+    /// with); logged and recorded as a security event, never shown to the client.
+    #[error("{0}")]
+    Decryption(String),
     /// 500: anything else; logged with its cause, never shown to the client.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),

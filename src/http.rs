@@ -18,6 +18,7 @@ pub mod ml;
 pub mod openapi;
 pub mod ops;
 pub mod params;
+pub mod security;
 pub mod server;
 pub mod summaries;
 pub mod tls;
@@ -107,6 +108,7 @@ pub fn endpoints(state: &Shared) -> Vec<Endpoint> {
     all.extend(openapi::endpoints(state));
     all.extend(auth::endpoints(state));
     all.extend(users::endpoints(state));
+    all.extend(security::endpoints(state));
     all.extend(cluster::endpoints(state));
     all.extend(api_keys::endpoints(state));
     all.extend(customers::endpoints(state));

@@ -25,6 +25,8 @@ pub struct Inner {
     pub password_verifications: IntCounterVec,
     /// Failed authentications by reason.
     pub auth_failures: IntCounterVec,
+    /// Security events recorded, by kind (R9.15).
+    pub security_events: IntCounterVec,
     /// Verified-token cache lookups by result (`hit`, `miss`).
     pub token_cache: IntCounterVec,
     /// Cache operations that failed because Redis was unreachable.
@@ -107,6 +109,13 @@ impl Metrics {
         let password_verifications = IntCounterVec::new(
             Opts::new("password_verifications_total", "bcrypt verifications by outcome"),
             &["outcome"],
+        )?;
+        let security_events = IntCounterVec::new(
+            Opts::new(
+                "security_events_total",
+                "security events recorded (failed logins, throttles, refresh reuse, permission denials, rate-limit blocks, decryption failures), by kind",
+            ),
+            &["kind"],
         )?;
         let auth_failures = IntCounterVec::new(
             Opts::new("auth_failures_total", "failed authentications by reason"),
@@ -233,6 +242,7 @@ impl Metrics {
         registry.register(Box::new(http_duration.clone()))?;
         registry.register(Box::new(password_verifications.clone()))?;
         registry.register(Box::new(auth_failures.clone()))?;
+        registry.register(Box::new(security_events.clone()))?;
         registry.register(Box::new(token_cache.clone()))?;
         registry.register(Box::new(cache_errors.clone()))?;
         registry.register(Box::new(actor_restarts.clone()))?;
@@ -251,6 +261,7 @@ impl Metrics {
             http_duration,
             password_verifications,
             auth_failures,
+            security_events,
             token_cache,
             cache_errors,
             actor_restarts,

@@ -1,5 +1,6 @@
 //! The one JSON error shape, the mapping of [`Error`] to HTTP status, and the rejection handler.
 
+use crate::store::auth_events::AuthEventKind;
 use std::convert::Infallible;
 
 use serde::Serialize;
@@ -106,12 +107,17 @@ pub fn error_response(e: &Error) -> Response {
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             r
         }
-        Error::Forbidden(message) => body(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            (*message).to_owned(),
-            Vec::new(),
-        ),
+        Error::Forbidden(message) => {
+            let mut r = body(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                (*message).to_owned(),
+                Vec::new(),
+            );
+            r.extensions_mut()
+                .insert(SecurityMark(AuthEventKind::PermissionDenied, message));
+            r
+        }
         Error::NotFound(_) => body(StatusCode::NOT_FOUND, "not_found", e.to_string(), Vec::new()),
         Error::Conflict(message) => body(StatusCode::CONFLICT, "conflict", message.clone(), Vec::new()),
         Error::UpgradeRequired(message) => {
@@ -192,6 +198,20 @@ pub fn error_response(e: &Error) -> Response {
                 .insert(header::RETRY_AFTER, HeaderValue::from(5u64));
             r
         }
+        Error::Decryption(cause) => {
+            tracing::error!(request_id = current_request_id().as_deref().unwrap_or("-"), error = %cause, "decryption failed");
+            let mut r = body(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error".to_owned(),
+                Vec::new(),
+            );
+            r.extensions_mut().insert(SecurityMark(
+                AuthEventKind::DecryptionFailed,
+                "a sealed customer field did not decrypt",
+            ));
+            r
+        }
         Error::Internal(cause) => {
             tracing::error!(request_id = current_request_id().as_deref().unwrap_or("-"), error = ?cause, "internal error");
             body(
@@ -203,6 +223,11 @@ pub fn error_response(e: &Error) -> Response {
         }
     }
 }
+
+/// Put on a response whose error is a security event, so the request envelope records it with the
+/// caller and the route (`http::server`).
+#[derive(Debug, Clone, Copy)]
+pub struct SecurityMark(pub AuthEventKind, pub &'static str);
 
 /// Turns every rejection into the JSON error shape.
 pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {

@@ -56,13 +56,19 @@ pub struct Admission {
 pub struct Front {
     pub state: Shared,
     pub routes: RouteTable,
+    /// Security events seen on responses (`http::security`).
+    pub security: super::security::SecurityLog,
 }
 
 impl Front {
     /// Builds the front over the node's endpoints.
     pub fn new(state: Shared) -> Self {
         let routes = RouteTable::new(&super::endpoints(&state));
-        Self { state, routes }
+        Self {
+            state,
+            routes,
+            security: super::security::SecurityLog::default(),
+        }
     }
 
     /// Decides the quotas of a request and reads its credential's cache values along.

@@ -18,7 +18,9 @@ use self::schemas::Limits;
 use super::errors::ErrorBody;
 use super::interactions::{CreateBatch, CreateInteraction};
 use super::ml::{SentimentBatchRequest, SentimentRequest};
-use super::{api_keys, auth, cluster, customers, export, interactions, ml, ops, summaries, users, ws};
+use super::{
+    api_keys, auth, cluster, customers, export, interactions, ml, ops, security, summaries, users, ws,
+};
 use crate::config::Config;
 
 #[derive(OpenApi)]
@@ -28,6 +30,7 @@ use crate::config::Config;
         ops::healthz, ops::readyz, ops::metrics, openapi_json, cluster::cluster,
         auth::login, auth::refresh, auth::logout, auth::change_password, auth::me,
         users::create_user, users::list_users, users::get_user, users::update_user, users::delete_user,
+        security::list_security_events,
         api_keys::create_api_key, api_keys::list_api_keys, api_keys::delete_api_key,
         customers::create_customer, customers::list_customers, customers::get_customer, customers::update_customer,
         customers::customer_patterns,

@@ -22,6 +22,7 @@ use warp::reply::Response;
 use super::PeerAddr;
 use super::errors::REQUEST_ID;
 use super::limits::{self, Front};
+use crate::store::auth_events::AuthEventKind;
 
 /// How long a client may take to start and finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -150,6 +151,10 @@ where
             front.admit(&method, &path, req.headers(), req.uri().query(), client),
         )
         .await;
+    // What the response needs of the request once the request is gone: its headers, for the caller of a
+    // security event.
+    let request_headers = req.headers().clone();
+    let refused = admission.refusal.is_some();
     let mut response = match admission.refusal.take() {
         Some(refusal) => refusal,
         None => {
@@ -182,6 +187,27 @@ where
     let status = response.status();
     let elapsed = started.elapsed();
     let route = route_label(&path);
+    let mark = if refused {
+        Some(super::errors::SecurityMark(
+            AuthEventKind::RateLimited,
+            "a request quota was used up",
+        ))
+    } else {
+        response
+            .extensions()
+            .get::<super::errors::SecurityMark>()
+            .copied()
+    };
+    if let Some(super::errors::SecurityMark(kind, detail)) = mark {
+        front.security.observe(
+            &front.state,
+            kind,
+            detail,
+            route.clone(),
+            Some(client),
+            &request_headers,
+        );
+    }
     metrics
         .http_requests
         .with_label_values(&[method.as_str(), &route, status.as_str()])

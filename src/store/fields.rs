@@ -138,7 +138,7 @@ impl FieldKeys {
     /// with, is an error (never garbage).
     pub fn open(&self, org: Uuid, customer: Uuid, column: Column, sealed: &[u8]) -> Result<Vec<u8>, Error> {
         let fail = |why: &str| {
-            Error::Internal(anyhow::anyhow!(
+            Error::Decryption(format!(
                 "cannot decrypt {} of customer {customer}: {why}",
                 column.as_str()
             ))
