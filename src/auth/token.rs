@@ -307,31 +307,23 @@ mod tests {
 
         // RS/HS confusion: RS256 in the header, signed by HMAC with the shared secret (what a verifier
         // that takes the algorithm from the header would accept with the secret as "public key").
-        let head = b64.encode(format!(
-            r#"{{"alg":"RS256","typ":"JWT","kid":"{}"}}"#,
-            key_id(SECRET)
-        ));
-        let message = format!("{head}.{payload}");
-        let signature = jsonwebtoken::crypto::sign(
-            message.as_bytes(),
-            &EncodingKey::from_secret(SECRET).unwrap(),
-            Algorithm::HS256,
-        )
-        .unwrap();
-        assert!(keys().verify(&format!("{message}.{signature}")).is_err());
+        let hmac_signed = |alg: &str| {
+            let head = b64.encode(format!(
+                r#"{{"alg":"{alg}","typ":"JWT","kid":"{}"}}"#,
+                key_id(SECRET)
+            ));
+            let message = format!("{head}.{payload}");
+            let signature = jsonwebtoken::crypto::sign(
+                message.as_bytes(),
+                &EncodingKey::from_secret(SECRET).unwrap(),
+                Algorithm::HS256,
+            )
+            .unwrap();
+            format!("{message}.{signature}")
+        };
+        assert!(keys().verify(&hmac_signed("RS256")).is_err());
         // The same bytes with HS256 in the header do verify: the refusal above is the algorithm's.
-        let head = b64.encode(format!(
-            r#"{{"alg":"HS256","typ":"JWT","kid":"{}"}}"#,
-            key_id(SECRET)
-        ));
-        let message = format!("{head}.{payload}");
-        let signature = jsonwebtoken::crypto::sign(
-            message.as_bytes(),
-            &EncodingKey::from_secret(SECRET).unwrap(),
-            Algorithm::HS256,
-        )
-        .unwrap();
-        assert!(keys().verify(&format!("{message}.{signature}")).is_ok());
+        assert!(keys().verify(&hmac_signed("HS256")).is_ok());
     }
 
     #[test]

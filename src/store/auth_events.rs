@@ -15,7 +15,8 @@ use crate::error::Error;
 use crate::metrics::Metrics;
 
 /// Kinds of recorded events; the names are the values of `auth_events.kind`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ToSchema)]
+#[schema(rename_all = "snake_case")]
 pub enum AuthEventKind {
     LoginSucceeded,
     LoginFailed,

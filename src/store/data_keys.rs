@@ -38,6 +38,31 @@ pub async fn check(pool: &PgPool, keys: &FieldKeys) -> Result<(), Error> {
     Ok(())
 }
 
+/// Seals a customer's fields with the current key, with its email's blind index, and clears any
+/// plaintext left from before sealing.
+async fn seal_row(
+    tx: &mut sqlx::PgConnection,
+    keys: &FieldKeys,
+    org: Uuid,
+    id: Uuid,
+    name: Option<&str>,
+    email: Option<&str>,
+    attributes: &serde_json::Value,
+) -> Result<(), Error> {
+    sqlx::query(
+        "UPDATE customers SET name_sealed = $2, email_sealed = $3, email_index = $4, attributes_sealed = $5, \
+         name = NULL, email = NULL, attributes = '{}'::jsonb WHERE id = $1",
+    )
+    .bind(id)
+    .bind(keys.seal_text(org, id, Column::Name, name)?)
+    .bind(keys.seal_text(org, id, Column::Email, email)?)
+    .bind(email.map(|e| keys.blind(org, e)))
+    .bind(keys.seal_json(org, id, attributes)?)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
 /// Seals the rows written before sealing existed (plaintext name, email or attributes), `batch` at a
 /// time, each batch in its own transaction, and clears their plaintext; returns how many. Forward-only
 /// and resumable: a row is either still plaintext or sealed.
@@ -62,16 +87,15 @@ pub async fn seal_plaintext(pool: &PgPool, keys: &FieldKeys, batch: i64) -> Resu
             let name: Option<String> = row.try_get(2)?;
             let email: Option<String> = row.try_get(3)?;
             let attributes: serde_json::Value = row.try_get(4)?;
-            sqlx::query(
-                "UPDATE customers SET name_sealed = $2, email_sealed = $3, email_index = $4, \
-                 attributes_sealed = $5, name = NULL, email = NULL, attributes = '{}'::jsonb WHERE id = $1",
+            seal_row(
+                &mut tx,
+                keys,
+                org,
+                id,
+                name.as_deref(),
+                email.as_deref(),
+                &attributes,
             )
-            .bind(id)
-            .bind(keys.seal_text(org, id, Column::Name, name.as_deref())?)
-            .bind(keys.seal_text(org, id, Column::Email, email.as_deref())?)
-            .bind(email.as_deref().map(|e| keys.blind(org, e)))
-            .bind(keys.seal_json(org, id, &attributes)?)
-            .execute(&mut *tx)
             .await?;
         }
         tx.commit().await?;
@@ -130,16 +154,15 @@ pub async fn rotate(
                 row.try_get::<Option<Vec<u8>>, _>(3)?.as_deref(),
             )?;
             let attributes = keys.open_json(org, id, row.try_get::<Option<Vec<u8>>, _>(4)?.as_deref())?;
-            sqlx::query(
-                "UPDATE customers SET name_sealed = $2, email_sealed = $3, email_index = $4, \
-                 attributes_sealed = $5 WHERE id = $1",
+            seal_row(
+                &mut tx,
+                keys,
+                org,
+                id,
+                name.as_deref(),
+                email.as_deref(),
+                &attributes,
             )
-            .bind(id)
-            .bind(keys.seal_text(org, id, Column::Name, name.as_deref())?)
-            .bind(keys.seal_text(org, id, Column::Email, email.as_deref())?)
-            .bind(email.as_deref().map(|e| keys.blind(org, e)))
-            .bind(keys.seal_json(org, id, &attributes)?)
-            .execute(&mut *tx)
             .await?;
         }
         tx.commit().await?;

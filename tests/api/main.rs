@@ -30,6 +30,7 @@ mod roles;
 mod rollups;
 mod schema;
 mod sealed;
+mod secrets;
 mod security_events;
 mod tls;
 mod two_nodes;

@@ -227,6 +227,24 @@ async fn compare(pool: &PgPool, keys: &FieldKeys, org: OrganizationId, rng: &mut
     compared
 }
 
+/// How many rows `rollup` and `recomputed` (two SELECTs over organization `$1`) do not share.
+async fn rows_differing(pool: &PgPool, org: OrganizationId, rollup: &str, recomputed: &str) -> i64 {
+    let statement = format!(
+        "WITH r AS ({rollup}), raw AS ({recomputed})
+         SELECT (SELECT count(*) FROM (SELECT * FROM r EXCEPT SELECT * FROM raw) x)
+              + (SELECT count(*) FROM (SELECT * FROM raw EXCEPT SELECT * FROM r) y)"
+    );
+    sqlx::query_scalar(sqlx::AssertSqlSafe(statement))
+        .bind(org.as_uuid())
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// The per-customer figures of the rows, as a rollup keeps them.
+const CUSTOMER_FIGURES: &str = "customer_id, count(*), count(sentiment_score), \
+     round(coalesce(sum(sentiment_score::float8), 0)::numeric, 6), count(*) FILTER (WHERE sentiment_label = 'negative')";
+
 /// Every rollup row equals the same grouping of the rows, once every delta is folded.
 async fn assert_folded_equal(pool: &PgPool, org: OrganizationId) {
     rollups::fold_all(pool, 1000).await.unwrap();
@@ -239,61 +257,49 @@ async fn assert_folded_equal(pool: &PgPool, org: OrganizationId) {
     assert_eq!(pending, 0);
     // The histograms are compared through the dashboards; every other column here.
     for (table, bucket) in [("interaction_hourly", "hour"), ("interaction_daily", "day")] {
-        let statement = format!(
-            "WITH r AS (SELECT {bucket} AS t, channel, segment, n, scored, round(score_sum::numeric, 6) AS s,
-                        positive, negative, neutral
-                   FROM {table} WHERE organization_id = $1),
-                  raw AS (SELECT date_bin('1 {bucket}', occurred_at, TIMESTAMPTZ '2000-01-03 00:00:00+00') AS t,
-                        channel, segment, count(*) AS n, count(sentiment_score) AS scored,
-                        round(coalesce(sum(sentiment_score::float8), 0)::numeric, 6) AS s,
-                        count(*) FILTER (WHERE sentiment_label = 'positive') AS positive,
-                        count(*) FILTER (WHERE sentiment_label = 'negative') AS negative,
-                        count(*) FILTER (WHERE sentiment_label = 'neutral') AS neutral
-                   FROM customer_interactions WHERE organization_id = $1 GROUP BY 1, 2, 3)
-             SELECT (SELECT count(*) FROM (SELECT * FROM r EXCEPT SELECT * FROM raw) x)
-                  + (SELECT count(*) FROM (SELECT * FROM raw EXCEPT SELECT * FROM r) y)"
+        let rollup = format!(
+            "SELECT {bucket} AS t, channel, segment, n, scored, round(score_sum::numeric, 6) AS s,
+                    positive, negative, neutral
+             FROM {table} WHERE organization_id = $1"
         );
-        let differing: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(statement))
-            .bind(org.as_uuid())
-            .fetch_one(pool)
-            .await
-            .unwrap();
+        let recomputed = format!(
+            "SELECT date_bin('1 {bucket}', occurred_at, TIMESTAMPTZ '2000-01-03 00:00:00+00') AS t,
+                    channel, segment, count(*) AS n, count(sentiment_score) AS scored,
+                    round(coalesce(sum(sentiment_score::float8), 0)::numeric, 6) AS s,
+                    count(*) FILTER (WHERE sentiment_label = 'positive') AS positive,
+                    count(*) FILTER (WHERE sentiment_label = 'negative') AS negative,
+                    count(*) FILTER (WHERE sentiment_label = 'neutral') AS neutral
+             FROM customer_interactions WHERE organization_id = $1 GROUP BY 1, 2, 3"
+        );
+        let differing = rows_differing(pool, org, &rollup, &recomputed).await;
         assert_eq!(differing, 0, "{table} differs from the rows");
     }
-    let differing: i64 = sqlx::query_scalar(
-        "WITH r AS (SELECT day, channel, segment, customer_id, n, scored, round(score_sum::numeric, 6), negative
-                    FROM customer_daily WHERE organization_id = $1),
-              raw AS (SELECT date_bin('1 day', occurred_at, TIMESTAMPTZ '2000-01-03 00:00:00+00'), channel, segment,
-                    customer_id, count(*), count(sentiment_score),
-                    round(coalesce(sum(sentiment_score::float8), 0)::numeric, 6),
-                    count(*) FILTER (WHERE sentiment_label = 'negative')
-                    FROM customer_interactions WHERE organization_id = $1 GROUP BY 1, 2, 3, 4)
-         SELECT (SELECT count(*) FROM (SELECT * FROM r EXCEPT SELECT * FROM raw) x)
-              + (SELECT count(*) FROM (SELECT * FROM raw EXCEPT SELECT * FROM r) y)",
+    let differing = rows_differing(
+        pool,
+        org,
+        "SELECT day, channel, segment, customer_id, n, scored, round(score_sum::numeric, 6), negative
+         FROM customer_daily WHERE organization_id = $1",
+        &format!(
+            "SELECT date_bin('1 day', occurred_at, TIMESTAMPTZ '2000-01-03 00:00:00+00'), channel, segment,
+                    {CUSTOMER_FIGURES}
+             FROM customer_interactions WHERE organization_id = $1 GROUP BY 1, 2, 3, 4"
+        ),
     )
-    .bind(org.as_uuid())
-    .fetch_one(pool)
-    .await
-    .unwrap();
+    .await;
     assert_eq!(differing, 0, "customer_daily differs from the rows");
-    let differing: i64 = sqlx::query_scalar(
-        "WITH r AS (SELECT width, start, customer_id, n, scored, round(score_sum::numeric, 6), negative
-                    FROM customer_spans WHERE organization_id = $1),
-              raw AS (SELECT w.width, date_bin(make_interval(days => w.width), occurred_at,
-                        TIMESTAMPTZ '2000-01-03 00:00:00+00'),
-                    customer_id, count(*), count(sentiment_score),
-                    round(coalesce(sum(sentiment_score::float8), 0)::numeric, 6),
-                    count(*) FILTER (WHERE sentiment_label = 'negative')
-                    FROM customer_interactions
-                    CROSS JOIN unnest('{1, 4, 16, 64, 256, 1024}'::int2[]) AS w (width)
-                    WHERE organization_id = $1 GROUP BY 1, 2, 3)
-         SELECT (SELECT count(*) FROM (SELECT * FROM r EXCEPT SELECT * FROM raw) x)
-              + (SELECT count(*) FROM (SELECT * FROM raw EXCEPT SELECT * FROM r) y)",
+    let differing = rows_differing(
+        pool,
+        org,
+        "SELECT width, start, customer_id, n, scored, round(score_sum::numeric, 6), negative
+         FROM customer_spans WHERE organization_id = $1",
+        &format!(
+            "SELECT w.width, date_bin(make_interval(days => w.width), occurred_at,
+                    TIMESTAMPTZ '2000-01-03 00:00:00+00'), {CUSTOMER_FIGURES}
+             FROM customer_interactions CROSS JOIN unnest('{{1, 4, 16, 64, 256, 1024}}'::int2[]) AS w (width)
+             WHERE organization_id = $1 GROUP BY 1, 2, 3"
+        ),
     )
-    .bind(org.as_uuid())
-    .fetch_one(pool)
-    .await
-    .unwrap();
+    .await;
     assert_eq!(differing, 0, "customer_spans differ from the rows");
 }
 
