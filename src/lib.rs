@@ -76,8 +76,9 @@ const BATCH_ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 const HIT_RATE_MIN_LOOKUPS: u64 = 50;
 
 impl App {
-    /// Builds and starts a node: checks the secret, migrates (unless disabled), connects the cache, starts
-    /// the actor tree, loads or generates the TLS certificate and binds the listener.
+    /// Builds and starts a node: checks the secret, migrates (unless disabled), checks the data keys and
+    /// seals customers written before sealing, connects the cache, starts the actor tree, loads or
+    /// generates the TLS certificate and binds the listener.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         // Before the first connection: TLS to PostgreSQL uses the process's rustls provider.
         http::tls::install_crypto_provider();

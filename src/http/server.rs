@@ -33,7 +33,6 @@ const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 /// What a plain-HTTP client on the HTTPS port is told before the connection is closed.
 const PLAIN_HTTP_REFUSAL: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: 116\r\n\r\n{\"error\":{\"code\":\"https_required\",\"message\":\"this server only speaks HTTPS; use https:// (plain HTTP is refused) \"}}";
 
-/// Installs ring as the process's rustls provider. ractor_cluster brings aws-lc-rs too, and with two
 /// Serves `routes` over TLS on `listener` until `shutdown` turns true, then lets open connections finish
 /// for up to `grace`.
 pub async fn serve(

@@ -25,7 +25,9 @@ pub const RENEW_BEFORE_DAYS: i64 = 30;
 /// How often the certificate files are looked at again.
 pub const RELOAD_EVERY: Duration = Duration::from_secs(3600);
 
-/// Installs the process-wide rustls crypto provider (ring), once.
+/// Installs ring as the process's rustls provider. ractor_cluster brings aws-lc-rs too, and with two
+/// providers rustls cannot pick one by itself (sqlx's TLS to PostgreSQL needs it as well). Safe to call
+/// more than once.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }

@@ -654,11 +654,17 @@ async fn partitions_and_pauses_keep_one_owner_and_lose_nothing_acknowledged() {
     let pg = FaultProxy::start("127.0.0.1:0".parse().unwrap(), "127.0.0.1:5432".parse().unwrap()).await;
     let db_name = c.db_url.rsplit('/').next().unwrap().to_owned();
     let b_db = format!("postgres://postgres@{}/{db_name}", pg.addr);
-    let a = serve(&c.names[0], &c.spec()).await;
+    // Six missed pings (about 2 s) before a peer counts as down: on a loaded machine three (0.9 s) can
+    // pass between pausing b and sending the in-flight request of scenario 3, which then never reaches b.
+    let slow_misses = ("INSIGHTS_CLUSTER_PING_MISSES".to_owned(), "6".to_owned());
+    let mut a_spec = c.spec();
+    a_spec.env.push(slow_misses.clone());
+    let a = serve(&c.names[0], &a_spec).await;
     let mut b_spec = c.spec_on(&b_db);
     b_spec
         .env
         .push(("INSIGHTS_CLUSTER_LISTEN".to_owned(), b_real.clone()));
+    b_spec.env.push(slow_misses);
     let b = serve(&c.names[1], &b_spec).await;
     let token = a.login(org).await;
     joined(&[&a, &b], &token).await;
