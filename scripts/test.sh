@@ -7,7 +7,7 @@
 #   - Python `websockets` for the permessage-deflate test;
 #   - numpy for Python's onnxruntime (the wheel scripts/ort.sh unpacked), which scores the golden texts on
 #     this machine as the reference of the model test (INSIGHTS_ORT_PYTHONPATH);
-#   - Debian's testssl.sh, which audits the HTTPS port (tests/api/tls.rs);
+#   - Debian's testssl.sh, which audits the HTTPS port (tests/testssl.rs);
 #   - Python `schemathesis` (pinned: the contract test's seed reproduces with this version) for the test
 #     that fuzzes the OpenAPI document (tests/api/contract.rs).
 # PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379) must be running; .ci/run starts them if not.
