@@ -150,9 +150,8 @@ where
             front.admit(&method, &path, req.headers(), req.uri().query(), client),
         )
         .await;
-    // What the response needs of the request once the request is gone: its headers, for the caller of a
-    // security event.
-    let request_headers = req.headers().clone();
+    // Who sent the request, should its response be a security event (the request is gone by then).
+    let caller = super::security::Caller::of(req.headers());
     let refused = admission.refusal.is_some();
     let mut response = match admission.refusal.take() {
         Some(refusal) => refusal,
@@ -198,14 +197,9 @@ where
             .copied()
     };
     if let Some(super::errors::SecurityMark(kind, detail)) = mark {
-        front.security.observe(
-            &front.state,
-            kind,
-            detail,
-            route.clone(),
-            Some(client),
-            &request_headers,
-        );
+        front
+            .security
+            .observe(&front.state, kind, detail, route.clone(), Some(client), &caller);
     }
     metrics
         .http_requests
