@@ -730,6 +730,10 @@ async fn partitions_and_pauses_keep_one_owner_and_lose_nothing_acknowledged() {
         wait_owner(&c.pool, org.id, &c.names[1]).await,
         "b gets its organization back"
     );
+    // The hand-off is over for a only once b's answer to it arrived (a holds its requests meanwhile):
+    // a request through a that b serves proves it, so the pause below cannot fall inside the hand-off
+    // (a request held by a then never reached b, and a rightly serves it once b's lease expired).
+    assert_eq!(send(&a, "p-4a").await.0, 201, "a forwards to b again");
 
     // 3. The owner paused past its lease, then continued: a takes over, the paused node's actor
     //    cannot write (fenced), and its requests reach the new owner.
