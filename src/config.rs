@@ -310,6 +310,8 @@ pub struct RedisConfig {
     pub op_timeout: Duration,
     /// How often a node whose Redis is down checks whether it is back.
     pub probe_interval: Duration,
+    /// PEM file of the CA that signed a `rediss://` server's certificate; unset = the system's roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Connection pool settings (R8.9: 10–50 connections).
@@ -459,6 +461,7 @@ impl Default for Config {
             redis: RedisConfig {
                 op_timeout: Duration::from_millis(200),
                 probe_interval: Duration::from_secs(1),
+                ca_file: None,
             },
             cluster: ClusterConfig {
                 lease_ttl: Duration::from_secs(6),
@@ -563,6 +566,7 @@ struct FileConfig {
     trusted_proxies: Option<Vec<String>>,
     redis_timeout_ms: Option<u64>,
     redis_probe_ms: Option<u64>,
+    redis_ca_file: Option<PathBuf>,
     lease_ttl_ms: Option<u64>,
     heartbeat_ms: Option<u64>,
     cluster_file: Option<PathBuf>,
@@ -842,6 +846,9 @@ impl Config {
             &mut self.redis.probe_interval,
             f.redis_probe_ms.map(Duration::from_millis),
         );
+        if f.redis_ca_file.is_some() {
+            self.redis.ca_file = f.redis_ca_file.clone();
+        }
         set(
             &mut self.cluster.lease_ttl,
             f.lease_ttl_ms.map(Duration::from_millis),
@@ -1162,6 +1169,9 @@ impl Config {
             &mut self.redis.probe_interval,
             millis(env, "INSIGHTS_REDIS_PROBE_MS")?,
         );
+        if let Some(file) = env.var("INSIGHTS_REDIS_CA_FILE") {
+            self.redis.ca_file = Some(PathBuf::from(file));
+        }
         set(&mut self.cluster.lease_ttl, millis(env, "INSIGHTS_LEASE_TTL_MS")?);
         set(&mut self.cluster.heartbeat, millis(env, "INSIGHTS_HEARTBEAT_MS")?);
         if let Some(file) = env.var("INSIGHTS_CLUSTER_FILE") {
@@ -1350,6 +1360,17 @@ impl Config {
         }
         if self.redis.op_timeout.is_zero() || self.redis.probe_interval.is_zero() {
             return Err(invalid("redis_timeout_ms", "must be positive"));
+        }
+        if self.redis.ca_file.is_some()
+            && !self
+                .redis_url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("rediss://"))
+        {
+            return Err(invalid(
+                "redis_ca_file",
+                "is for a TLS connection: REDIS_URL must be rediss://",
+            ));
         }
         if self.cluster.heartbeat.is_zero() || self.cluster.heartbeat * 2 > self.cluster.lease_ttl {
             return Err(invalid(

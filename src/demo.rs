@@ -248,12 +248,7 @@ async fn generate(
         items.push((n, new));
     }
     // Summaries a node cached earlier (in Redis) are invalidated as the chunks commit.
-    let cache = crate::store::cache::Cache::new(
-        config.redis_url.as_deref(),
-        &config.redis_prefix,
-        &config.redis,
-        crate::metrics::Metrics::new()?,
-    )?;
+    let cache = crate::store::cache::Cache::open(config, crate::metrics::Metrics::new()?).await?;
     let (mut created, mut kept) = (0usize, 0usize);
     let mut chunks = items.chunks(config.ingest.batch_chunk).map(<[_]>::to_vec);
     let mut running = FuturesUnordered::new();

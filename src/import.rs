@@ -117,12 +117,7 @@ pub async fn run(pool: &PgPool, config: &Config, opts: &ImportOptions) -> anyhow
     let mut last_log = Instant::now();
     let mut in_flight = FuturesOrdered::new();
     // Summaries cached by running nodes (through Redis) are invalidated as chunks commit (`OrgTx`).
-    let cache = Cache::new(
-        config.redis_url.as_deref(),
-        &config.redis_prefix,
-        &config.redis,
-        crate::metrics::Metrics::new()?,
-    )?;
+    let cache = Cache::open(config, crate::metrics::Metrics::new()?).await?;
 
     while let Some(row) = rx.recv().await {
         summary.rows += 1;

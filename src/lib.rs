@@ -138,12 +138,7 @@ impl App {
                 "encrypted the plaintext fields of customers written before sealing"
             );
         }
-        let cache = store::cache::Cache::new(
-            config.redis_url.as_deref(),
-            &config.redis_prefix,
-            &config.redis,
-            metrics.clone(),
-        )?;
+        let cache = store::cache::Cache::open(&config, metrics.clone()).await?;
         let limiter = store::ratelimit::RateLimiter::new(
             cache.clone(),
             store::ratelimit::Backoff {

@@ -114,7 +114,92 @@ return 1
 static RESERVE: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(RESERVE_LUA));
 static RELEASE: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(RELEASE_LUA));
 
+/// Refuses, unless `allow_plaintext`, a `redis://` URL to another machine (R9.10): the cache holds
+/// token verifications and summaries of customers' data, which then cross the network in clear. Use
+/// `rediss://`, or set `INSIGHTS_DB_ALLOW_PLAINTEXT=true` on a network you trust. `rediss://…#insecure`
+/// (no certificate check) is refused alike: it is TLS in name only.
+pub fn check_transport(url: &str, allow_plaintext: bool) -> anyhow::Result<()> {
+    use redis::{ConnectionAddr, IntoConnectionInfo as _};
+    let info = url.into_connection_info()?;
+    let (host, why) = match info.addr() {
+        ConnectionAddr::Unix(_) => return Ok(()),
+        ConnectionAddr::TcpTls { insecure: false, .. } => return Ok(()),
+        ConnectionAddr::TcpTls { host, .. } => (host, "rediss:// with #insecure does not check the certificate"),
+        ConnectionAddr::Tcp(host, _) => (host, "redis:// sends tokens and cached data in clear"),
+        other => anyhow::bail!("REDIS_URL: an address of a kind this node does not know: {other:?}"),
+    };
+    let local = host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if local || allow_plaintext {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "REDIS_URL reaches {host}, but {why}: use rediss:// (with INSIGHTS_REDIS_CA_FILE for a private CA), \
+         or set INSIGHTS_DB_ALLOW_PLAINTEXT=true on a network you trust"
+    )
+}
+
+/// True when `error` is a failed TLS handshake (an unknown issuer, a name the certificate does not
+/// cover, a server that does not speak TLS) rather than a Redis that is down.
+fn is_tls_failure(error: &redis::RedisError) -> bool {
+    type Shared = Arc<dyn std::error::Error + Send + Sync>;
+    fn is_rustls(e: &(dyn std::error::Error + 'static)) -> bool {
+        if e.is::<rustls::Error>() {
+            return true;
+        }
+        // tokio-rustls hands rustls' error on inside an io::Error, which redis keeps in an Arc.
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return io.get_ref().is_some_and(|inner| is_rustls(inner));
+        }
+        if let Some(shared) = e.downcast_ref::<Shared>() {
+            return is_rustls(shared.as_ref());
+        }
+        e.source().is_some_and(is_rustls)
+    }
+    is_rustls(error)
+}
+
+/// A Redis client for `url`; a `rediss://` one trusts `ca_file` when given, else the system's roots.
+fn client(url: &str, ca_file: Option<&std::path::Path>) -> anyhow::Result<redis::Client> {
+    let Some(ca) = ca_file else {
+        return Ok(redis::Client::open(url)?);
+    };
+    let root = std::fs::read(ca).map_err(|e| anyhow::anyhow!("redis_ca_file {}: {e}", ca.display()))?;
+    Ok(redis::Client::build_with_tls(
+        url,
+        redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(root),
+        },
+    )?)
+}
+
 impl Cache {
+    /// The node's cache as configured: the transport is checked ([`check_transport`]) and, for
+    /// `rediss://`, one connection is tried at once so a certificate that does not verify refuses the
+    /// start instead of leaving the node on its in-process cache for good. A Redis that is merely down
+    /// is not an error: the node starts degraded and connects when Redis is back.
+    pub async fn open(config: &crate::config::Config, metrics: Metrics) -> anyhow::Result<Self> {
+        let url = config.redis_url.as_deref();
+        if let Some(url) = url {
+            check_transport(url, config.db.allow_plaintext)?;
+            if url.starts_with("rediss://") {
+                let client = client(url, config.redis.ca_file.as_deref())?;
+                let wait = config.redis.op_timeout.max(Duration::from_secs(2));
+                if let Ok(Err(e)) = tokio::time::timeout(wait, client.get_multiplexed_async_connection()).await
+                    && is_tls_failure(&e)
+                {
+                    anyhow::bail!("REDIS_URL: the TLS handshake with Redis failed: {e}");
+                }
+            }
+        }
+        Self::new(url, &config.redis_prefix, &config.redis, metrics)
+    }
+
     /// Connects to Redis lazily (a node starts while Redis is down), or builds the in-process cache.
     pub fn new(
         redis_url: Option<&str>,
@@ -124,7 +209,7 @@ impl Cache {
     ) -> anyhow::Result<Self> {
         let link = match redis_url {
             Some(url) => {
-                let client = redis::Client::open(url)?;
+                let client = client(url, redis.ca_file.as_deref())?;
                 // The breaker bounds every call by `op_timeout`; the manager's own timeouts only keep
                 // its reconnects short.
                 let config = ConnectionManagerConfig::new()
@@ -568,10 +653,33 @@ impl LocalCache {
 mod tests {
     use super::*;
 
+    #[test]
+    fn plaintext_redis_to_another_machine_is_refused_unless_allowed() {
+        for url in [
+            "redis://cache.example.com:6379",
+            "redis://10.0.0.7/2",
+            "rediss://cache.example.com:6380/#insecure",
+        ] {
+            let e = check_transport(url, false).unwrap_err().to_string();
+            assert!(e.contains("INSIGHTS_DB_ALLOW_PLAINTEXT"), "{url}: {e}");
+            assert!(check_transport(url, true).is_ok(), "{url} allowed");
+        }
+        for url in [
+            "rediss://cache.example.com:6380",
+            "redis://127.0.0.1:6379",
+            "redis://localhost",
+            "redis://[::1]:6379",
+            "redis+unix:///run/redis.sock",
+        ] {
+            assert!(check_transport(url, false).is_ok(), "{url}");
+        }
+    }
+
     fn config() -> RedisConfig {
         RedisConfig {
             op_timeout: Duration::from_millis(200),
             probe_interval: Duration::from_millis(100),
+            ca_file: None,
         }
     }
 

@@ -74,6 +74,7 @@ mod tests {
         let redis = RedisConfig {
             op_timeout: Duration::from_millis(200),
             probe_interval: Duration::from_secs(1),
+            ca_file: None,
         };
         Cache::new(None, "t", &redis, crate::metrics::Metrics::new().unwrap()).unwrap()
     }

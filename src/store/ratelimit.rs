@@ -510,6 +510,7 @@ mod tests {
         let config = RedisConfig {
             op_timeout: Duration::from_millis(500),
             probe_interval: Duration::from_secs(1),
+            ca_file: None,
         };
         Cache::new(
             Some(&url),

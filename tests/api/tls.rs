@@ -141,3 +141,123 @@ async fn the_node_speaks_tls_to_postgresql_when_asked_and_refuses_a_certificate_
     .execute(&pool)
     .await;
 }
+
+/// A redis-server of the test's own that speaks only TLS, with a certificate for `localhost`.
+struct TlsRedis {
+    port: u16,
+    ca: std::path::PathBuf,
+    dir: std::path::PathBuf,
+    child: std::process::Child,
+}
+
+impl TlsRedis {
+    fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!("insights-rediss-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let (cert, key) = (dir.join("redis.pem"), dir.join("redis.key"));
+        std::fs::write(&cert, generated.cert.pem()).unwrap();
+        std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
+        let port = crate::helpers::free_port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", "0", "--tls-port", &port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--tls-cert-file")
+            .arg(&cert)
+            .arg("--tls-key-file")
+            .arg(&key)
+            .arg("--tls-ca-cert-file")
+            .arg(&cert)
+            .args(["--tls-auth-clients", "no", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server runs (Debian's is built with TLS)");
+        Self {
+            port,
+            ca: cert,
+            dir,
+            child,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("rediss://localhost:{}", self.port)
+    }
+
+    /// A connection that trusts the server's certificate, once the server answers.
+    async fn connect(&self) -> redis::aio::MultiplexedConnection {
+        let client = redis::Client::build_with_tls(
+            self.url(),
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(std::fs::read(&self.ca).unwrap()),
+            },
+        )
+        .unwrap();
+        for _ in 0..100 {
+            if let Ok(c) = client.get_multiplexed_async_connection().await {
+                return c;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the TLS redis-server on {} does not answer", self.port);
+    }
+}
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test]
+async fn the_node_speaks_tls_to_redis_and_refuses_a_certificate_that_does_not_verify() {
+    // This test's own TLS client needs the process's rustls provider before any node installed it.
+    insights::http::tls::install_crypto_provider();
+    let redis = TlsRedis::start();
+    let mut conn = redis.connect().await;
+
+    // A CA that did not sign the server's certificate, and the system's roots (which never did):
+    // the start is refused with the reason, instead of a node that silently runs without Redis.
+    let other_ca = redis.dir.join("other-ca.pem");
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    std::fs::write(&other_ca, other.cert.pem()).unwrap();
+    for ca in [Some(other_ca.clone()), None] {
+        let mut config = test_config();
+        config.redis_url = Some(redis.url());
+        config.redis.ca_file = ca.clone();
+        let refused = insights::App::build(config).await;
+        let error = format!("{:#}", refused.err().expect("the start is refused"));
+        assert!(error.contains("TLS handshake with Redis failed"), "{ca:?}: {error}");
+    }
+
+    // The right CA: the node's cache, throttles and quotas live in that Redis, over TLS only.
+    let app = spawn_with(|c| {
+        c.redis_url = Some(redis.url());
+        c.redis.ca_file = Some(redis.ca.clone());
+    })
+    .await;
+    let org = app.create_org().await;
+    let admin = app.admin(&org).await;
+    app.get("/api/v1/insights/dashboard", Some(&admin.access))
+        .await
+        .expect(200);
+    let ready = app.get("/readyz", None).await;
+    assert_eq!(ready.body["checks"]["redis"]["status"], "up", "{}", ready.body);
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:*", app.config.redis_prefix))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        keys.iter().any(|k| k.contains("dashboard")),
+        "the node wrote its cache entries to the TLS Redis: {keys:?}"
+    );
+    assert_eq!(
+        app.metric("insights_redis_breaker_open").await,
+        0.0,
+        "Redis was never treated as down"
+    );
+}
