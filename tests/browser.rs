@@ -1,6 +1,7 @@
 //! The dashboard in a real browser: Debian's Chromium driven by playwright-core (`tests/browser/`) logs
 //! in, sees the charts, sees an interaction ingested through the API appear live, and reconnects and
-//! catches up after this test kills and restarts the server on the same port. `.ci/run` installs
+//! catches up after this test kills and restarts the server on the same port, and shows hostile markup
+//! (script, event handlers, `javascript:`, bidi overrides) as inert text. `.ci/run` installs
 //! Chromium and the npm package; set `INSIGHTS_SKIP_BROWSER_TESTS=1` to skip on a machine without them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -29,7 +29,7 @@ impl ExternalId {
 
     /// The pattern of what [`Self::parse`] accepts, for the OpenAPI document.
     pub fn pattern() -> String {
-        trimmed_text_pattern(Self::MAX_CHARS, false)
+        trimmed_text_pattern(Self::MAX_CHARS)
     }
 
     /// Returns the id.
@@ -60,7 +60,7 @@ impl Segment {
 
     /// The pattern of what [`Self::parse`] accepts, for the OpenAPI document.
     pub fn pattern() -> String {
-        trimmed_text_pattern(Self::MAX_CHARS, false)
+        trimmed_text_pattern(Self::MAX_CHARS)
     }
 
     /// Returns the label.

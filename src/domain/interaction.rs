@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use super::enrichment::{self, Device, Geo};
 use super::ids::{CustomerId, InteractionId, OrganizationId};
-use super::validation::{NUL_MESSAGE, trimmed_text_pattern};
+use super::validation::{NO_CONTROLS_MESSAGE, control_message, refused_control, trimmed_text_pattern};
 use super::{FieldError, Fields};
 
 /// Where an interaction happened.
@@ -58,14 +58,14 @@ pub const EVENT_TYPE_MAX_CHARS: usize = 200;
 /// Longest accepted `idempotencyKey`, in characters, once trimmed.
 pub const IDEMPOTENCY_KEY_MAX_CHARS: usize = 200;
 
-/// The pattern of an accepted `eventType`: trimmed, 1 to 200 characters, any but U+0000.
+/// The pattern of an accepted `eventType`: trimmed, 1 to 200 characters, no control characters.
 pub fn event_type_pattern() -> String {
-    trimmed_text_pattern(EVENT_TYPE_MAX_CHARS, true)
+    trimmed_text_pattern(EVENT_TYPE_MAX_CHARS)
 }
 
-/// The pattern of an accepted `idempotencyKey`: trimmed, 1 to 200 characters, any but U+0000.
+/// The pattern of an accepted `idempotencyKey`: trimmed, 1 to 200 characters, no control characters.
 pub fn idempotency_key_pattern() -> String {
-    trimmed_text_pattern(IDEMPOTENCY_KEY_MAX_CHARS, true)
+    trimmed_text_pattern(IDEMPOTENCY_KEY_MAX_CHARS)
 }
 
 /// Limits applied when validating a new interaction.
@@ -109,8 +109,8 @@ pub fn parse_new_interaction(
     let event_type = f.required_str("eventType");
     let event_type = f.parse("eventType", event_type, |s| {
         let t = s.trim();
-        if t.contains('\0') {
-            return Err(NUL_MESSAGE.to_owned());
+        if t.chars().any(char::is_control) {
+            return Err(NO_CONTROLS_MESSAGE.to_owned());
         }
         match t.chars().count() {
             0 => Err("must not be empty".to_owned()),
@@ -127,8 +127,8 @@ pub fn parse_new_interaction(
             format!("must be at most {} characters", limits.max_content_chars),
         );
     }
-    if content.as_ref().is_some_and(|c| c.contains('\0')) {
-        f.error("content", NUL_MESSAGE);
+    if let Some(c) = content.as_deref().and_then(refused_control) {
+        f.error("content", control_message(c));
     }
     let content = content.filter(|c| !c.trim().is_empty());
     if channel.is_some_and(|c| c.is_text()) && content.is_none() {
@@ -162,8 +162,8 @@ pub fn parse_new_interaction(
     let key = f.optional_str("idempotencyKey");
     let idempotency_key = f.parse("idempotencyKey", key, |k| {
         let k = k.trim();
-        if k.contains('\0') {
-            return Err(NUL_MESSAGE.to_owned());
+        if k.chars().any(char::is_control) {
+            return Err(NO_CONTROLS_MESSAGE.to_owned());
         }
         if k.is_empty() || k.chars().count() > IDEMPOTENCY_KEY_MAX_CHARS {
             return Err(format!("must be 1 to {IDEMPOTENCY_KEY_MAX_CHARS} characters"));

@@ -69,6 +69,10 @@ impl Password {
         if raw.len() > Self::MAX_BYTES {
             return Err(format!("must be at most {} bytes", Self::MAX_BYTES));
         }
+        // bcrypt implementations stop at U+0000, and no keyboard types the others.
+        if raw.chars().any(char::is_control) {
+            return Err(super::validation::NO_CONTROLS_MESSAGE.to_owned());
+        }
         Ok(Self(raw.to_owned()))
     }
 
@@ -102,7 +106,7 @@ impl PersonName {
             return Err(format!("must be at most {} characters", Self::MAX_CHARS));
         }
         if name.chars().any(char::is_control) {
-            return Err("must not contain control characters".to_owned());
+            return Err(super::validation::NO_CONTROLS_MESSAGE.to_owned());
         }
         Ok(Self(name.to_owned()))
     }
@@ -114,7 +118,7 @@ impl PersonName {
 
     /// The pattern of what [`Self::parse`] accepts, for the OpenAPI document.
     pub fn pattern() -> String {
-        trimmed_text_pattern(Self::MAX_CHARS, false)
+        trimmed_text_pattern(Self::MAX_CHARS)
     }
 }
 

@@ -30,34 +30,62 @@ pub const WHITESPACE_CLASS: &str = r"\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u20
 /// The characters `char::is_control` finds (Unicode `Cc`), likewise.
 pub const CONTROL_CLASS: &str = r"\x00-\x1f\x7f-\x9f";
 
-/// PostgreSQL's text and jsonb cannot hold U+0000, so no text that is stored may contain it.
+/// The control characters free text may not hold (R9.12): every one [`CONTROL_CLASS`] names but tab,
+/// line feed and carriage return, which are part of text. They have no business in a message, a name or
+/// metadata, and they are how a terminal, a log viewer or a CSV reader is attacked; U+0000 cannot even
+/// be stored by PostgreSQL.
+pub const REFUSED_CONTROL_CLASS: &str = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f";
+
+/// The pattern of a free text (a message, a search): no control character but tab, line feed and
+/// carriage return.
+pub const FREE_TEXT_PATTERN: &str = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$";
+
+/// Said of a text holding U+0000.
 pub const NUL_MESSAGE: &str = "must not contain the NUL character (U+0000)";
 
-/// Tells whether a JSON value holds U+0000 in any string or key, at any depth.
-pub fn contains_nul(value: &Value) -> bool {
+/// True for a control character free text may not hold (see [`REFUSED_CONTROL_CLASS`]).
+pub fn is_refused_control(c: char) -> bool {
+    c.is_control() && !matches!(c, '\t' | '\n' | '\r')
+}
+
+/// The first control character free text may not hold, if `s` has one.
+pub fn refused_control(s: &str) -> Option<char> {
+    s.chars().find(|&c| is_refused_control(c))
+}
+
+/// The first control character free text may not hold, in any string or key of `value`, at any depth.
+pub fn json_refused_control(value: &Value) -> Option<char> {
     match value {
-        Value::String(s) => s.contains('\0'),
-        Value::Array(items) => items.iter().any(contains_nul),
-        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)),
-        Value::Null | Value::Bool(_) | Value::Number(_) => false,
+        Value::String(s) => refused_control(s),
+        Value::Array(items) => items.iter().find_map(json_refused_control),
+        Value::Object(map) => map
+            .iter()
+            .find_map(|(k, v)| refused_control(k).or_else(|| json_refused_control(v))),
+        Value::Null | Value::Bool(_) | Value::Number(_) => None,
     }
 }
 
-/// The pattern of a text without U+0000, which cannot be stored.
-pub const NO_NUL_PATTERN: &str = r"^[^\x00]*$";
+/// What is wrong with a free text holding the control character `c`, naming it.
+pub fn control_message(c: char) -> String {
+    if c == '\0' {
+        return NUL_MESSAGE.to_owned();
+    }
+    format!(
+        "must not contain control characters other than tab, line feed and carriage return (found U+{:04X})",
+        u32::from(c)
+    )
+}
 
-/// The pattern of a text that the validator trims and then requires to hold 1 to `max_chars` characters
-/// (none of them a control character unless `controls`, and never U+0000, which cannot be stored): the
-/// document says exactly what is accepted.
-pub fn trimmed_text_pattern(max_chars: usize, controls: bool) -> String {
-    let (edge, inner) = if controls {
-        (format!("[^{WHITESPACE_CLASS}\\x00]"), r"[^\x00]".to_owned())
-    } else {
-        (
-            format!("[^{WHITESPACE_CLASS}{CONTROL_CLASS}]"),
-            format!("[^{CONTROL_CLASS}]"),
-        )
-    };
+/// Said of a single-line text (a name, an id, a type) holding a control character.
+pub const NO_CONTROLS_MESSAGE: &str = "must not contain control characters";
+
+/// The pattern of a text that the validator trims and then requires to hold 1 to `max_chars` characters,
+/// none of them a control character: the document says exactly what is accepted.
+pub fn trimmed_text_pattern(max_chars: usize) -> String {
+    let (edge, inner) = (
+        format!("[^{WHITESPACE_CLASS}{CONTROL_CLASS}]"),
+        format!("[^{CONTROL_CLASS}]"),
+    );
     let around = format!("[{WHITESPACE_CLASS}]*");
     let between = max_chars.saturating_sub(2);
     format!("^{around}{edge}(?:{inner}{{0,{between}}}{edge})?{around}$")
@@ -137,13 +165,14 @@ impl<'a> Fields<'a> {
         }
     }
 
-    /// Returns an optional JSON object field; `null` counts as absent. It is stored, so it may not hold
-    /// U+0000 anywhere.
+    /// Returns an optional JSON object field; `null` counts as absent. Its keys and texts are free text:
+    /// no control character but tab, line feed and carriage return, at any depth.
     pub fn optional_object(&mut self, name: &str) -> Option<&'a Map<String, Value>> {
         match self.get(name) {
             None => None,
-            Some(v @ Value::Object(_)) if contains_nul(v) => {
-                self.error(name, NUL_MESSAGE);
+            Some(v @ Value::Object(_)) if json_refused_control(v).is_some() => {
+                let c = json_refused_control(v).unwrap_or('\0');
+                self.error(name, control_message(c));
                 None
             }
             Some(Value::Object(o)) => Some(o),
@@ -270,19 +299,45 @@ pub(crate) mod tests {
 
     #[test]
     fn trimmed_text_patterns_count_the_trimmed_text() {
-        let p = regex::Regex::new(&trimmed_text_pattern(3, false)).unwrap();
+        let p = regex::Regex::new(&trimmed_text_pattern(3)).unwrap();
         for ok in ["a", " abc ", "a b", "\tabc\n", "\u{3000}ab"] {
             assert!(p.is_match(ok), "{ok:?}");
         }
         for bad in ["", "   ", "abcd", "a\u{1}b", "\u{85}"] {
             assert!(!p.is_match(bad), "{bad:?}");
         }
-        let with_controls = regex::Regex::new(&trimmed_text_pattern(3, true)).unwrap();
-        assert!(with_controls.is_match("a\u{1}b"));
-        assert!(!with_controls.is_match("\n"));
-        assert!(!with_controls.is_match("a\u{0}b"), "NUL cannot be stored");
-        assert!(contains_nul(&json!({"a": [1, {"b\u{0}": 2}]})));
-        assert!(!contains_nul(&json!({"a": [1, {"b": "\u{1}"}]})));
+    }
+
+    #[test]
+    fn free_text_refuses_every_control_character_but_tab_and_line_breaks() {
+        let refused = regex::Regex::new(&format!("^[{REFUSED_CONTROL_CLASS}]$")).unwrap();
+        let free = regex::Regex::new(FREE_TEXT_PATTERN).unwrap();
+        for c in (0..=0x10ffff).filter_map(char::from_u32) {
+            let s = c.to_string();
+            assert_eq!(refused.is_match(&s), is_refused_control(c), "{c:?}");
+            assert_eq!(free.is_match(&s), !is_refused_control(c), "{c:?}");
+        }
+        for ok in [
+            "line one\r\nline two\tend",
+            "<img src=x onerror=alert(1)>",
+            "\u{202e}evil",
+        ] {
+            assert_eq!(refused_control(ok), None, "{ok:?}");
+        }
+        assert_eq!(
+            json_refused_control(&json!({"a": [1, {"b\u{0}": 2}]})),
+            Some('\0')
+        );
+        assert_eq!(
+            json_refused_control(&json!({"a": [1, {"b": "x\u{1b}[2J"}]})),
+            Some('\u{1b}')
+        );
+        assert_eq!(json_refused_control(&json!({"a\nb": ["\t"]})), None);
+        assert_eq!(
+            control_message('\u{7}'),
+            "must not contain control characters other than tab, line feed and carriage return (found U+0007)"
+        );
+        assert_eq!(control_message('\0'), NUL_MESSAGE);
     }
 
     #[test]

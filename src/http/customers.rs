@@ -201,7 +201,7 @@ pub async fn list_customers(
         .unwrap_or(CustomerSort::CreatedAt);
     let descending = p.descending();
     // PostgreSQL cannot compare text holding U+0000.
-    p.refuse_nul("segment");
+    p.refuse_controls("segment");
     let segment = p.text("segment").map(str::to_owned);
     let q = p.search_text("q", MAX_TEXT_QUERY_CHARS).map(str::to_owned);
     p.finish()?;

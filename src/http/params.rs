@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 
 use crate::domain::interaction::Channel;
-use crate::domain::validation::NUL_MESSAGE;
+use crate::domain::validation::{control_message, refused_control};
 use crate::domain::{CustomerId, FieldError};
 use crate::error::Error;
 use crate::store::filter::InteractionFilter;
@@ -45,10 +45,10 @@ impl<'a> Params<'a> {
         self.query.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
     }
 
-    /// A text compared with stored text: at most `max_chars` characters once trimmed, and no U+0000
-    /// (PostgreSQL cannot compare text holding it).
+    /// A text compared with stored text: at most `max_chars` characters once trimmed, and no control
+    /// character but tab and line breaks (stored text holds none; PostgreSQL cannot even compare U+0000).
     pub fn search_text(&mut self, name: &str, max_chars: usize) -> Option<&'a str> {
-        self.refuse_nul(name);
+        self.refuse_controls(name);
         let value = self.text(name)?;
         if value.chars().count() > max_chars {
             self.error(name, format!("must be at most {max_chars} characters"));
@@ -57,10 +57,10 @@ impl<'a> Params<'a> {
         Some(value)
     }
 
-    /// Records an error when the raw value holds U+0000.
-    pub fn refuse_nul(&mut self, name: &str) {
-        if self.query.get(name).is_some_and(|v| v.contains('\0')) {
-            self.error(name, NUL_MESSAGE);
+    /// Records an error when the trimmed value holds a control character free text may not hold.
+    pub fn refuse_controls(&mut self, name: &str) {
+        if let Some(c) = self.query.get(name).and_then(|v| refused_control(v.trim())) {
+            self.error(name, control_message(c));
         }
     }
 
@@ -169,7 +169,7 @@ pub fn filter(p: &mut Params<'_>) -> InteractionFilter {
     {
         p.error("sentimentMin", "must not be greater than sentimentMax");
     }
-    p.refuse_nul("segments");
+    p.refuse_controls("segments");
     let mut segments: Vec<String> = p.list("segments").into_iter().map(str::to_owned).collect();
     segments.sort();
     segments.dedup();

@@ -124,7 +124,9 @@ pub fn check_transport(url: &str, allow_plaintext: bool) -> anyhow::Result<()> {
     let (host, why) = match info.addr() {
         ConnectionAddr::Unix(_) => return Ok(()),
         ConnectionAddr::TcpTls { insecure: false, .. } => return Ok(()),
-        ConnectionAddr::TcpTls { host, .. } => (host, "rediss:// with #insecure does not check the certificate"),
+        ConnectionAddr::TcpTls { host, .. } => {
+            (host, "rediss:// with #insecure does not check the certificate")
+        }
         ConnectionAddr::Tcp(host, _) => (host, "redis:// sends tokens and cached data in clear"),
         other => anyhow::bail!("REDIS_URL: an address of a kind this node does not know: {other:?}"),
     };
@@ -190,7 +192,8 @@ impl Cache {
             if url.starts_with("rediss://") {
                 let client = client(url, config.redis.ca_file.as_deref())?;
                 let wait = config.redis.op_timeout.max(Duration::from_secs(2));
-                if let Ok(Err(e)) = tokio::time::timeout(wait, client.get_multiplexed_async_connection()).await
+                if let Ok(Err(e)) =
+                    tokio::time::timeout(wait, client.get_multiplexed_async_connection()).await
                     && is_tls_failure(&e)
                 {
                     anyhow::bail!("REDIS_URL: the TLS handshake with Redis failed: {e}");

@@ -165,46 +165,117 @@ async fn schemathesis_finds_nothing_as_an_analyst_or_as_an_admin() {
     );
 }
 
-/// U+0000 cannot be stored or compared by PostgreSQL: it is refused with a 400 naming the field, never
-/// a 500.
+/// U+0000 cannot be stored or compared by PostgreSQL, and the other control characters (but tab and
+/// line breaks in free text) have no place in text: each is refused with a 400 naming the field, never
+/// a 500, and nothing is stored (R9.12).
 #[tokio::test]
-async fn nul_characters_are_refused_where_text_is_stored_or_compared() {
+async fn control_characters_are_refused_with_the_field_named() {
     let app = spawn_with(|_| {}).await;
     let org = app.create_org().await;
     let admin = app.admin(&org).await;
     let token = Some(admin.access.as_str());
     let customer = app.customer(&admin.access, "c", None).await;
     let id = customer["id"].as_str().unwrap();
-    for query in [
-        "/api/v1/interactions?segments=a%00b",
-        "/api/v1/interactions?q=a%00b",
-        "/api/v1/insights/dashboard?segments=%00",
-        "/api/v1/customers?segment=%00",
-        "/api/v1/customers?q=x%00",
+    for (query, field) in [
+        ("/api/v1/interactions?segments=a%00b", "segments"),
+        ("/api/v1/interactions?q=a%00b", "q"),
+        ("/api/v1/interactions?q=a%07b", "q"),
+        ("/api/v1/interactions?q=%1b%5b2J", "q"),
+        ("/api/v1/insights/dashboard?segments=%00", "segments"),
+        ("/api/v1/customers?segment=%00", "segment"),
+        ("/api/v1/customers?segment=a%7fb", "segment"),
+        ("/api/v1/customers?q=x%00", "q"),
+        ("/api/v1/customers?q=x%c2%85y", "q"),
     ] {
-        app.get(query, token).await.expect_error(400, "validation_failed");
+        let r = app.get(query, token).await;
+        let details = &r.expect_error(400, "validation_failed")["error"]["details"];
+        assert_eq!(details[0]["field"], field, "{query}: {details}");
     }
     let at = chrono::Utc::now().to_rfc3339();
-    for (field, value) in [
-        ("eventType", json!("a\u{0}b")),
-        ("content", json!("a\u{0}b")),
-        ("idempotencyKey", json!("k\u{0}")),
-        ("metadata", json!({"a": ["\u{0}"]})),
+    for (field, value, message) in [
+        ("eventType", json!("a\u{0}b"), "control characters"),
+        ("eventType", json!("a\tb"), "control characters"),
+        ("content", json!("a\u{0}b"), "U+0000"),
+        ("content", json!("bell\u{7}"), "U+0007"),
+        ("content", json!("\u{1b}[2Jcleared"), "U+001B"),
+        ("content", json!("next\u{85}line"), "U+0085"),
+        ("idempotencyKey", json!("k\u{0}"), "control characters"),
+        ("idempotencyKey", json!("k\u{8}"), "control characters"),
+        ("metadata", json!({"a": ["\u{0}"]}), "U+0000"),
+        ("metadata", json!({"a\u{1f}": 1}), "U+001F"),
+        ("metadata", json!({"a": {"b": "\u{7f}"}}), "U+007F"),
     ] {
         let mut body = json!({"customerId": id, "channel": "web", "eventType": "view", "timestamp": at});
-        body[field] = value;
+        body[field] = value.clone();
         let r = app.post("/api/v1/interactions", token, body).await;
         let details = &r.expect_error(400, "validation_failed")["error"]["details"];
-        assert_eq!(details[0]["field"], field, "{details}");
+        assert_eq!(details[0]["field"], field, "{value}: {details}");
+        let said = details[0]["message"].as_str().unwrap();
+        assert!(said.contains(message), "{value}: {said}");
+    }
+    assert_eq!(app.stored_interactions().await, 0, "nothing refused was stored");
+    // Tab and line breaks are text: stored and returned exactly as sent.
+    let multi_line = "line one\r\nline two\tand a tab";
+    let body = json!({"customerId": id, "channel": "web", "eventType": "view", "timestamp": at,
+        "content": multi_line, "metadata": {"note": "a\nb"}});
+    let stored = app.post("/api/v1/interactions", token, body).await;
+    assert_eq!(stored.expect(201)["content"], multi_line);
+    assert_eq!(stored.body["metadata"]["note"], "a\nb");
+
+    for (body, field) in [
+        (
+            json!({"externalId": "d", "attributes": {"k\u{0}": 1}}),
+            "attributes",
+        ),
+        (
+            json!({"externalId": "d", "attributes": {"k": "\u{1b}]0;title\u{7}"}}),
+            "attributes",
+        ),
+        (json!({"externalId": "d", "name": "Ann\u{7}"}), "name"),
+        (json!({"externalId": "d\u{1}"}), "externalId"),
+        (json!({"externalId": "d", "segment": "vip\u{0}"}), "segment"),
+    ] {
+        let r = app.post("/api/v1/customers", token, body.clone()).await;
+        let details = &r.expect_error(400, "validation_failed")["error"]["details"];
+        assert_eq!(details[0]["field"], field, "{body}: {details}");
     }
     let r = app
-        .post(
-            "/api/v1/customers",
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/customers/{id}"),
             token,
-            json!({"externalId": "d", "attributes": {"k\u{0}": 1}}),
+            Some(json!({"name": "x\u{1b}"})),
         )
         .await;
-    r.expect_error(400, "validation_failed");
+    assert_eq!(
+        r.expect_error(400, "validation_failed")["error"]["details"][0]["field"],
+        "name"
+    );
+    for (body, field) in [
+        (
+            json!({"email": "n@example.com", "name": "Bob\u{0}", "password": "long enough", "role": "viewer"}),
+            "name",
+        ),
+        (
+            json!({"email": "n@example.com", "name": "Bob", "password": "long\u{7}enough", "role": "viewer"}),
+            "password",
+        ),
+        (
+            json!({"email": "n\u{1}@example.com", "name": "Bob", "password": "long enough", "role": "viewer"}),
+            "email",
+        ),
+    ] {
+        let r = app.post("/api/v1/users", token, body.clone()).await;
+        let details = &r.expect_error(400, "validation_failed")["error"]["details"];
+        assert_eq!(details[0]["field"], field, "{body}: {details}");
+    }
+    let r = app
+        .post("/api/v1/api-keys", token, json!({"name": "key\u{9b}"}))
+        .await;
+    assert_eq!(
+        r.expect_error(400, "validation_failed")["error"]["details"][0]["field"],
+        "name"
+    );
 }
 
 /// A score bound just outside [-1, 1] is refused: read as f32 it rounded into the range.

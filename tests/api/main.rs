@@ -15,6 +15,7 @@ mod demo;
 mod errors;
 mod health;
 mod helpers;
+mod hostile;
 mod import;
 mod ingest;
 mod insights;

@@ -160,7 +160,14 @@ impl TlsRedis {
         std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
         let port = crate::helpers::free_port();
         let child = std::process::Command::new("redis-server")
-            .args(["--port", "0", "--tls-port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
             .arg("--tls-cert-file")
             .arg(&cert)
             .arg("--tls-key-file")
@@ -230,7 +237,10 @@ async fn the_node_speaks_tls_to_redis_and_refuses_a_certificate_that_does_not_ve
         config.redis.ca_file = ca.clone();
         let refused = insights::App::build(config).await;
         let error = format!("{:#}", refused.err().expect("the start is refused"));
-        assert!(error.contains("TLS handshake with Redis failed"), "{ca:?}: {error}");
+        assert!(
+            error.contains("TLS handshake with Redis failed"),
+            "{ca:?}: {error}"
+        );
     }
 
     // The right CA: the node's cache, throttles and quotas live in that Redis, over TLS only.

@@ -70,35 +70,51 @@ async function apiLogin() {
   apiToken = (await res.json()).accessToken;
 }
 
-/** Ingests one chat message for CUSTOMER_ID; returns {id, content}. */
-async function ingest(label) {
-  const content = `browser test ${label} ${randomUUID()}`;
-  const body = JSON.stringify({
-    customerId: CUSTOMER_ID,
-    channel: 'chat',
-    eventType: 'message',
-    content,
-    timestamp: new Date().toISOString(),
-  });
+/** POSTs `body` to `path` as the admin; returns the parsed answer, which must have status `expect`. */
+async function apiPost(path, body, expect) {
   for (let attempt = 0; attempt < 2; attempt += 1) {
     if (!apiToken) await apiLogin();
-    const res = await fetch(`${BASE_URL}/api/v1/interactions`, {
+    const res = await fetch(`${BASE_URL}${path}`, {
       method: 'POST',
       headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${apiToken}` },
-      body,
+      body: JSON.stringify(body),
     });
     if (res.status === 401 && attempt === 0) {
       apiToken = null;
       continue;
     }
     const text = await res.text();
-    if (res.status !== 201) throw new Failure(`POST /api/v1/interactions answered ${res.status}: ${text}`);
-    const id = JSON.parse(text).id;
-    if (!id) throw new Failure(`POST /api/v1/interactions answered without an id: ${text}`);
-    return { id, content };
+    if (res.status !== expect) throw new Failure(`POST ${path} answered ${res.status}: ${text}`);
+    const parsed = JSON.parse(text);
+    if (!parsed.id) throw new Failure(`POST ${path} answered without an id: ${text}`);
+    return parsed;
   }
-  throw new Failure('POST /api/v1/interactions: unauthorized after a fresh login');
+  throw new Failure(`POST ${path}: unauthorized after a fresh login`);
 }
+
+/** Ingests one chat message for `customerId` (default CUSTOMER_ID); returns {id, content}. */
+async function ingest(label, { customerId = CUSTOMER_ID, content, metadata } = {}) {
+  const text = content ?? `browser test ${label} ${randomUUID()}`;
+  const { id } = await apiPost('/api/v1/interactions', {
+    customerId,
+    channel: 'chat',
+    eventType: 'message',
+    content: text,
+    timestamp: new Date().toISOString(),
+    ...(metadata ? { metadata } : {}),
+  }, 201);
+  return { id, content: text };
+}
+
+// Markup and script in every place a user can put text (R9.12): stored as sent, shown as text.
+const MARK = randomUUID().slice(0, 8);
+const HOSTILE_TEXTS = [
+  `<img src=x onerror="window.__xss='img';alert('img')"> ${MARK}-1`,
+  `"><script>window.__xss='script';alert('script')</script> ${MARK}-2`,
+  `javascript:alert('link') <a href="javascript:alert('a')">click</a> ${MARK}-3`,
+  `\u202Egnp.exe\u202C <b>bold</b> &amp; &lt;i&gt; ${MARK}-4`,
+];
+const HOSTILE_NAME = `<svg onload="window.__xss='svg';alert('svg')"> "><img src=x onerror=alert(1)> \u202Eeman ${MARK}`;
 
 // ------------------------------------------------------------------ stdin
 
@@ -192,6 +208,10 @@ async function main() {
       else problems.push(`console error: ${text}`);
     });
     page.on('pageerror', (err) => problems.push(`uncaught exception: ${err && err.stack ? err.stack : err}`));
+    page.on('dialog', (d) => {
+      problems.push(`a ${d.type()} dialog opened: ${d.message()}`);
+      d.dismiss().catch(() => {});
+    });
 
     await step('open the page', async () => {
       const res = await page.goto(`${BASE_URL}/`, { waitUntil: 'domcontentloaded' });
@@ -270,6 +290,60 @@ async function main() {
       await page.evaluate(() => { location.hash = ''; });
       await page.waitForFunction(() => document.getElementById('table-summary').textContent.trim() === '4 matching');
     });
+
+    // Hostile text through the API: a customer named with markup, attributes with script, and messages
+    // with every trick; each must show literally in the live feed, the table and the drill-down, and
+    // nothing may run (a dialog, an error, window.__xss, or an element made from the text fails).
+    const hostile = await step('create a customer named with markup', () =>
+      apiPost('/api/v1/customers', {
+        externalId: `\u202Ednammoc-${MARK}`,
+        name: HOSTILE_NAME,
+        attributes: { '<script>alert(7)</script>': 'javascript:alert(8)', plan: '<b>gold</b>' },
+      }, 201));
+    const sent = [];
+    for (const [i, content] of HOSTILE_TEXTS.entries()) {
+      sent.push(await step(`ingest hostile text ${i + 1}`, () =>
+        ingest(`hostile-${i}`, { customerId: hostile.id, content, metadata: { page: 'javascript:alert(9)' } })));
+    }
+    for (const [i, m] of sent.entries()) {
+      await step(`hostile text ${i + 1} shows literally in the live feed`, () => waitInFeed(page, m, FEED_MS));
+    }
+    await step('the table shows the hostile texts literally', async () => {
+      await page.evaluate((id) => { location.hash = `customerId=${id}`; }, hostile.id);
+      await page.waitForFunction((texts) => {
+        const cells = [...document.querySelectorAll('#table tbody tr')].map((r) => r.textContent);
+        return texts.every((t) => cells.some((c) => c.includes(t)));
+      }, HOSTILE_TEXTS);
+    });
+    await step('the drill-down shows the name, attributes and history literally', async () => {
+      await page.locator(`#table tbody button[data-customer="${hostile.id}"]`).first().click();
+      await page.waitForFunction(([name, texts]) => {
+        const panel = document.getElementById('customer-panel');
+        const history = [...document.querySelectorAll('#cp-history tbody tr')].map((r) => r.textContent);
+        return !panel.hidden
+          && document.getElementById('cp-title').textContent === name
+          && document.getElementById('cp-attrs').textContent.includes('<script>alert(7)</script>')
+          && document.getElementById('cp-attrs').textContent.includes('javascript:alert(8)')
+          && texts.every((t) => history.some((c) => c.includes(t)));
+      }, [HOSTILE_NAME, HOSTILE_TEXTS]);
+    });
+    await step('nothing of the hostile text became markup or ran', async () => {
+      const found = await page.evaluate(() => {
+        const made = [];
+        for (const root of ['feed', 'table', 'customer-panel']) {
+          for (const n of document.getElementById(root).querySelectorAll('img, script, svg, iframe, object, embed, a[href^="javascript"], b, i')) {
+            made.push(`${root}: <${n.tagName.toLowerCase()}>`);
+          }
+          for (const n of document.getElementById(root).querySelectorAll('*')) {
+            for (const a of n.getAttributeNames()) if (a.startsWith('on')) made.push(`${root}: ${n.tagName.toLowerCase()}[${a}]`);
+          }
+        }
+        return { made, xss: window.__xss ?? null };
+      });
+      if (found.xss !== null) throw new Failure(`script from the data ran (window.__xss = ${found.xss})`);
+      if (found.made.length) throw new Failure(`the data became elements: ${found.made.join(', ')}`);
+    });
+    await page.keyboard.press('Escape');
 
     if (problems.length) throw new Failure(`the page reported errors:\n  ${problems.join('\n  ')}`);
 

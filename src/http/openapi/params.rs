@@ -12,7 +12,7 @@ use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, 
 
 use super::schemas::{or_blank, uuid};
 use crate::domain::interaction::Channel;
-use crate::domain::validation::{NO_NUL_PATTERN, WHITESPACE_CLASS};
+use crate::domain::validation::{REFUSED_CONTROL_CLASS, WHITESPACE_CLASS};
 use crate::http::PageRequest;
 use crate::http::export::ExportFormat;
 use crate::http::params::{MAX_TEXT_QUERY_CHARS, ORDERS};
@@ -98,18 +98,22 @@ impl IntoParams for CustomerListParams {
     }
 }
 
-/// A free-text query: at most [`MAX_TEXT_QUERY_CHARS`] characters once trimmed, without U+0000.
+/// A free-text query: at most [`MAX_TEXT_QUERY_CHARS`] characters once trimmed, no control character
+/// but tab and line breaks.
 fn text_query() -> ObjectBuilder {
-    let ws = WHITESPACE_CLASS;
+    let (ws, cc) = (WHITESPACE_CLASS, REFUSED_CONTROL_CLASS);
     let between = MAX_TEXT_QUERY_CHARS - 2;
     string().pattern(Some(format!(
-        "^[{ws}]*(?:[^{ws}\\x00](?:[^\\x00]{{0,{between}}}[^{ws}\\x00])?)?[{ws}]*$"
+        "^[{ws}]*(?:[^{ws}{cc}](?:[^{cc}]{{0,{between}}}[^{ws}{cc}])?)?[{ws}]*$"
     )))
 }
 
-/// A text compared with stored ones: anything but U+0000.
+/// A text compared with stored ones: once trimmed, no control character but tab and line breaks.
 fn stored_text() -> ObjectBuilder {
-    string().pattern(Some(NO_NUL_PATTERN))
+    let (ws, cc) = (WHITESPACE_CLASS, REFUSED_CONTROL_CLASS);
+    string().pattern(Some(format!(
+        "^[{ws}]*(?:[^{ws}{cc}](?:[^{cc}]*[^{ws}{cc}])?)?[{ws}]*$"
+    )))
 }
 
 fn date_time() -> ObjectBuilder {

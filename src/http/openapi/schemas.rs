@@ -15,7 +15,7 @@ use utoipa::openapi::schema::{
 use crate::config::Config;
 use crate::domain::customer::{ExternalId, Segment};
 use crate::domain::interaction::{Channel, event_type_pattern, idempotency_key_pattern};
-use crate::domain::validation::{NO_NUL_PATTERN, blank_pattern, non_blank_pattern};
+use crate::domain::validation::{CONTROL_CLASS, FREE_TEXT_PATTERN, blank_pattern, non_blank_pattern};
 use crate::domain::{Email, Password, PersonName};
 
 /// The limits of a node's configuration that its document states.
@@ -59,16 +59,15 @@ fn text(pattern: String, description: &str) -> ObjectBuilder {
         .description(Some(description))
 }
 
-fn trimmed_description(max_chars: usize, controls: bool) -> String {
-    let controls = if controls { "" } else { ", no control characters" };
-    format!("surrounding whitespace is ignored; then 1 to {max_chars} characters{controls}")
+fn trimmed_description(max_chars: usize) -> String {
+    format!("surrounding whitespace is ignored; then 1 to {max_chars} characters, no control characters")
 }
 
 /// `externalId`: unique within the organization.
 pub fn external_id() -> Object {
     let description = format!(
         "unique within the organization; {}",
-        trimmed_description(ExternalId::MAX_CHARS, false)
+        trimmed_description(ExternalId::MAX_CHARS)
     );
     text(ExternalId::pattern(), &description).build()
 }
@@ -77,7 +76,7 @@ pub fn external_id() -> Object {
 pub fn external_id_patch() -> Object {
     let description = format!(
         "a new externalId ({}); absent or null leaves it",
-        trimmed_description(ExternalId::MAX_CHARS, false)
+        trimmed_description(ExternalId::MAX_CHARS)
     );
     text(ExternalId::pattern(), &description)
         .schema_type(nullable(Type::String))
@@ -86,18 +85,14 @@ pub fn external_id_patch() -> Object {
 
 /// A person's or a key's display name.
 pub fn person_name() -> Object {
-    text(
-        PersonName::pattern(),
-        &trimmed_description(PersonName::MAX_CHARS, false),
-    )
-    .build()
+    text(PersonName::pattern(), &trimmed_description(PersonName::MAX_CHARS)).build()
 }
 
 /// An optional name: `null` is the same as absent (a PATCH of a user leaves it; a new customer has none).
 pub fn optional_person_name() -> Object {
     let description = format!(
         "{}; null is the same as absent",
-        trimmed_description(PersonName::MAX_CHARS, false)
+        trimmed_description(PersonName::MAX_CHARS)
     );
     text(PersonName::pattern(), &description)
         .schema_type(nullable(Type::String))
@@ -106,10 +101,7 @@ pub fn optional_person_name() -> Object {
 
 /// A customer's name in a PATCH: `null` clears it.
 pub fn person_name_clearable() -> Object {
-    let description = format!(
-        "{}; null clears it",
-        trimmed_description(PersonName::MAX_CHARS, false)
-    );
+    let description = format!("{}; null clears it", trimmed_description(PersonName::MAX_CHARS));
     text(PersonName::pattern(), &description)
         .schema_type(nullable(Type::String))
         .build()
@@ -148,12 +140,14 @@ pub fn email_clearable() -> Object {
 
 fn password_builder(description: &str) -> ObjectBuilder {
     let description = format!(
-        "{description}: at least {} characters and at most {} bytes of UTF-8 (bcrypt reads no further)",
+        "{description}: at least {} characters and at most {} bytes of UTF-8 (bcrypt reads no further), \
+         no control characters",
         Password::MIN_CHARS,
         Password::MAX_BYTES
     );
     string()
         .format(Some(SchemaFormat::KnownFormat(KnownFormat::Password)))
+        .pattern(Some(format!("^[^{CONTROL_CLASS}]*$")))
         .min_length(Some(Password::MIN_CHARS))
         // Never more characters than bytes.
         .max_length(Some(Password::MAX_BYTES))
@@ -182,10 +176,7 @@ pub fn current_password() -> Object {
 
 /// A customer segment.
 fn segment_builder(description: &str) -> ObjectBuilder {
-    let description = format!(
-        "{description}; {}",
-        trimmed_description(Segment::MAX_CHARS, false)
-    );
+    let description = format!("{description}; {}", trimmed_description(Segment::MAX_CHARS));
     text(Segment::pattern(), &description)
 }
 
@@ -209,7 +200,8 @@ pub fn optional_object(description: &str) -> Object {
     ObjectBuilder::new()
         .schema_type(nullable(Type::Object))
         .description(Some(format!(
-            "{description}; no key or text in it may contain U+0000"
+            "{description}; no key or text in it may hold a control character but tab, line feed and \
+             carriage return"
         )))
         .build()
 }
@@ -250,7 +242,7 @@ pub fn create_interaction(limits: &Limits) -> Schema {
             "eventType",
             text(
                 event_type_pattern(),
-                &trimmed_description(crate::domain::interaction::EVENT_TYPE_MAX_CHARS, true),
+                &trimmed_description(crate::domain::interaction::EVENT_TYPE_MAX_CHARS),
             ),
         )
         .required("eventType")
@@ -259,9 +251,10 @@ pub fn create_interaction(limits: &Limits) -> Schema {
             string()
                 .schema_type(nullable(Type::String))
                 .max_length(Some(limits.max_content_chars))
-                .pattern(Some(NO_NUL_PATTERN))
+                .pattern(Some(FREE_TEXT_PATTERN))
                 .description(Some(format!(
-                    "at most {} characters; required and not blank for {}",
+                    "at most {} characters, no control characters but tab, line feed and carriage return; \
+                     required and not blank for {}",
                     limits.max_content_chars,
                     text_channels.join(", ")
                 ))),
@@ -289,7 +282,7 @@ pub fn create_interaction(limits: &Limits) -> Schema {
                 &format!(
                     "a repeat within the organization returns the first interaction with 200 and stores \
                      nothing; {}",
-                    trimmed_description(crate::domain::interaction::IDEMPOTENCY_KEY_MAX_CHARS, true)
+                    trimmed_description(crate::domain::interaction::IDEMPOTENCY_KEY_MAX_CHARS)
                 ),
             )
             .schema_type(nullable(Type::String)),
