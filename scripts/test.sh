@@ -8,6 +8,8 @@
 #   - numpy for Python's onnxruntime (the wheel scripts/ort.sh unpacked), which scores the golden texts on
 #     this machine as the reference of the model test (INSIGHTS_ORT_PYTHONPATH);
 #   - Debian's testssl.sh, which audits the HTTPS port (tests/testssl.rs);
+#   - Debian's prometheus for promtool, which lints a scrape (tests/api/metrics.rs) and checks and
+#     unit-tests the alert rules (deploy/prometheus/);
 #   - Python `schemathesis` (pinned: the contract test's seed reproduces with this version) for the test
 #     that fuzzes the OpenAPI document (tests/api/contract.rs).
 # PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379) must be running; .ci/run starts them if not.
@@ -18,6 +20,7 @@ log() { echo "[test] $*" >&2; }
 need_apt=()
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 [ -x /usr/bin/testssl ] || need_apt+=(testssl.sh)
+command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v node >/dev/null || need_apt+=(nodejs)
 command -v npm >/dev/null || need_apt+=(npm)
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip)

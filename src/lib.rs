@@ -225,6 +225,11 @@ impl App {
             cluster: config.cluster.clone(),
             takeovers: scoring_queue.is_some().then_some(takeovers),
         });
+        store::spawn_pool_watch(
+            metrics.clone(),
+            vec![("main", pool.clone()), ("batch", batch_pool.clone())],
+            shutdown_rx.clone(),
+        );
         let ingest = actors::ingest::Ingest::new(
             router.clone(),
             batch_pool,

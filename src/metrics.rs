@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use prometheus::{
-    Encoder as _, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder as _, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// The metrics of a node; cheap to clone.
@@ -47,14 +47,26 @@ pub struct Inner {
     pub ml_latency: prometheus::Histogram,
     /// Stored interactions handed on for sentiment scoring.
     pub scoring_handoffs: prometheus::IntCounter,
-    /// Connections in the PostgreSQL pool, and how many are idle (R11.9).
-    pub db_pool_size: IntGauge,
-    pub db_pool_idle: IntGauge,
-    /// Summary cache lookups by endpoint (`dashboard`, `trends`, `customer`, `count` for bounded listing
+    /// Connections of each PostgreSQL pool (`main`, `batch`) by state (`in_use`, `idle`), R11.9.
+    pub db_pool_connections: IntGaugeVec,
+    /// The most connections each pool opens.
+    pub db_pool_max_connections: IntGaugeVec,
+    /// How long taking a connection from each pool took (probed every second, as a request would wait).
+    pub db_pool_acquire: HistogramVec,
+    /// Live dashboard connections (WSS).
+    pub ws_connections: IntGauge,
+    /// WebSocket text messages by direction (`in` from clients, `out` to them).
+    pub ws_messages: IntCounterVec,
+    /// Texts per model run (R15.7).
+    pub ml_batch_size: prometheus::Histogram,
+    /// Texts waiting, by queue (`predictions`: single texts for the batcher; `scoring`: stored
+    /// interactions for the scoring pipeline).
+    pub ml_queue_depth: IntGaugeVec,
+    /// Response cache lookups by endpoint (`dashboard`, `trends`, `customer`, `count` for bounded listing
     /// totals) and result (`hit`, `miss`).
     pub summary_cache: IntCounterVec,
-    /// Hit rate of each cache over the last check window (R14.10), in percent; -1 without lookups.
-    pub cache_hit_rate: IntGaugeVec,
+    /// Hit ratio of each cache over the last check window (R14.10), 0 to 1; NaN without lookups.
+    pub cache_hit_ratio: GaugeVec,
     /// Exports by format and outcome (`completed`, `failed`, `aborted` by the client).
     pub exports: IntCounterVec,
     /// Rows written by exports.
@@ -122,7 +134,7 @@ impl Metrics {
             &["reason"],
         )?;
         let token_cache = IntCounterVec::new(
-            Opts::new("token_cache_total", "verified-token cache lookups"),
+            Opts::new("token_cache_lookups_total", "verified-token cache lookups"),
             &["result"],
         )?;
         let cache_errors = IntCounterVec::new(
@@ -145,7 +157,7 @@ impl Metrics {
         let scoring_deferred =
             prometheus::IntCounter::new("scoring_deferred_total", "hand-offs deferred to the sweep")?;
         let ml_cache = IntCounterVec::new(
-            Opts::new("ml_cache_total", "prediction cache lookups"),
+            Opts::new("ml_cache_lookups_total", "prediction cache lookups"),
             &["result"],
         )?;
         let ml_latency = prometheus::Histogram::with_opts(
@@ -157,16 +169,51 @@ impl Metrics {
             "scoring_handoffs_total",
             "stored interactions handed on for scoring",
         )?;
-        let db_pool_size = IntGauge::new("db_pool_connections", "open PostgreSQL connections")?;
-        let db_pool_idle = IntGauge::new("db_pool_idle_connections", "idle PostgreSQL connections")?;
+        let db_pool_connections = IntGaugeVec::new(
+            Opts::new(
+                "db_pool_connections",
+                "PostgreSQL connections of each pool, in use or idle",
+            ),
+            &["pool", "state"],
+        )?;
+        let db_pool_max_connections = IntGaugeVec::new(
+            Opts::new(
+                "db_pool_max_connections",
+                "the most connections each PostgreSQL pool opens",
+            ),
+            &["pool"],
+        )?;
+        let db_pool_acquire = HistogramVec::new(
+            HistogramOpts::new(
+                "db_pool_acquire_seconds",
+                "time to take a connection from each pool, probed every second",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            &["pool"],
+        )?;
+        let ws_connections = IntGauge::new("ws_connections", "live dashboard connections")?;
+        let ws_messages = IntCounterVec::new(
+            Opts::new("ws_messages_total", "WebSocket text messages by direction"),
+            &["direction"],
+        )?;
+        let ml_batch_size = prometheus::Histogram::with_opts(
+            HistogramOpts::new("ml_batch_size", "texts per model run")
+                .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]),
+        )?;
+        let ml_queue_depth = IntGaugeVec::new(
+            Opts::new("ml_queue_depth", "texts waiting to be scored, by queue"),
+            &["queue"],
+        )?;
         let summary_cache = IntCounterVec::new(
-            Opts::new("summary_cache_total", "summary cache lookups"),
+            Opts::new("response_cache_lookups_total", "response cache lookups"),
             &["endpoint", "result"],
         )?;
-        let cache_hit_rate = IntGaugeVec::new(
+        let cache_hit_ratio = GaugeVec::new(
             Opts::new(
-                "cache_hit_rate_percent",
-                "cache hit rate over the last check window",
+                "cache_hit_ratio",
+                "hit ratio of each cache over the last check window (NaN without lookups)",
             ),
             &["cache"],
         )?;
@@ -233,7 +280,14 @@ impl Metrics {
         registry.register(Box::new(ws_gaps.clone()))?;
         registry.register(Box::new(ws_batches.clone()))?;
         registry.register(Box::new(summary_cache.clone()))?;
-        registry.register(Box::new(cache_hit_rate.clone()))?;
+        registry.register(Box::new(cache_hit_ratio.clone()))?;
+        registry.register(Box::new(db_pool_connections.clone()))?;
+        registry.register(Box::new(db_pool_max_connections.clone()))?;
+        registry.register(Box::new(db_pool_acquire.clone()))?;
+        registry.register(Box::new(ws_connections.clone()))?;
+        registry.register(Box::new(ws_messages.clone()))?;
+        registry.register(Box::new(ml_batch_size.clone()))?;
+        registry.register(Box::new(ml_queue_depth.clone()))?;
         registry.register(Box::new(exports.clone()))?;
         registry.register(Box::new(export_rows.clone()))?;
         registry.register(Box::new(rollup_deltas_folded.clone()))?;
@@ -253,8 +307,6 @@ impl Metrics {
         registry.register(Box::new(ml_cache.clone()))?;
         registry.register(Box::new(scoring_deferred.clone()))?;
         registry.register(Box::new(ml_latency.clone()))?;
-        registry.register(Box::new(db_pool_size.clone()))?;
-        registry.register(Box::new(db_pool_idle.clone()))?;
         Ok(Self(Arc::new(Inner {
             registry,
             http_requests,
@@ -272,10 +324,15 @@ impl Metrics {
             ml_cache,
             ml_latency,
             scoring_deferred,
-            db_pool_size,
-            db_pool_idle,
+            db_pool_connections,
+            db_pool_max_connections,
+            db_pool_acquire,
+            ws_connections,
+            ws_messages,
+            ml_batch_size,
+            ml_queue_depth,
             summary_cache,
-            cache_hit_rate,
+            cache_hit_ratio,
             exports,
             export_rows,
             rollup_deltas_folded,
@@ -336,13 +393,10 @@ impl Metrics {
                 for ((cache, hits, misses), (_, hits0, misses0)) in now.iter().zip(last.iter()) {
                     let (h, m) = (hits - hits0, misses - misses0);
                     let Some(rate) = hit_rate(h, m) else {
-                        metrics.cache_hit_rate.with_label_values(&[cache]).set(-1);
+                        metrics.cache_hit_ratio.with_label_values(&[cache]).set(f64::NAN);
                         continue;
                     };
-                    metrics
-                        .cache_hit_rate
-                        .with_label_values(&[cache])
-                        .set((rate * 100.0).round() as i64);
+                    metrics.cache_hit_ratio.with_label_values(&[cache]).set(rate);
                     if h + m >= min_lookups && rate < alert {
                         tracing::warn!(
                             cache,
@@ -366,7 +420,7 @@ impl Metrics {
     }
 }
 
-/// The endpoints whose responses are cached, as labelled in `summary_cache_total`.
+/// The endpoints whose responses are cached, as labelled in `response_cache_lookups_total`.
 pub const SUMMARY_ENDPOINTS: [&str; 3] = ["dashboard", "trends", "customer"];
 
 /// The share of lookups that hit, or `None` without lookups.

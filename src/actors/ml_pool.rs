@@ -84,6 +84,7 @@ impl Worker for MlWorker {
 pub struct MlPool {
     factory: FactoryRef<(), MlJob>,
     requests: mpsc::Sender<(String, oneshot::Sender<Result<Scores, String>>)>,
+    metrics: crate::metrics::Metrics,
 }
 
 /// How the pool gathers and runs work.
@@ -96,7 +97,11 @@ pub struct PoolSettings {
 
 impl MlPool {
     /// Starts a factory with one worker per model (each model owns a session) and the batcher.
-    pub async fn start(models: Vec<Arc<SentimentModel>>, settings: PoolSettings) -> anyhow::Result<Self> {
+    pub async fn start(
+        models: Vec<Arc<SentimentModel>>,
+        settings: PoolSettings,
+        metrics: crate::metrics::Metrics,
+    ) -> anyhow::Result<Self> {
         let workers = models.len().max(1);
         let factory_def = Factory::<
             (),
@@ -116,12 +121,17 @@ impl MlPool {
             .build();
         let (factory, _) = Actor::spawn(None, factory_def, args).await?;
         let (requests, rx) = mpsc::channel(settings.max_batch * 64);
-        tokio::spawn(batcher(rx, factory.clone(), workers, settings));
-        Ok(Self { factory, requests })
+        tokio::spawn(batcher(rx, factory.clone(), workers, settings, metrics.clone()));
+        Ok(Self {
+            factory,
+            requests,
+            metrics,
+        })
     }
 
     /// Scores texts as one job (already batched by the caller).
     pub async fn score_batch(&self, texts: Vec<String>, timeout: Duration) -> Result<Vec<Scores>, String> {
+        self.metrics.ml_batch_size.observe(texts.len() as f64);
         run_job(&self.factory, texts, timeout).await
     }
 
@@ -175,9 +185,12 @@ async fn batcher(
     factory: FactoryRef<(), MlJob>,
     workers: usize,
     settings: PoolSettings,
+    metrics: crate::metrics::Metrics,
 ) {
     let free = Arc::new(tokio::sync::Semaphore::new(workers.max(1)));
+    let depth = metrics.ml_queue_depth.with_label_values(&["predictions"]);
     while let Some(first) = rx.recv().await {
+        depth.set(rx.len() as i64 + 1);
         let Ok(permit) = free.clone().acquire_owned().await else {
             return;
         };
@@ -195,6 +208,8 @@ async fn batcher(
                 }
             }
         }
+        depth.set(rx.len() as i64);
+        metrics.ml_batch_size.observe(batch.len() as f64);
         let factory = factory.clone();
         tokio::spawn(async move {
             let _permit = permit;

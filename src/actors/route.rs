@@ -578,6 +578,11 @@ impl Router {
         Ok(OrgContext { id: org, name })
     }
 
+    /// This node's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// This node's leases.
     pub fn ownership(&self) -> &Ownership {
         &self.ownership

@@ -96,6 +96,11 @@ async fn consume(
                 Err(_) => break,
             }
         }
+        router
+            .metrics()
+            .ml_queue_depth
+            .with_label_values(&["scoring"])
+            .set(queue.0.len() as i64);
         let texts: Vec<String> = batch.iter().map(|p| p.content.clone()).collect();
         tracing::debug!(texts = texts.len(), "scoring a batch of stored interactions");
         let n = texts.len();

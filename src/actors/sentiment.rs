@@ -78,7 +78,7 @@ impl Ml {
             gather_window: config.gather_window,
             call_timeout: config.call_timeout,
         };
-        let pool = MlPool::start(models, settings).await?;
+        let pool = MlPool::start(models, settings, metrics.clone()).await?;
         tracing::info!(
             model = MODEL_NAME,
             workers = config.workers,

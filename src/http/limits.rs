@@ -393,6 +393,20 @@ impl RouteTable {
         self.matching(path).first().map(|(_, p, _)| *p)
     }
 
+    /// The `route` label of a request's metrics: its route template, `/` and `/static/{file}` for the
+    /// dashboard, and `other` for any path no route serves, so a client cannot create series by
+    /// inventing paths (R11.6).
+    pub fn label(&self, path: &str) -> &'static str {
+        if let Some(template) = self.template(path) {
+            return template;
+        }
+        match path {
+            "/" => "/",
+            p if p.starts_with("/static/") => "/static/{file}",
+            _ => "other",
+        }
+    }
+
     /// The methods served at `path`, for the `Allow` header of a 405 (RFC 9110 §15.5.6).
     pub fn allowed(&self, path: &str) -> Vec<Method> {
         let mut methods: Vec<Method> = self.matching(path).iter().map(|(m, _, _)| m.clone()).collect();
@@ -493,6 +507,15 @@ mod tests {
             table.template("/api/v1/customers/batch"),
             Some("/api/v1/customers/batch")
         );
+        assert_eq!(
+            table.label("/api/v1/customers/67e55044-10b1-426f-9247-bb680e5fe0c8"),
+            "/api/v1/customers/{id}"
+        );
+        assert_eq!(table.label("/api/v1/nope-1234"), "other");
+        assert_eq!(table.label("/api/v1/customers/a/b"), "other");
+        assert_eq!(table.label("/wp-admin/x.php"), "other");
+        assert_eq!(table.label("/static/app.js"), "/static/{file}");
+        assert_eq!(table.label("/"), "/");
     }
 
     #[test]

@@ -197,8 +197,6 @@ pub async fn readyz(s: Shared) -> Readiness {
 /// Prometheus metrics in the text exposition format.
 #[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, content_type = "text/plain", body = String)))]
 pub fn metrics(s: &Shared) -> Response {
-    s.metrics.db_pool_size.set(i64::from(s.pool.size()));
-    s.metrics.db_pool_idle.set(s.pool.num_idle() as i64);
     match s.metrics.render() {
         Ok(text) => {
             let mut r = warp::reply::with_status(text, StatusCode::OK).into_response();

@@ -184,7 +184,7 @@ where
     }
     let status = response.status();
     let elapsed = started.elapsed();
-    let route = route_label(&path);
+    let route = front.routes.label(&path).to_owned();
     let mark = if refused {
         Some(super::errors::SecurityMark(
             AuthEventKind::RateLimited,
@@ -242,36 +242,9 @@ fn drop_same_origin<B>(req: &mut Request<B>) {
     }
 }
 
-/// Collapses ids in a path so the metrics have one series per route, not one per resource.
-pub fn route_label(path: &str) -> String {
-    if !(path.starts_with("/api/") || matches!(path, "/healthz" | "/readyz" | "/metrics" | "/")) {
-        return "other".to_owned();
-    }
-    path.split('/')
-        .map(|segment| {
-            if uuid::Uuid::parse_str(segment).is_ok() || segment.len() > 40 {
-                "{id}"
-            } else {
-                segment
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("/")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn route_labels_hide_ids_and_unknown_paths() {
-        assert_eq!(
-            route_label("/api/v1/users/67e55044-10b1-426f-9247-bb680e5fe0c8"),
-            "/api/v1/users/{id}"
-        );
-        assert_eq!(route_label("/api/v1/me"), "/api/v1/me");
-        assert_eq!(route_label("/wp-admin/x.php"), "other");
-    }
 
     #[test]
     fn the_plain_http_refusal_is_a_well_formed_response() {

@@ -197,6 +197,11 @@ where
                 return;
             }
         };
+    s.metrics.ws_connections.inc();
+    let (sent, received) = (
+        s.metrics.ws_messages.with_label_values(&["out"]),
+        s.metrics.ws_messages.with_label_values(&["in"]),
+    );
     let mut shutdown = s.shutdown.clone();
     let mut ping = tokio::time::interval_at(Instant::now() + config.ping_interval, config.ping_interval);
     let mut last_heard = Instant::now();
@@ -209,7 +214,7 @@ where
             frame = rx.recv() => match frame {
                 Some(text) => {
                     match tokio::time::timeout(SEND_TIMEOUT, sink.send(Message::text(text))).await {
-                        Ok(Ok(())) => {}
+                        Ok(Ok(())) => sent.inc(),
                         Ok(Err(_)) => break End::ClientClosed,
                         Err(_) => break End::TooSlow,
                     }
@@ -221,7 +226,10 @@ where
                     last_heard = Instant::now();
                     match msg {
                         Message::Close(_) => break End::ClientClosed,
-                        Message::Text(text) => client_frame(&session, text.as_str()),
+                        Message::Text(text) => {
+                            received.inc();
+                            client_frame(&session, text.as_str());
+                        }
                         _ => {}
                     }
                 }
@@ -243,6 +251,7 @@ where
         }
     };
     session.stop(None);
+    s.metrics.ws_connections.dec();
     let (code, reason) = match end {
         End::ClientClosed => (1000u16, "closed"),
         End::SessionEnded => (1011, "session ended"),

@@ -356,7 +356,9 @@ async fn logout_revokes_the_access_and_refresh_token_at_once() {
         app.get("/api/v1/me", Some(&s.access)).await.expect(200);
         app.get("/api/v1/me", Some(&s.access)).await.expect(200);
         assert!(
-            app.metric("insights_token_cache_total{result=\"hit\"}").await >= 1.0,
+            app.metric("insights_token_cache_lookups_total{result=\"hit\"}")
+                .await
+                >= 1.0,
             "redis={redis}"
         );
         let r = app.post("/api/v1/auth/logout", Some(&s.access), json!({})).await;

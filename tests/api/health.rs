@@ -81,8 +81,9 @@ async fn metrics_count_requests_by_route_template() {
         ),
         "{text}"
     );
-    assert!(text.contains("insights_http_request_duration_seconds_bucket"));
-    assert!(text.contains("insights_db_pool_connections"));
+    assert!(text.contains(
+        "insights_http_request_duration_seconds_count{method=\"GET\",route=\"/api/v1/users/{id}\"} 1"
+    ));
 }
 
 #[tokio::test]

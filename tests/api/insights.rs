@@ -306,7 +306,7 @@ async fn summaries_are_cached_per_organization_and_never_stale_after_a_write_wit
         ("miss", &json!("Renamed"))
     );
     assert!(
-        app.metric("insights_summary_cache_total{endpoint=\"dashboard\",result=\"hit\"}")
+        app.metric("insights_response_cache_lookups_total{endpoint=\"dashboard\",result=\"hit\"}")
             .await
             >= 2.0
     );

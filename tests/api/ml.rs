@@ -170,7 +170,11 @@ async fn predictions_hold_their_invariants_and_are_cached() {
     let again = again.expect(200).clone();
     assert_eq!(again["cached"], true);
     assert_eq!(again["positive"], good["positive"]);
-    assert_eq!(app.metric("insights_ml_cache_total{result=\"hit\"}").await, 1.0);
+    assert_eq!(
+        app.metric("insights_ml_cache_lookups_total{result=\"hit\"}")
+            .await,
+        1.0
+    );
     let key = format!(
         "{}:{}",
         app.config.redis_prefix,
