@@ -194,7 +194,7 @@ impl Auth {
     pub async fn hash(&self, password: &Password) -> Result<String, Error> {
         hash_password(password.expose().to_owned(), self.config.bcrypt_cost)
             .await
-            .map_err(Error::Internal)
+            .map_err(Error::internal)
     }
 
     async fn verify_password(&self, password: &str, hash: Option<&str>) -> Result<bool, Error> {
@@ -204,7 +204,7 @@ impl Auth {
         // bcrypt::verify compares the digests in constant time (subtle::ConstantTimeEq).
         let ok = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
             .await
-            .map_err(|e| Error::Internal(e.into()))?;
+            .map_err(|e| Error::internal(e))?;
         let outcome = match (known, ok) {
             (false, _) => "dummy",
             (true, true) => "match",
@@ -334,7 +334,7 @@ impl Auth {
         let (token, _) = self
             .keys
             .issue_refresh(user, org, session, jti, self.config.refresh_ttl, now)
-            .map_err(|e| Error::Internal(e.into()))?;
+            .map_err(|e| Error::internal(e))?;
         Ok((token, jti))
     }
 
@@ -349,7 +349,7 @@ impl Auth {
                 self.config.access_ttl,
                 Utc::now(),
             )
-            .map_err(|e| Error::Internal(e.into()))?;
+            .map_err(|e| Error::internal(e))?;
         Ok(IssuedTokens {
             access_token,
             refresh_token,

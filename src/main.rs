@@ -109,6 +109,13 @@ fn init_logging() {
     } else {
         builder.init();
     }
+    // A panic (an actor's included: its supervisor then logs the failure and restarts it) is logged as
+    // one event with the backtrace of where it happened, in the log's own format (R11.2).
+    std::panic::set_hook(Box::new(|info| {
+        let backtrace = std::backtrace::Backtrace::force_capture();
+        let thread = std::thread::current();
+        tracing::error!(thread = thread.name().unwrap_or("-"), panic = %info, %backtrace, "panic");
+    }));
 }
 
 #[tokio::main]

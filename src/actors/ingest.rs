@@ -185,7 +185,7 @@ impl Ingest {
                 Some(self.config.call_timeout),
             )
             .await
-            .map_err(|e| Error::Internal(anyhow::anyhow!("organization actor unreachable: {e}")))?;
+            .map_err(|e| Error::internal(anyhow::anyhow!("organization actor unreachable: {e}")))?;
         match call {
             CallResult::Success(Wire(Ok(Ok(outcome)))) => Ok(outcome),
             CallResult::Success(Wire(Ok(Err(IngestFailure::CustomerNotFound)))) => {
@@ -200,10 +200,10 @@ impl Ingest {
                 Err(Error::OwnedElsewhere)
             }
             CallResult::Success(Wire(Ok(Err(IngestFailure::Internal(e))))) => {
-                Err(Error::Internal(anyhow::anyhow!("interaction not stored: {e}")))
+                Err(Error::internal(anyhow::anyhow!("interaction not stored: {e}")))
             }
             CallResult::Success(Wire(Err(e))) => {
-                Err(Error::Internal(anyhow::anyhow!("undecodable reply: {e}")))
+                Err(Error::internal(anyhow::anyhow!("undecodable reply: {e}")))
             }
             // The customer's actor ended before answering (it crashed): nothing was acknowledged, and the
             // next attempt reaches a fresh actor.

@@ -304,7 +304,7 @@ impl Actor for OrgActor {
             SupervisionEvent::ActorFailed(cell, reason) => {
                 if let Some(id) = forget(state, cell.get_id()) {
                     state.metrics.actor_restarts.with_label_values(&["org"]).inc();
-                    tracing::error!(org = %state.org.id, customer = %id, %reason,
+                    tracing::error!(org = %state.org.id, customer = %id, error = ?reason,
                         "customer actor failed; it restarts on its next message from PostgreSQL");
                 }
             }
@@ -403,7 +403,7 @@ async fn customer_actor(
     };
     let (actor, _) = Actor::spawn_linked(None, CustomerActor, args, myself.get_cell())
         .await
-        .map_err(|e| Error::Internal(anyhow::anyhow!("cannot start customer actor: {e}")))?;
+        .map_err(|e| Error::internal(anyhow::anyhow!("cannot start customer actor: {e}")))?;
     state.metrics.live_actors.with_label_values(&["customer"]).inc();
     state.customers.insert(
         id,

@@ -195,7 +195,7 @@ impl Actor for OrgSupervisor {
                         .actor_restarts
                         .with_label_values(&["org_supervisor"])
                         .inc();
-                    tracing::error!(%org, %reason, "organization actor failed; it restarts on the next request");
+                    tracing::error!(%org, error = ?reason, "organization actor failed; it restarts on the next request");
                 }
             }
             SupervisionEvent::ActorTerminated(cell, _, _) => {

@@ -100,7 +100,7 @@ impl Actor for RootSupervisor {
         match event {
             SupervisionEvent::ActorFailed(child, reason) => {
                 state.metrics.actor_restarts.with_label_values(&["root"]).inc();
-                tracing::error!(child = %child.get_id(), %reason, "child of the root failed; restarting it");
+                tracing::error!(child = %child.get_id(), error = ?reason, "child of the root failed; restarting it");
                 if state.orgs.get().is_some_and(|s| s.get_id() == child.get_id()) {
                     // The organization actors it supervised are stopped; they restart on their next request.
                     for handle in state.orgs.registry.drain() {

@@ -439,10 +439,10 @@ impl Router {
             self.config.call_timeout.as_millis() as u64,
             Box::new(args)
         )
-        .map_err(|e| Error::Internal(anyhow::anyhow!("organization supervisor unreachable: {e}")))?;
+        .map_err(|e| Error::internal(anyhow::anyhow!("organization supervisor unreachable: {e}")))?;
         started
             .map(Claimed::Mine)
-            .map_err(|e| Error::Internal(anyhow::anyhow!(e)))
+            .map_err(|e| Error::internal(anyhow::anyhow!(e)))
     }
 
     /// The organization's actor if it runs on this node; never starts one.
@@ -531,7 +531,7 @@ impl Router {
             Ok(CallResult::Success(Wire(Ok(state)))) => state,
             other => {
                 handle.actor.stop(Some("hand-off failed".to_owned()));
-                return Err(Error::Internal(anyhow::anyhow!(
+                return Err(Error::internal(anyhow::anyhow!(
                     "the organization actor did not hand off: {other:?}"
                 )));
             }
@@ -604,12 +604,12 @@ impl Router {
             Place::Local(handle) => handle
                 .actor
                 .cast(OrgMsg::Scored(Wire::new(scored)))
-                .map_err(|e| Error::Internal(anyhow::anyhow!("organization actor unreachable: {e}"))),
+                .map_err(|e| Error::internal(anyhow::anyhow!("organization actor unreachable: {e}"))),
             // Best effort, like the local cast: a score lost on the way leaves the row unscored, and the
             // owner's sweep scores it again.
             Place::Remote { gateway, .. } => gateway
                 .cast(GatewayMsg::Scored(self.forwarded(org, scored)))
-                .map_err(|e| Error::Internal(anyhow::anyhow!("gateway unreachable: {e}"))),
+                .map_err(|e| Error::internal(anyhow::anyhow!("gateway unreachable: {e}"))),
         }
     }
 
@@ -637,9 +637,9 @@ impl Router {
                 Place::Local(handle) => {
                     let reply =
                         ractor::call_t!(handle.actor, OrgMsg::EventsAfter, 5_000, after).map_err(|e| {
-                            Error::Internal(anyhow::anyhow!("organization actor unreachable: {e}"))
+                            Error::internal(anyhow::anyhow!("organization actor unreachable: {e}"))
                         })?;
-                    return reply.0.map_err(|e| Error::Internal(anyhow::anyhow!(e)));
+                    return reply.0.map_err(|e| Error::internal(anyhow::anyhow!(e)));
                 }
                 Place::Remote { node, gateway } => {
                     let body = self.forwarded(org, after);
@@ -676,7 +676,7 @@ impl Router {
     pub async fn live_customers(&self, org: OrganizationId) -> Result<u64, Error> {
         let handle = self.route(org).await?;
         ractor::call_t!(handle.actor, OrgMsg::LiveCustomers, 5_000)
-            .map_err(|e| Error::Internal(anyhow::anyhow!("organization actor unreachable: {e}")))
+            .map_err(|e| Error::internal(anyhow::anyhow!("organization actor unreachable: {e}")))
     }
 
     /// Makes a live customer actor panic, when fault injection is enabled (crash tests).

@@ -104,7 +104,7 @@ impl Actor for SessionSupervisor {
         if let SupervisionEvent::ActorFailed(cell, reason) = event {
             // The connection sees its channel close and ends; the client reconnects and resumes.
             metrics.actor_restarts.with_label_values(&["sessions"]).inc();
-            tracing::error!(session = %cell.get_id(), %reason, "session actor failed; its connection is closed");
+            tracing::error!(session = %cell.get_id(), error = ?reason, "session actor failed; its connection is closed");
         }
         Ok(())
     }

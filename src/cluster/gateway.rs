@@ -96,7 +96,7 @@ impl Failure {
                 Error::Unavailable(known(&what, &["database", "model", "actor system"], "dependency"))
             }
             Self::Validation(errors) => Error::Validation(errors),
-            Self::Internal(e) => Error::Internal(anyhow::anyhow!("on the owner: {e}")),
+            Self::Internal(e) => Error::internal(anyhow::anyhow!("on the owner: {e}")),
         }
     }
 }

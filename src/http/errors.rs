@@ -213,7 +213,12 @@ pub fn error_response(e: &Error) -> Response {
             r
         }
         Error::Internal(cause) => {
-            tracing::error!(request_id = current_request_id().as_deref().unwrap_or("-"), error = ?cause, "internal error");
+            tracing::error!(
+                request_id = current_request_id().as_deref().unwrap_or("-"),
+                error = %cause,
+                backtrace = %cause.backtrace(),
+                "internal error"
+            );
             body(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",

@@ -206,6 +206,6 @@ pub fn metrics(s: &Shared) -> Response {
             );
             r
         }
-        Err(e) => super::errors::error_response(&crate::error::Error::Internal(e.into())),
+        Err(e) => super::errors::error_response(&crate::error::Error::internal(e)),
     }
 }

@@ -159,10 +159,29 @@ where
             if let Some(ahead) = admission.read_ahead.clone() {
                 req.extensions_mut().insert(ahead);
             }
-            match REQUEST_ID.scope(request_id.clone(), call(req)).await {
-                Ok(r) => r,
-                Err(never) => match never {},
-            }
+            let fault = front
+                .state
+                .config
+                .fault_injection
+                .then(|| Fault::of(req.headers()))
+                .flatten();
+            REQUEST_ID
+                .scope(request_id.clone(), async {
+                    match fault {
+                        Some(Fault::Delay(delay)) => tokio::time::sleep(delay).await,
+                        Some(Fault::Error) => {
+                            return super::errors::error_response(&crate::error::Error::internal(
+                                anyhow::anyhow!("fault injected by the x-insights-fault header"),
+                            ));
+                        }
+                        None => {}
+                    }
+                    match call(req).await {
+                        Ok(r) => r,
+                        Err(never) => match never {},
+                    }
+                })
+                .await
         }
     };
     limits::add_headers(&mut response, &admission);
@@ -218,6 +237,26 @@ where
     response
 }
 
+/// A fault a request asks for with `x-insights-fault` when the node runs with `INSIGHTS_FAULT_INJECTION`
+/// (tests and drills of the alerting only; ignored otherwise): `error` answers 500 as an internal error
+/// would (logged with its backtrace), `delay=<ms>` (at most a minute) serves the request that much later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    Error,
+    Delay(std::time::Duration),
+}
+
+impl Fault {
+    fn of(headers: &http::HeaderMap) -> Option<Self> {
+        let value = headers.get("x-insights-fault")?.to_str().ok()?.trim();
+        if value == "error" {
+            return Some(Self::Error);
+        }
+        let ms: u64 = value.strip_prefix("delay=")?.parse().ok()?;
+        Some(Self::Delay(std::time::Duration::from_millis(ms.min(60_000))))
+    }
+}
+
 /// Removes the `Origin` of a request from this node's own origin: browsers send one with module scripts,
 /// form posts and `fetch` calls of our own dashboard, and a same-origin request needs no CORS answer, so
 /// the whitelist of `INSIGHTS_CORS_ORIGINS` (other origins) must not refuse it (R9.8). A page elsewhere
@@ -245,6 +284,27 @@ fn drop_same_origin<B>(req: &mut Request<B>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn faults_are_read_from_their_header() {
+        let with = |v: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert("x-insights-fault", v.parse().unwrap());
+            Fault::of(&h)
+        };
+        assert_eq!(with("error"), Some(Fault::Error));
+        assert_eq!(
+            with("delay=250"),
+            Some(Fault::Delay(std::time::Duration::from_millis(250)))
+        );
+        assert_eq!(
+            with("delay=99999999"),
+            Some(Fault::Delay(std::time::Duration::from_secs(60)))
+        );
+        assert_eq!(with("delay=x"), None);
+        assert_eq!(with("panic"), None);
+        assert_eq!(Fault::of(&http::HeaderMap::new()), None);
+    }
 
     #[test]
     fn the_plain_http_refusal_is_a_well_formed_response() {

@@ -19,7 +19,7 @@ pub async fn check(pool: &PgPool, keys: &FieldKeys) -> Result<(), Error> {
         let id: Vec<u8> = row.try_get(0)?;
         let canary: Vec<u8> = row.try_get(1)?;
         if !keys.ids().iter().any(|k| k[..] == id[..]) || !keys.opens_canary(&canary) {
-            return Err(Error::Internal(anyhow::anyhow!(
+            return Err(Error::internal(anyhow::anyhow!(
                 "customer data is sealed with data key {}, which is neither INSIGHTS_DATA_KEY ({}) nor \
                  INSIGHTS_DATA_KEY_PREVIOUS: set the key it was sealed with (as the previous key during a \
                  rotation) or nothing can be read",

@@ -46,7 +46,7 @@ struct DataKey {
 impl DataKey {
     fn new(key: &[u8; 32]) -> Result<Self, Error> {
         let unbound = UnboundKey::new(&AES_256_GCM, key)
-            .map_err(|_| Error::Internal(anyhow::anyhow!("the data key is not an AES-256 key")))?;
+            .map_err(|_| Error::internal(anyhow::anyhow!("the data key is not an AES-256 key")))?;
         let derive = hmac::Key::new(hmac::HMAC_SHA256, key);
         let index = hmac::sign(&derive, b"insights blind index v1");
         Ok(Self {
@@ -116,7 +116,7 @@ impl FieldKeys {
         let mut nonce = [0u8; NONCE_LEN];
         self.random
             .fill(&mut nonce)
-            .map_err(|_| Error::Internal(anyhow::anyhow!("no randomness for a nonce")))?;
+            .map_err(|_| Error::internal(anyhow::anyhow!("no randomness for a nonce")))?;
         let mut out = Vec::with_capacity(HEADER_LEN + plain.len() + AES_256_GCM.tag_len());
         out.push(VERSION);
         out.extend_from_slice(&self.current.id);
@@ -129,7 +129,7 @@ impl FieldKeys {
                 Aad::from(Self::aad(org, customer, column)),
                 &mut body,
             )
-            .map_err(|_| Error::Internal(anyhow::anyhow!("sealing {} failed", column.as_str())))?;
+            .map_err(|_| Error::internal(anyhow::anyhow!("sealing {} failed", column.as_str())))?;
         out.extend_from_slice(&body);
         Ok(out)
     }
@@ -194,7 +194,7 @@ impl FieldKeys {
             .map(|s| {
                 let plain = self.open(org, customer, column, s)?;
                 String::from_utf8(plain)
-                    .map_err(|_| Error::Internal(anyhow::anyhow!("{} is not UTF-8", column.as_str())))
+                    .map_err(|_| Error::internal(anyhow::anyhow!("{} is not UTF-8", column.as_str())))
             })
             .transpose()
     }
@@ -209,7 +209,7 @@ impl FieldKeys {
         if value.as_object().is_some_and(serde_json::Map::is_empty) {
             return Ok(None);
         }
-        let text = serde_json::to_vec(value).map_err(|e| Error::Internal(e.into()))?;
+        let text = serde_json::to_vec(value).map_err(|e| Error::internal(e))?;
         self.seal(org, customer, Column::Attributes, &text).map(Some)
     }
 
@@ -224,7 +224,7 @@ impl FieldKeys {
             None => Ok(serde_json::json!({})),
             Some(s) => {
                 let plain = self.open(org, customer, Column::Attributes, s)?;
-                serde_json::from_slice(&plain).map_err(|e| Error::Internal(e.into()))
+                serde_json::from_slice(&plain).map_err(|e| Error::internal(e))
             }
         }
     }

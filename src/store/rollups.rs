@@ -556,7 +556,7 @@ pub async fn count(
             .map(|t| t.and_utc())
     };
     let (Some(first), Some(last)) = (day(1), day(10_000)) else {
-        return Err(Error::Internal(anyhow::anyhow!(
+        return Err(Error::internal(anyhow::anyhow!(
             "the calendar has no year 1 or 10,000"
         )));
     };

@@ -22,6 +22,7 @@ mod insights;
 mod limits;
 mod listing;
 mod live;
+mod logs;
 mod metrics;
 mod ml;
 mod openapi;
