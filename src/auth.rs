@@ -204,7 +204,7 @@ impl Auth {
         // bcrypt::verify compares the digests in constant time (subtle::ConstantTimeEq).
         let ok = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
             .await
-            .map_err(|e| Error::internal(e))?;
+            .map_err(Error::internal)?;
         let outcome = match (known, ok) {
             (false, _) => "dummy",
             (true, true) => "match",
@@ -334,7 +334,7 @@ impl Auth {
         let (token, _) = self
             .keys
             .issue_refresh(user, org, session, jti, self.config.refresh_ttl, now)
-            .map_err(|e| Error::internal(e))?;
+            .map_err(Error::internal)?;
         Ok((token, jti))
     }
 
@@ -349,7 +349,7 @@ impl Auth {
                 self.config.access_ttl,
                 Utc::now(),
             )
-            .map_err(|e| Error::internal(e))?;
+            .map_err(Error::internal)?;
         Ok(IssuedTokens {
             access_token,
             refresh_token,

@@ -322,11 +322,11 @@ async fn total(s: &Shared, org: OrganizationId, filter: &InteractionFilter) -> R
         q.summary_fresh_within,
         || async {
             let total = listing::total(&s.pool, org, filter, q.count_bound).await?;
-            serde_json::to_string(&total).map_err(|e| Error::internal(e))
+            serde_json::to_string(&total).map_err(Error::internal)
         },
     )
     .await?;
-    serde_json::from_str(&text).map_err(|e| Error::internal(e))
+    serde_json::from_str(&text).map_err(Error::internal)
 }
 
 /// Returns one interaction of the caller's organization.

@@ -92,7 +92,7 @@ where
 {
     let (body, hit) = cached_text(s, org, endpoint, params, ttl, fresh_within, || async {
         let value = compute().await?;
-        serde_json::to_string(&value).map_err(|e| Error::internal(e))
+        serde_json::to_string(&value).map_err(Error::internal)
     })
     .await?;
     Ok(json_response(body, if hit { "hit" } else { "miss" }))

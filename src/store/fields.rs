@@ -209,7 +209,7 @@ impl FieldKeys {
         if value.as_object().is_some_and(serde_json::Map::is_empty) {
             return Ok(None);
         }
-        let text = serde_json::to_vec(value).map_err(|e| Error::internal(e))?;
+        let text = serde_json::to_vec(value).map_err(Error::internal)?;
         self.seal(org, customer, Column::Attributes, &text).map(Some)
     }
 
@@ -224,7 +224,7 @@ impl FieldKeys {
             None => Ok(serde_json::json!({})),
             Some(s) => {
                 let plain = self.open(org, customer, Column::Attributes, s)?;
-                serde_json::from_slice(&plain).map_err(|e| Error::internal(e))
+                serde_json::from_slice(&plain).map_err(Error::internal)
             }
         }
     }
