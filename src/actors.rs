@@ -29,6 +29,7 @@
 //! `../shared/CLUSTER.md` §3.5), whose messages encode with postcard. The `Wire` wrappers the payloads
 //! still carry are that encoding, ready for the gateway.
 
+pub mod alerts;
 pub mod customer;
 pub mod fanout;
 pub mod gateway;

@@ -107,8 +107,44 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     pub redis: RedisConfig,
     pub cluster: ClusterConfig,
+    pub alerts: AlertConfig,
     /// Enables deliberate faults (a customer actor that panics on request), for crash tests only.
     pub fault_injection: bool,
+}
+
+/// The alerts a node raises from its own metrics (R11.11–11.13, R14.10, R9.15); the same conditions as
+/// `deploy/prometheus/alerts.yml`. The model's threshold is `ml.slow_threshold` (R11.4).
+#[derive(Debug, Clone)]
+pub struct AlertConfig {
+    pub enabled: bool,
+    /// How often the conditions are evaluated.
+    pub eval_interval: Duration,
+    /// The window of the request, security and model rules, and how long a pool or a member must stay
+    /// bad.
+    pub window: Duration,
+    /// p95 request latency above this alerts (R11.12).
+    pub latency_p95: Duration,
+    /// Share of 5xx answers above this alerts (R11.13).
+    pub error_rate: f64,
+    /// Fewer requests (or predictions) in the window than this never alert.
+    pub min_requests: u64,
+    /// A cache hitting less than this share alerts (R14.10), over `cache_window`.
+    pub cache_hit_rate: f64,
+    pub cache_window: Duration,
+    /// Fewer lookups of a cache in its window than this never alert.
+    pub cache_min_lookups: u64,
+    /// This many security events in the window alert (R9.15).
+    pub security_events: u64,
+    /// A pool with this share of its connections in use for a whole window alerts.
+    pub pool_saturation: f64,
+    /// Where alerts are posted in Alertmanager's format (`POST /api/v2/alerts` of an Alertmanager).
+    pub webhook_url: Option<String>,
+    /// The first wait before a failed post is retried; it doubles up to a minute.
+    pub webhook_backoff: Duration,
+    /// Posts of one change before it is given up (and logged).
+    pub webhook_attempts: u32,
+    /// How often firing alerts are posted again, so Alertmanager keeps them (its `resolve_timeout`).
+    pub resend_interval: Duration,
 }
 
 /// The sentiment model and its pool (R3, R8.12, R14.6, R15.7).
@@ -209,9 +245,6 @@ pub struct QueryConfig {
     pub export_fetch_rows: usize,
     /// Exports running at once on a node; more get 503.
     pub export_max_concurrent: usize,
-    /// Cache hit rate below which a warning is logged (R14.10), checked every `hit_rate_window`.
-    pub cache_hit_rate_alert: f64,
-    pub hit_rate_window: Duration,
     /// How long a cached summary may still be served after a write to its organization: at most this
     /// stale, and at most one recomputation per this period and summary however fast the writes come.
     pub summary_fresh_within: Duration,
@@ -440,8 +473,6 @@ impl Default for Config {
                 top_customers: 10,
                 export_fetch_rows: 1000,
                 export_max_concurrent: 4,
-                cache_hit_rate_alert: 0.7,
-                hit_rate_window: Duration::from_secs(300),
                 summary_fresh_within: Duration::from_millis(1000),
                 rollup_fold_every: Duration::from_millis(1000),
                 rollup_fold_batch: 50_000,
@@ -462,6 +493,23 @@ impl Default for Config {
                 op_timeout: Duration::from_millis(200),
                 probe_interval: Duration::from_secs(1),
                 ca_file: None,
+            },
+            alerts: AlertConfig {
+                enabled: true,
+                eval_interval: Duration::from_secs(10),
+                window: Duration::from_secs(300),
+                latency_p95: Duration::from_secs(1),
+                error_rate: 0.05,
+                min_requests: 20,
+                cache_hit_rate: 0.7,
+                cache_window: Duration::from_secs(300),
+                cache_min_lookups: 50,
+                security_events: 20,
+                pool_saturation: 0.9,
+                webhook_url: None,
+                webhook_backoff: Duration::from_secs(1),
+                webhook_attempts: 8,
+                resend_interval: Duration::from_secs(60),
             },
             cluster: ClusterConfig {
                 lease_ttl: Duration::from_secs(6),
@@ -551,6 +599,19 @@ struct FileConfig {
     export_max_concurrent: Option<usize>,
     cache_hit_rate_alert: Option<f64>,
     cache_hit_rate_window_secs: Option<u64>,
+    cache_hit_rate_min_lookups: Option<u64>,
+    alerts_enabled: Option<bool>,
+    alert_eval_ms: Option<u64>,
+    alert_window_secs: Option<u64>,
+    alert_latency_p95_ms: Option<u64>,
+    alert_error_rate: Option<f64>,
+    alert_min_requests: Option<u64>,
+    alert_security_events: Option<u64>,
+    alert_pool_saturation: Option<f64>,
+    alert_webhook_url: Option<String>,
+    alert_webhook_backoff_ms: Option<u64>,
+    alert_webhook_attempts: Option<u32>,
+    alert_resend_secs: Option<u64>,
     summary_fresh_ms: Option<u64>,
     rollup_fold_interval_ms: Option<u64>,
     rollup_fold_batch: Option<i64>,
@@ -805,11 +866,37 @@ impl Config {
         set(&mut q.top_customers, f.query_top_customers);
         set(&mut q.export_fetch_rows, f.export_fetch_rows);
         set(&mut q.export_max_concurrent, f.export_max_concurrent);
-        set(&mut q.cache_hit_rate_alert, f.cache_hit_rate_alert);
+        let a = &mut self.alerts;
+        set(&mut a.cache_hit_rate, f.cache_hit_rate_alert);
         set(
-            &mut q.hit_rate_window,
+            &mut a.cache_window,
             f.cache_hit_rate_window_secs.map(Duration::from_secs),
         );
+        set(&mut a.cache_min_lookups, f.cache_hit_rate_min_lookups);
+        set(&mut a.enabled, f.alerts_enabled);
+        set(&mut a.eval_interval, f.alert_eval_ms.map(Duration::from_millis));
+        set(&mut a.window, f.alert_window_secs.map(Duration::from_secs));
+        set(
+            &mut a.latency_p95,
+            f.alert_latency_p95_ms.map(Duration::from_millis),
+        );
+        set(&mut a.error_rate, f.alert_error_rate);
+        set(&mut a.min_requests, f.alert_min_requests);
+        set(&mut a.security_events, f.alert_security_events);
+        set(&mut a.pool_saturation, f.alert_pool_saturation);
+        if f.alert_webhook_url.is_some() {
+            a.webhook_url = f.alert_webhook_url.clone().filter(|u| !u.is_empty());
+        }
+        set(
+            &mut a.webhook_backoff,
+            f.alert_webhook_backoff_ms.map(Duration::from_millis),
+        );
+        set(&mut a.webhook_attempts, f.alert_webhook_attempts);
+        set(
+            &mut a.resend_interval,
+            f.alert_resend_secs.map(Duration::from_secs),
+        );
+        let q = &mut self.query;
         set(
             &mut q.summary_fresh_within,
             f.summary_fresh_ms.map(Duration::from_millis),
@@ -1107,14 +1194,49 @@ impl Config {
             &mut q.export_max_concurrent,
             parse_env(env, "INSIGHTS_EXPORT_MAX_CONCURRENT")?,
         );
+        let a = &mut self.alerts;
         set(
-            &mut q.cache_hit_rate_alert,
+            &mut a.cache_hit_rate,
             parse_env(env, "INSIGHTS_CACHE_HIT_RATE_ALERT")?,
         );
         set(
-            &mut q.hit_rate_window,
+            &mut a.cache_window,
             secs(env, "INSIGHTS_CACHE_HIT_RATE_WINDOW_SECS")?,
         );
+        set(
+            &mut a.cache_min_lookups,
+            parse_env(env, "INSIGHTS_CACHE_HIT_RATE_MIN_LOOKUPS")?,
+        );
+        set(&mut a.enabled, parse_env(env, "INSIGHTS_ALERTS_ENABLED")?);
+        set(&mut a.eval_interval, millis(env, "INSIGHTS_ALERT_EVAL_MS")?);
+        set(&mut a.window, secs(env, "INSIGHTS_ALERT_WINDOW_SECS")?);
+        set(&mut a.latency_p95, millis(env, "INSIGHTS_ALERT_LATENCY_P95_MS")?);
+        set(&mut a.error_rate, parse_env(env, "INSIGHTS_ALERT_ERROR_RATE")?);
+        set(
+            &mut a.min_requests,
+            parse_env(env, "INSIGHTS_ALERT_MIN_REQUESTS")?,
+        );
+        set(
+            &mut a.security_events,
+            parse_env(env, "INSIGHTS_ALERT_SECURITY_EVENTS")?,
+        );
+        set(
+            &mut a.pool_saturation,
+            parse_env(env, "INSIGHTS_ALERT_POOL_SATURATION")?,
+        );
+        if let Some(url) = env.var("INSIGHTS_ALERT_WEBHOOK_URL") {
+            a.webhook_url = Some(url).filter(|u| !u.is_empty());
+        }
+        set(
+            &mut a.webhook_backoff,
+            millis(env, "INSIGHTS_ALERT_WEBHOOK_BACKOFF_MS")?,
+        );
+        set(
+            &mut a.webhook_attempts,
+            parse_env(env, "INSIGHTS_ALERT_WEBHOOK_ATTEMPTS")?,
+        );
+        set(&mut a.resend_interval, secs(env, "INSIGHTS_ALERT_RESEND_SECS")?);
+        let q = &mut self.query;
         set(
             &mut q.summary_fresh_within,
             millis(env, "INSIGHTS_SUMMARY_FRESH_MS")?,
@@ -1323,7 +1445,7 @@ impl Config {
                 "summary range, buckets and top customers must be positive",
             ));
         }
-        if q.export_fetch_rows == 0 || q.export_max_concurrent == 0 || q.hit_rate_window.is_zero() {
+        if q.export_fetch_rows == 0 || q.export_max_concurrent == 0 {
             return Err(invalid("export_fetch_rows", "export limits must be positive"));
         }
         if q.rollup_fold_every.is_zero() || q.rollup_fold_batch <= 0 {
@@ -1335,8 +1457,32 @@ impl Config {
         if q.count_bound <= 0 {
             return Err(invalid("listing_count_bound", "must be positive"));
         }
-        if !(0.0..=1.0).contains(&q.cache_hit_rate_alert) {
+        let a = &self.alerts;
+        if !(0.0..=1.0).contains(&a.cache_hit_rate) {
             return Err(invalid("cache_hit_rate_alert", "must be between 0 and 1"));
+        }
+        if !(0.0..=1.0).contains(&a.error_rate) {
+            return Err(invalid("alert_error_rate", "must be between 0 and 1"));
+        }
+        if !(0.0..=1.0).contains(&a.pool_saturation) {
+            return Err(invalid("alert_pool_saturation", "must be between 0 and 1"));
+        }
+        if a.eval_interval.is_zero() || a.window.is_zero() || a.cache_window.is_zero() {
+            return Err(invalid(
+                "alert_window_secs",
+                "the evaluation interval and the windows must be positive",
+            ));
+        }
+        if a.webhook_attempts == 0 || a.webhook_backoff.is_zero() || a.resend_interval.is_zero() {
+            return Err(invalid(
+                "alert_webhook_attempts",
+                "the webhook's attempts, backoff and resend interval must be positive",
+            ));
+        }
+        if let Some(url) = &a.webhook_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(invalid("alert_webhook_url", "must be an http:// or https:// URL"));
         }
         let r = &self.rate_limit;
         if r.ip_per_window == 0

@@ -2,6 +2,7 @@
 //! enrichment, field validation, and the wire wrapper of actor payloads.
 //! Nothing here does I/O.
 
+pub mod alert;
 pub mod cidr;
 pub mod customer;
 pub mod enrichment;

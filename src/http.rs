@@ -4,6 +4,7 @@
 //! returns `Result<T, Error>`. Endpoints are registered as [`Endpoint`]s (method, path template, filter),
 //! so the router and the OpenAPI check are built from the same list.
 
+pub mod alerts;
 pub mod api_keys;
 pub mod auth;
 pub mod cluster;
@@ -68,6 +69,8 @@ pub struct AppState {
     pub summary_gates: Arc<summaries::Gates>,
     /// The supervisor of the node's dashboard sessions.
     pub sessions: ractor::ActorRef<crate::actors::session::SupervisorMsg>,
+    /// Alerts as they change (from any node), pushed to the admins they concern.
+    pub alerts: crate::actors::alerts::AlertFeed,
     /// Becomes true when the node stops: long-lived connections close.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
@@ -109,6 +112,7 @@ pub fn endpoints(state: &Shared) -> Vec<Endpoint> {
     all.extend(auth::endpoints(state));
     all.extend(users::endpoints(state));
     all.extend(security::endpoints(state));
+    all.extend(alerts::endpoints(state));
     all.extend(cluster::endpoints(state));
     all.extend(api_keys::endpoints(state));
     all.extend(customers::endpoints(state));

@@ -72,9 +72,6 @@ pub struct App {
 /// The shortest wait of a batch chunk for a connection of the batch pool.
 const BATCH_ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Fewer lookups than this in a window are too few to judge a cache's hit rate by.
-const HIT_RATE_MIN_LOOKUPS: u64 = 50;
-
 impl App {
     /// Builds and starts a node: checks the secret, migrates (unless disabled), checks the data keys and
     /// seals customers written before sealing, connects the cache, starts the actor tree, loads or
@@ -297,12 +294,30 @@ impl App {
                 shutdown_rx.clone(),
             );
         }
-        metrics.spawn_hit_rate_watch(
-            config.query.hit_rate_window,
-            config.query.cache_hit_rate_alert,
-            HIT_RATE_MIN_LOOKUPS,
+        let alerts = actors::alerts::feed();
+        actors::alerts::spawn_listener(
+            config.database_url.clone(),
+            pool.clone(),
+            alerts.clone(),
             shutdown_rx.clone(),
         );
+        if config.alerts.enabled {
+            let webhook = config
+                .alerts
+                .webhook_url
+                .clone()
+                .map(|url| actors::alerts::Webhook::start(url, &config.alerts, metrics.clone()))
+                .transpose()?;
+            actors::alerts::Evaluator {
+                pool: pool.clone(),
+                metrics: metrics.clone(),
+                config: config.alerts.clone(),
+                ml_slow: config.ml.slow_threshold,
+                node: config.node_name.clone(),
+                webhook,
+            }
+            .spawn(shutdown_rx.clone());
+        }
         let exports = Arc::new(tokio::sync::Semaphore::new(config.query.export_max_concurrent));
         let (sessions, sessions_handle) = Actor::spawn(
             Some(actors::names::sessions(&config.node_name)),
@@ -325,6 +340,7 @@ impl App {
             exports,
             summary_gates: Arc::default(),
             sessions,
+            alerts,
             shutdown: shutdown_rx.clone(),
         });
         tokio::spawn(store::rollups::fold_forever(

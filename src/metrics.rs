@@ -67,6 +67,10 @@ pub struct Inner {
     pub summary_cache: IntCounterVec,
     /// Hit ratio of each cache over the last check window (R14.10), 0 to 1; NaN without lookups.
     pub cache_hit_ratio: GaugeVec,
+    /// Alerts this node has firing (R11.11).
+    pub alerts_firing: IntGauge,
+    /// Posts of alerts to the webhook by outcome (`delivered`, `retried`, `given_up`).
+    pub alert_webhook_posts: IntCounterVec,
     /// Exports by format and outcome (`completed`, `failed`, `aborted` by the client).
     pub exports: IntCounterVec,
     /// Rows written by exports.
@@ -206,6 +210,14 @@ impl Metrics {
             Opts::new("ml_queue_depth", "texts waiting to be scored, by queue"),
             &["queue"],
         )?;
+        let alerts_firing = IntGauge::new("alerts_firing", "alerts this node has firing")?;
+        let alert_webhook_posts = IntCounterVec::new(
+            Opts::new(
+                "alert_webhook_posts_total",
+                "posts of alerts to the webhook by outcome",
+            ),
+            &["outcome"],
+        )?;
         let summary_cache = IntCounterVec::new(
             Opts::new("response_cache_lookups_total", "response cache lookups"),
             &["endpoint", "result"],
@@ -281,6 +293,8 @@ impl Metrics {
         registry.register(Box::new(ws_batches.clone()))?;
         registry.register(Box::new(summary_cache.clone()))?;
         registry.register(Box::new(cache_hit_ratio.clone()))?;
+        registry.register(Box::new(alerts_firing.clone()))?;
+        registry.register(Box::new(alert_webhook_posts.clone()))?;
         registry.register(Box::new(db_pool_connections.clone()))?;
         registry.register(Box::new(db_pool_max_connections.clone()))?;
         registry.register(Box::new(db_pool_acquire.clone()))?;
@@ -333,6 +347,8 @@ impl Metrics {
             ml_queue_depth,
             summary_cache,
             cache_hit_ratio,
+            alerts_firing,
+            alert_webhook_posts,
             exports,
             export_rows,
             rollup_deltas_folded,
@@ -350,68 +366,6 @@ impl Metrics {
         })))
     }
 
-    /// Hits and misses counted so far by each cache: `summary`, `ml` and `token`.
-    fn cache_counts(&self) -> [(&'static str, u64, u64); 3] {
-        let summary = |result: &str| -> u64 {
-            SUMMARY_ENDPOINTS
-                .iter()
-                .map(|e| self.summary_cache.with_label_values(&[e, result]).get())
-                .sum()
-        };
-        let plain = |c: &IntCounterVec, result: &str| c.with_label_values(&[result]).get();
-        [
-            ("summary", summary("hit"), summary("miss")),
-            ("ml", plain(&self.ml_cache, "hit"), plain(&self.ml_cache, "miss")),
-            (
-                "token",
-                plain(&self.token_cache, "hit"),
-                plain(&self.token_cache, "miss"),
-            ),
-        ]
-    }
-
-    /// Every `window`, sets each cache's hit rate gauge and logs a warning when a cache that was used at
-    /// least `min_lookups` times hit less often than `alert` (R14.10). Ends with `shutdown`.
-    pub fn spawn_hit_rate_watch(
-        &self,
-        window: std::time::Duration,
-        alert: f64,
-        min_lookups: u64,
-        mut shutdown: tokio::sync::watch::Receiver<bool>,
-    ) {
-        let metrics = self.clone();
-        tokio::spawn(async move {
-            let mut last = metrics.cache_counts();
-            let mut tick = tokio::time::interval(window);
-            tick.tick().await;
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = shutdown.changed() => return,
-                }
-                let now = metrics.cache_counts();
-                for ((cache, hits, misses), (_, hits0, misses0)) in now.iter().zip(last.iter()) {
-                    let (h, m) = (hits - hits0, misses - misses0);
-                    let Some(rate) = hit_rate(h, m) else {
-                        metrics.cache_hit_ratio.with_label_values(&[cache]).set(f64::NAN);
-                        continue;
-                    };
-                    metrics.cache_hit_ratio.with_label_values(&[cache]).set(rate);
-                    if h + m >= min_lookups && rate < alert {
-                        tracing::warn!(
-                            cache,
-                            hit_rate = format!("{:.1}%", rate * 100.0),
-                            lookups = h + m,
-                            threshold = format!("{:.0}%", alert * 100.0),
-                            "cache hit rate below the alert threshold"
-                        );
-                    }
-                }
-                last = now;
-            }
-        });
-    }
-
     /// Renders every series in the Prometheus text format.
     pub fn render(&self) -> Result<String, prometheus::Error> {
         let mut out = Vec::new();
@@ -419,9 +373,6 @@ impl Metrics {
         String::from_utf8(out).map_err(|e| prometheus::Error::Msg(e.to_string()))
     }
 }
-
-/// The endpoints whose responses are cached, as labelled in `response_cache_lookups_total`.
-pub const SUMMARY_ENDPOINTS: [&str; 3] = ["dashboard", "trends", "customer"];
 
 /// The share of lookups that hit, or `None` without lookups.
 pub fn hit_rate(hits: u64, misses: u64) -> Option<f64> {

@@ -1,6 +1,7 @@
 //! Persistence: the PostgreSQL pool and its repositories, the cache (Redis or in-process, behind a
 //! circuit breaker), and on it the login throttle (`limiter`) and the request quotas (`ratelimit`).
 
+pub mod alerts;
 pub mod api_keys;
 pub mod auth_events;
 pub mod cache;

@@ -285,7 +285,7 @@ function onEvent(type, data) {
       if (state.cp && state.cp.id === data.customerId) renderPatterns(data.patterns || []);
       break;
     case 'alert':
-      toast(alertText(data), 'warn', 15_000);
+      toast(alertText(data), data.state === 'resolved' ? 'info' : 'warn', 15_000);
       break;
     default:
       break;
@@ -294,8 +294,8 @@ function onEvent(type, data) {
 
 function alertText(data) {
   if (typeof data === 'string') return data;
-  const msg = data.message || data.title || data.description || data.kind || data.type || 'Alert';
-  return `Alert: ${msg}`;
+  const msg = data.summary || data.message || data.title || data.description || data.rule || 'Alert';
+  return `${data.state === 'resolved' ? 'Resolved' : 'Alert'}: ${msg}`;
 }
 
 function onInteraction(item) {

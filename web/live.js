@@ -3,6 +3,7 @@
 // Opens `new WebSocket(url, ["bearer", accessToken])`. Server frames (JSON text):
 //   {"type":"ready","lastSeq":N}                       once after connect (N = the organization's newest seq)
 //   {"seq":42,"type":"interaction.created"|"sentiment.scored"|"pattern.detected"|"alert","data":{...}}
+//   {"type":"alert","data":{...}}                      a node's own alert (admins only; unnumbered)
 //   {"type":"batch","events":[<event frames>]}
 //   {"type":"resync"}                                  reload state over REST
 // Client frame: {"type":"resume","lastSeq":41}, sent right after `open` when events (or a `ready`) were
@@ -225,6 +226,20 @@ export class LiveClient {
         if (this.connReady != null) this.lastSeq = this.connReady;
         this.o.onResync('server');
         return;
+      case 'alert':
+        // The nodes' own alerts are not events of the organization: they come unnumbered, to admins
+        // only, and GET /api/v1/alerts lists the current ones after a reconnect.
+        if (frame.seq == null) {
+          try {
+            this.o.onEvent('alert', frame.data, null);
+          } catch (e) {
+            setTimeout(() => {
+              throw e;
+            });
+          }
+          return;
+        }
+        break;
       default:
         break;
     }

@@ -202,6 +202,9 @@ where
         s.metrics.ws_messages.with_label_values(&["out"]),
         s.metrics.ws_messages.with_label_values(&["in"]),
     );
+    // Alerts reach admins: their organization's, and the system alerts every admin sees.
+    let mut alerts = s.alerts.subscribe();
+    let admin = user.role == crate::domain::Role::Admin;
     let mut shutdown = s.shutdown.clone();
     let mut ping = tokio::time::interval_at(Instant::now() + config.ping_interval, config.ping_interval);
     let mut last_heard = Instant::now();
@@ -220,6 +223,18 @@ where
                     }
                 }
                 None => break End::SessionEnded,
+            },
+            alert = alerts.recv(), if admin => match alert {
+                Ok(alert) if alert.organization_id.is_none_or(|o| o == org) => {
+                    let frame = serde_json::json!({"type": "alert", "data": alert}).to_string();
+                    match tokio::time::timeout(SEND_TIMEOUT, sink.send(Message::text(frame))).await {
+                        Ok(Ok(())) => sent.inc(),
+                        Ok(Err(_)) => break End::ClientClosed,
+                        Err(_) => break End::TooSlow,
+                    }
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break End::Stopping,
             },
             incoming = stream.next() => match incoming {
                 Some(Ok(msg)) => {

@@ -2,6 +2,7 @@
 //! its own, so tests run in parallel and in any order.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod alerts;
 mod api_keys;
 mod auth;
 mod batch;
