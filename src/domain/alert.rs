@@ -157,6 +157,17 @@ impl Alert {
     }
 }
 
+/// The rules a node evaluates on its own metrics ([`evaluate`]).
+pub const SYSTEM_RULES: [&str; 7] = [
+    "http_latency_p95",
+    "http_error_rate",
+    "cache_hit_rate",
+    "security_events",
+    "ml_latency_p95",
+    "db_pool_saturation",
+    "cluster_member_down",
+];
+
 /// The Alertmanager alert name of a rule, the same as in `deploy/prometheus/alerts.yml`.
 pub fn alert_name(rule: &str) -> String {
     match rule {
