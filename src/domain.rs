@@ -12,6 +12,7 @@ pub mod interaction;
 pub mod pattern;
 pub mod role;
 pub mod sentiment;
+pub mod trace;
 pub mod user;
 pub mod validation;
 pub mod wire;

@@ -67,8 +67,12 @@ pub struct CustomerActorState {
 #[allow(clippy::large_enum_variant)]
 #[derive(RactorMessage)]
 pub enum CustomerMsg {
-    /// Stores one interaction and answers with the stored row.
-    Ingest(Wire<NewInteraction>, RpcReplyPort<Wire<IngestReply>>),
+    /// Stores one interaction and answers with the stored row; its log events name the request.
+    Ingest(
+        Wire<NewInteraction>,
+        Option<String>,
+        RpcReplyPort<Wire<IngestReply>>,
+    ),
     /// Stores the model's scores on one of the customer's interactions and updates the average.
     ApplyScores(Wire<ScoredInteraction>),
     /// Re-reads the customer's row (after a PATCH or a batch wrote to it).
@@ -115,36 +119,40 @@ impl Actor for CustomerActor {
         state: &mut CustomerActorState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            CustomerMsg::Ingest(Wire(new), reply) => {
-                let result = match new {
-                    Ok(new) => ingest(state, &new).await,
-                    Err(e) => Err(IngestFailure::Internal(e)),
-                };
-                if let Ok(IngestOutcome::Created(record)) = &result {
-                    state.customer.interaction_count += 1;
-                    state.customer.last_seen_at = state.customer.last_seen_at.max(Some(record.occurred_at));
-                }
-                // The client is answered first; publishing and the scoring hand-off follow the commit.
-                let _ = reply.send(Wire::new(result.clone()));
-                if let Ok(IngestOutcome::Created(record)) = result {
-                    remember(
-                        state,
-                        record.id,
-                        Event {
-                            at: record.occurred_at,
-                            channel: record.channel,
-                            score: None,
-                        },
-                    );
-                    schedule_detection(&myself, state);
-                    state.scorer.hand_off(&record);
-                    let data = serde_json::to_string(&InteractionView::from(record)).unwrap_or_default();
-                    let draft = EventDraft {
-                        kind: "interaction.created".to_owned(),
-                        data,
+            CustomerMsg::Ingest(Wire(new), request_id, reply) => {
+                crate::domain::trace::scope(request_id, async {
+                    let result = match new {
+                        Ok(new) => ingest(state, &new).await,
+                        Err(e) => Err(IngestFailure::Internal(e)),
                     };
-                    let _ = state.org_ref.send_message(Publish(Wire::new(draft)));
-                }
+                    if let Ok(IngestOutcome::Created(record)) = &result {
+                        state.customer.interaction_count += 1;
+                        state.customer.last_seen_at = state.customer.last_seen_at.max(Some(record.occurred_at));
+                    }
+                    // The client is answered first; publishing and the scoring hand-off follow the commit.
+                    let _ = reply.send(Wire::new(result.clone()));
+                    if let Ok(IngestOutcome::Created(record)) = result {
+                        tracing::debug!(customer = %state.customer.id, interaction = %record.id, "interaction stored");
+                        remember(
+                            state,
+                            record.id,
+                            Event {
+                                at: record.occurred_at,
+                                channel: record.channel,
+                                score: None,
+                            },
+                        );
+                        schedule_detection(&myself, state);
+                        state.scorer.hand_off(&record);
+                        let data = serde_json::to_string(&InteractionView::from(record)).unwrap_or_default();
+                        let draft = EventDraft {
+                            kind: "interaction.created".to_owned(),
+                            data,
+                        };
+                        let _ = state.org_ref.send_message(Publish(Wire::new(draft)));
+                    }
+                })
+                .await;
             }
             CustomerMsg::ApplyScores(Wire(Ok(scored))) => {
                 apply_scores(state, &scored).await;

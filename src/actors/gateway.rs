@@ -182,7 +182,9 @@ fn serve<T, R, F, Fut>(
         }
     };
     let router = router.clone();
-    tokio::spawn(async move {
+    // The forwarding node's request id: the owner's log events of this work name the same request.
+    let request_id = f.request_id.clone();
+    tokio::spawn(crate::domain::trace::scope(request_id, async move {
         let org: OrganizationId = f.org;
         let answer = work(f).await.map_err(|e| match e {
             Error::OwnedElsewhere => Failure::NotOwner {
@@ -191,5 +193,5 @@ fn serve<T, R, F, Fut>(
             other => Failure::from_error(&other),
         });
         let _ = reply.send(Wire::new(answer));
-    });
+    }));
 }

@@ -181,7 +181,7 @@ impl Ingest {
         let call = handle
             .actor
             .call(
-                |reply| OrgMsg::Ingest(Wire::new(new), reply),
+                |reply| OrgMsg::Ingest(Wire::new(new), crate::domain::trace::current(), reply),
                 Some(self.config.call_timeout),
             )
             .await

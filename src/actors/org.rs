@@ -87,7 +87,12 @@ pub struct OrgState {
 #[derive(RactorMessage)]
 pub enum OrgMsg {
     /// Routes an interaction to its customer's actor, which answers the caller directly.
-    Ingest(Wire<NewInteraction>, RpcReplyPort<Wire<IngestReply>>),
+    /// The request id, if any, names the request in the customer actor's log events.
+    Ingest(
+        Wire<NewInteraction>,
+        Option<String>,
+        RpcReplyPort<Wire<IngestReply>>,
+    ),
     /// Numbers an event and keeps it for replay (sent by the customers' actors).
     Publish(Wire<EventDraft>),
     /// The model scored one of the organization's interactions: its customer's actor stores the scores.
@@ -209,7 +214,9 @@ impl Actor for OrgActor {
         state: &mut OrgState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            OrgMsg::Ingest(wire, reply) => route_ingest(&myself, state, wire, reply).await,
+            OrgMsg::Ingest(wire, request_id, reply) => {
+                route_ingest(&myself, state, wire, request_id, reply).await
+            }
             OrgMsg::Publish(Wire(Ok(draft))) => publish(state, draft).await,
             OrgMsg::Scored(Wire(Ok(scored))) => {
                 if let Ok(Some(actor)) = customer_actor(&myself, state, scored.customer_id).await {
@@ -333,6 +340,7 @@ async fn route_ingest(
     myself: &ActorRef<OrgMsg>,
     state: &mut OrgState,
     wire: Wire<NewInteraction>,
+    request_id: Option<String>,
     reply: RpcReplyPort<Wire<IngestReply>>,
 ) {
     if state.moving {
@@ -346,7 +354,7 @@ async fn route_ingest(
             return;
         }
     };
-    let mut msg = CustomerMsg::Ingest(wire, reply);
+    let mut msg = CustomerMsg::Ingest(wire, request_id, reply);
     // Two tries: a customer actor that died since it was last used is replaced once.
     for _ in 0..2 {
         let actor = match customer_actor(myself, state, customer_id).await {
@@ -357,7 +365,7 @@ async fn route_ingest(
                     Err(e) => IngestFailure::Internal(e.to_string()),
                     Ok(_) => IngestFailure::CustomerNotFound,
                 };
-                if let CustomerMsg::Ingest(_, reply) = msg {
+                if let CustomerMsg::Ingest(_, _, reply) = msg {
                     let _ = reply.send(Wire::new(Err(failure)));
                 }
                 return;

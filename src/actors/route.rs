@@ -375,6 +375,7 @@ impl Router {
         Wire::new(Forwarded {
             org,
             from: self.ownership.node().name.clone(),
+            request_id: crate::domain::trace::current(),
             body,
         })
     }

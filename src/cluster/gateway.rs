@@ -18,7 +18,7 @@ use crate::domain::{CustomerId, FieldError, OrganizationId, Wire};
 use crate::error::Error;
 
 /// The version of the messages below; bump it with any change to them or to the types they carry.
-pub const WIRE_VERSION: u32 = 1;
+pub const WIRE_VERSION: u32 = 2;
 
 /// The process-group scope and group the gateways join.
 pub const SCOPE: &str = "insights";
@@ -46,6 +46,8 @@ pub struct Forwarded<T> {
     pub org: OrganizationId,
     /// The node that forwarded it.
     pub from: String,
+    /// The request it is part of, so the owner's log events name it too (R11.1).
+    pub request_id: Option<String>,
     pub body: T,
 }
 

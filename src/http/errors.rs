@@ -12,11 +12,6 @@ use warp::{Rejection, Reply as _};
 use crate::domain::FieldError;
 use crate::error::Error;
 
-tokio::task_local! {
-    /// The id of the request being handled, set by the server around each request.
-    pub static REQUEST_ID: String;
-}
-
 /// A rejection carrying one of our errors, for filters (auth, body) that fail before a handler runs.
 #[derive(Debug)]
 pub struct ApiRejection(pub Error);
@@ -50,7 +45,7 @@ pub struct ErrorDetail {
 }
 
 fn current_request_id() -> Option<String> {
-    REQUEST_ID.try_with(Clone::clone).ok()
+    crate::domain::trace::current()
 }
 
 fn body(status: StatusCode, code: &'static str, message: String, details: Vec<FieldError>) -> Response {

@@ -20,8 +20,8 @@ use warp::http::{HeaderValue, Request, header};
 use warp::reply::Response;
 
 use super::PeerAddr;
-use super::errors::REQUEST_ID;
 use super::limits::{self, Front};
+use crate::domain::trace;
 use crate::store::auth_events::AuthEventKind;
 
 /// How long a client may take to start and finish its TLS handshake.
@@ -144,12 +144,11 @@ where
     drop_same_origin(&mut req);
     req.extensions_mut().insert(PeerAddr(peer));
     req.extensions_mut().insert(limits::ClientIp(client));
-    let mut admission = REQUEST_ID
-        .scope(
-            request_id.clone(),
-            front.admit(&method, &path, req.headers(), req.uri().query(), client),
-        )
-        .await;
+    let mut admission = trace::scope(
+        Some(request_id.clone()),
+        front.admit(&method, &path, req.headers(), req.uri().query(), client),
+    )
+    .await;
     // Who sent the request, should its response be a security event (the request is gone by then).
     let caller = super::security::Caller::of(req.headers());
     let refused = admission.refusal.is_some();
@@ -165,23 +164,22 @@ where
                 .fault_injection
                 .then(|| Fault::of(req.headers()))
                 .flatten();
-            REQUEST_ID
-                .scope(request_id.clone(), async {
-                    match fault {
-                        Some(Fault::Delay(delay)) => tokio::time::sleep(delay).await,
-                        Some(Fault::Error) => {
-                            return super::errors::error_response(&crate::error::Error::internal(
-                                anyhow::anyhow!("fault injected by the x-insights-fault header"),
-                            ));
-                        }
-                        None => {}
+            trace::scope(Some(request_id.clone()), async {
+                match fault {
+                    Some(Fault::Delay(delay)) => tokio::time::sleep(delay).await,
+                    Some(Fault::Error) => {
+                        return super::errors::error_response(&crate::error::Error::internal(
+                            anyhow::anyhow!("fault injected by the x-insights-fault header"),
+                        ));
                     }
-                    match call(req).await {
-                        Ok(r) => r,
-                        Err(never) => match never {},
-                    }
-                })
-                .await
+                    None => {}
+                }
+                match call(req).await {
+                    Ok(r) => r,
+                    Err(never) => match never {},
+                }
+            })
+            .await
         }
     };
     limits::add_headers(&mut response, &admission);

@@ -1064,3 +1064,61 @@ async fn a_peer_that_speaks_another_wire_version_is_refused() {
     drop(b);
     c.finish().await;
 }
+
+#[tokio::test]
+async fn a_forwarded_request_is_logged_by_the_owner_under_the_id_the_client_got() {
+    let (c, orgs) = cluster(2, 2, 1).await;
+    let org = &orgs[0];
+    let mut spec = c.spec();
+    spec.env
+        .push(("INSIGHTS_LOG_FORMAT".to_owned(), "json".to_owned()));
+    spec.env.push((
+        "RUST_LOG".to_owned(),
+        "warn,insights::actors::customer=debug".to_owned(),
+    ));
+    let nodes = [serve(&c.names[0], &spec).await, serve(&c.names[1], &spec).await];
+    let token = nodes[0].login(org).await;
+    joined(&[&nodes[0], &nodes[1]], &token).await;
+    let customer = nodes[0].customer(&token, "traced-1").await;
+    // The first ingest places the organization on its home.
+    nodes[0]
+        .post("/api/v1/interactions", Some(&token), keyed(&customer, "traced-0"))
+        .await
+        .expect(201);
+    let home = owner(&c.pool, org.id).await.expect("an owner");
+    let (owner_node, other) = if nodes[0].name == home {
+        (&nodes[0], &nodes[1])
+    } else {
+        (&nodes[1], &nodes[0])
+    };
+    let r = other
+        .client
+        .post(format!("{}/api/v1/interactions", other.base))
+        .bearer_auth(&token)
+        .header("x-request-id", "traced-across-nodes")
+        .json(&keyed(&customer, "traced-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.headers()["x-request-id"], "traced-across-nodes");
+    let id = r.json::<serde_json::Value>().await.unwrap()["id"].clone();
+    let found = eventually(Duration::from_secs(5), || async {
+        std::fs::read_to_string(&owner_node.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .any(|v| {
+                v["fields"]["message"] == "interaction stored"
+                    && v["fields"]["interaction"] == id
+                    && v["span"]["request_id"] == "traced-across-nodes"
+            })
+    })
+    .await;
+    assert!(
+        found,
+        "the owner's customer actor names the request of the node the client reached: {}",
+        crate::procs::tail(&owner_node.log)
+    );
+    c.finish().await;
+}

@@ -23,7 +23,10 @@ async fn errors_slow_statements_and_slow_predictions_are_logged_with_what_explai
     let name = format!("logs-{}", uuid::Uuid::new_v4().simple());
     let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
     let env = [
-        ("RUST_LOG", "info,sqlx=warn,ort=warn".to_owned()),
+        (
+            "RUST_LOG",
+            "info,sqlx=warn,ort=warn,insights::actors::customer=debug".to_owned(),
+        ),
         ("INSIGHTS_LOG_FORMAT", "json".to_owned()),
         ("INSIGHTS_FAULT_INJECTION", "true".to_owned()),
         // Every statement and every prediction counts as slow, so each kind shows up in the log.
@@ -71,6 +74,23 @@ async fn errors_slow_statements_and_slow_predictions_are_logged_with_what_explai
     )
     .await
     .expect(200);
+    // An ingest: the customer's actor logs the row it stored, naming the request it came from.
+    let customer = node.customer(&token, "logs-1").await;
+    let stored = node
+        .client
+        .post(format!("{}/api/v1/interactions", node.base))
+        .bearer_auth(&token)
+        .header("x-request-id", "logs-test-hop")
+        .json(&crate::helpers::interaction(
+            &customer,
+            "chat",
+            Some("through the actors"),
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stored.status(), 201);
+    let stored: Value = stored.json().await.unwrap();
 
     let log = std::fs::read_to_string(&node.log).unwrap();
     let internal = events(&log, "internal error");
@@ -112,6 +132,16 @@ async fn errors_slow_statements_and_slow_predictions_are_logged_with_what_explai
     assert!(
         statement.contains("elapsed") && statement.contains("db.statement"),
         "with their duration and text: {statement}"
+    );
+    let hop: Vec<Value> = events(&log, "interaction stored")
+        .into_iter()
+        .filter(|v| v["fields"]["interaction"] == stored["id"])
+        .collect();
+    assert_eq!(hop.len(), 1, "the customer actor logged the row once");
+    assert_eq!(
+        hop[0]["span"]["request_id"], "logs-test-hop",
+        "an actor's log event names the request it works for: {}",
+        hop[0]
     );
     let slow_predictions = events(&log, "sentiment prediction slow");
     assert!(
