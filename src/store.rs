@@ -138,6 +138,8 @@ pub fn spawn_pool_watch(
                 _ = shutdown.changed() => return,
             }
             for (name, pool) in &pools {
+                // The connections as the requests hold them, before the probe takes one of its own.
+                publish_pool(&metrics, name, pool);
                 let started = std::time::Instant::now();
                 // Bounded by the pool's own acquire timeout; a failure is a wait that long.
                 drop(pool.acquire().await);
@@ -145,7 +147,6 @@ pub fn spawn_pool_watch(
                     .db_pool_acquire
                     .with_label_values(&[name])
                     .observe(started.elapsed().as_secs_f64());
-                publish_pool(&metrics, name, pool);
             }
         }
     });
