@@ -203,6 +203,13 @@ pub struct IngestConfig {
     pub event_seq_block: u64,
     /// How long a customer's actor gathers new interactions before detecting patterns again.
     pub pattern_debounce: Duration,
+    /// Stored patterns older than this are detected again (R4.1–4.2): by the organization's sweep, and
+    /// on read (the reader gets them detected afresh), so a lapsed customer's patterns go.
+    pub pattern_max_age: Duration,
+    /// How often an organization's actor looks for customers whose patterns are older than the age.
+    pub pattern_sweep_interval: Duration,
+    /// Customers re-evaluated per sweep at most.
+    pub pattern_sweep_batch: i64,
 }
 
 impl IngestConfig {
@@ -443,6 +450,9 @@ impl Default for Config {
                 event_buffer: 100,
                 event_seq_block: 1000,
                 pattern_debounce: Duration::from_secs(1),
+                pattern_max_age: Duration::from_secs(24 * 3600),
+                pattern_sweep_interval: Duration::from_secs(600),
+                pattern_sweep_batch: 100,
             },
             ml: MlConfig {
                 enabled: true,
@@ -575,6 +585,9 @@ struct FileConfig {
     event_buffer: Option<usize>,
     event_seq_block: Option<u64>,
     pattern_debounce_ms: Option<u64>,
+    pattern_max_age_secs: Option<u64>,
+    pattern_sweep_ms: Option<u64>,
+    pattern_sweep_batch: Option<i64>,
     ml_enabled: Option<bool>,
     ml_required: Option<bool>,
     ort_library: Option<PathBuf>,
@@ -812,6 +825,15 @@ impl Config {
             &mut self.ingest.pattern_debounce,
             f.pattern_debounce_ms.map(Duration::from_millis),
         );
+        set(
+            &mut self.ingest.pattern_max_age,
+            f.pattern_max_age_secs.map(Duration::from_secs),
+        );
+        set(
+            &mut self.ingest.pattern_sweep_interval,
+            f.pattern_sweep_ms.map(Duration::from_millis),
+        );
+        set(&mut self.ingest.pattern_sweep_batch, f.pattern_sweep_batch);
         set(&mut self.ml.enabled, f.ml_enabled);
         set(&mut self.ml.required, f.ml_required);
         set_opt(&mut self.ml.ort_library, f.ort_library.clone());
@@ -1123,6 +1145,22 @@ impl Config {
         set(
             &mut self.ingest.event_seq_block,
             parse_env(env, "INSIGHTS_EVENT_SEQ_BLOCK")?,
+        );
+        set(
+            &mut self.ingest.pattern_debounce,
+            millis(env, "INSIGHTS_PATTERN_DEBOUNCE_MS")?,
+        );
+        set(
+            &mut self.ingest.pattern_max_age,
+            secs(env, "INSIGHTS_PATTERN_MAX_AGE_SECS")?,
+        );
+        set(
+            &mut self.ingest.pattern_sweep_interval,
+            millis(env, "INSIGHTS_PATTERN_SWEEP_MS")?,
+        );
+        set(
+            &mut self.ingest.pattern_sweep_batch,
+            parse_env(env, "INSIGHTS_PATTERN_SWEEP_BATCH")?,
         );
         set(&mut self.ml.enabled, parse_env(env, "INSIGHTS_ML_ENABLED")?);
         set(&mut self.ml.required, parse_env(env, "INSIGHTS_ML_REQUIRED")?);
@@ -1499,6 +1537,13 @@ impl Config {
             return Err(invalid(
                 "rate_limit_window_secs",
                 "the window and backoff must be positive, with backoff_max >= backoff_base",
+            ));
+        }
+        let i = &self.ingest;
+        if i.pattern_max_age.is_zero() || i.pattern_sweep_interval.is_zero() || i.pattern_sweep_batch <= 0 {
+            return Err(invalid(
+                "pattern_max_age_secs",
+                "the pattern age, sweep interval and sweep batch must be positive",
             ));
         }
         if self.db.idle_in_transaction.is_zero() {

@@ -83,6 +83,9 @@ pub enum CustomerMsg {
     InjectPanic,
     /// Detects patterns again (sent to itself, debounced, after new or scored interactions).
     Detect,
+    /// Detects patterns again because the stored ones are old (the organization's sweep, or a read of
+    /// stale patterns): a lapsed customer's patterns go, unchanged ones are marked as detected now.
+    Reevaluate,
 }
 
 impl Actor for CustomerActor {
@@ -96,9 +99,11 @@ impl Actor for CustomerActor {
         args: CustomerArgs,
     ) -> Result<CustomerActorState, ActorProcessingErr> {
         let window = load_window(&args.pool, args.org.id, args.customer.id).await?;
+        // What is stored, so a detection that finds less (or nothing) after a restart replaces it.
+        let last_patterns = customers::pattern_signature(&args.pool, args.org.id, args.customer.id).await?;
         Ok(CustomerActorState {
             window,
-            last_patterns: Vec::new(),
+            last_patterns,
             detect_scheduled: false,
             pattern_debounce: args.pattern_debounce,
             org: args.org,
@@ -168,8 +173,9 @@ impl Actor for CustomerActor {
             }
             CustomerMsg::Detect => {
                 state.detect_scheduled = false;
-                detect_patterns(state).await;
+                detect_patterns(state, false).await;
             }
+            CustomerMsg::Reevaluate => detect_patterns(state, true).await,
             CustomerMsg::ApplyScores(Wire(Err(e))) => {
                 tracing::error!(customer = %state.customer.id, error = e, "undecodable scores dropped; the sweep retries them");
             }
@@ -231,8 +237,8 @@ fn schedule_detection(myself: &ActorRef<CustomerMsg>, state: &mut CustomerActorS
 }
 
 /// Detects patterns over the window; when the set changed, replaces the stored set in one transaction and
-/// publishes `pattern.detected`.
-async fn detect_patterns(state: &mut CustomerActorState) {
+/// publishes `pattern.detected`. A re-evaluation (`touch`) that finds the same set marks it detected now.
+async fn detect_patterns(state: &mut CustomerActorState, touch: bool) {
     let now = chrono::Utc::now();
     let cutoff = now - chrono::Duration::days(patterns::WINDOW_DAYS);
     while state.window.front().is_some_and(|(_, e)| e.at < cutoff) {
@@ -240,11 +246,24 @@ async fn detect_patterns(state: &mut CustomerActorState) {
     }
     let events: Vec<Event> = state.window.iter().map(|(_, e)| *e).collect();
     let found = patterns::detect(&events, now);
-    let signature: Vec<(PatternType, i32, i64)> = found
+    let mut signature: Vec<(PatternType, i32, i64)> = found
         .iter()
         .map(|p| (p.kind, p.frequency, (p.confidence * 100.0).round() as i64))
         .collect();
+    signature.sort();
     if signature == state.last_patterns {
+        if touch && !found.is_empty() {
+            let touched = async {
+                let mut tx = OrgTx::owner(&state.pool, &state.cache, state.org.id, state.epoch).await?;
+                customers::touch_patterns(&mut tx, state.customer.id, cutoff, now).await?;
+                tx.commit().await?;
+                Ok::<_, Error>(())
+            }
+            .await;
+            if let Err(e) = touched {
+                tracing::warn!(customer = %state.customer.id, error = %e, "patterns not marked as detected again; the next sweep retries");
+            }
+        }
         return;
     }
     let stored = async {

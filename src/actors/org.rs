@@ -109,6 +109,8 @@ pub enum OrgMsg {
     InjectCustomerPanic(String),
     /// Stops customer actors idle for longer than the passivation period.
     PassivateIdle,
+    /// Has the customers whose stored patterns are older than `pattern_max_age` detect them again.
+    SweepPatterns,
     /// Hands the organization over: stops its customers' actors (each finishes the write it is in),
     /// publishes what they published meanwhile, then answers with its numbering and replay buffer and
     /// stops. Requests that arrive meanwhile are answered "not the owner".
@@ -149,6 +151,7 @@ impl Actor for OrgActor {
         // Check for idle customers a few times per passivation period.
         let period = (args.config.passivate_after / 4).max(Duration::from_millis(20));
         myself.send_interval(period, || OrgMsg::PassivateIdle);
+        myself.send_interval(args.config.pattern_sweep_interval, || OrgMsg::SweepPatterns);
         args.metrics.live_actors.with_label_values(&["org"]).inc();
         Ok(OrgState {
             ring: VecDeque::with_capacity(args.config.event_buffer),
@@ -279,6 +282,7 @@ impl Actor for OrgActor {
                 }
             }
             OrgMsg::PassivateIdle => passivate_idle(state),
+            OrgMsg::SweepPatterns => sweep_patterns(&myself, state).await,
             OrgMsg::HandOff(reply) => {
                 state.moving = true;
                 myself
@@ -498,6 +502,43 @@ fn events_after(state: &OrgState, after: u64) -> EventsAfter {
         // A number beyond the newest is from before a restart (or made up): only a resync is right.
         complete: after <= state.seq && (after.saturating_add(1) >= oldest || after == state.seq),
         last_seq: state.seq,
+    }
+}
+
+/// Re-evaluates the stored patterns older than the age (R4.1–4.2), oldest first, a batch at a time: a
+/// customer who stopped coming loses the patterns that no longer hold even though nothing new arrives.
+async fn sweep_patterns(myself: &ActorRef<OrgMsg>, state: &mut OrgState) {
+    if state.moving {
+        return;
+    }
+    let Ok(age) = chrono::Duration::from_std(state.config.pattern_max_age) else {
+        return;
+    };
+    let stale = match customers::stale_pattern_customers(
+        &state.pool,
+        state.org.id,
+        chrono::Utc::now() - age,
+        state.config.pattern_sweep_batch,
+    )
+    .await
+    {
+        Ok(stale) => stale,
+        Err(e) => {
+            tracing::warn!(org = %state.org.id, error = %e, "cannot look for stale patterns; the next sweep retries");
+            return;
+        }
+    };
+    for id in stale {
+        match customer_actor(myself, state, id).await {
+            Ok(Some(actor)) => {
+                let _ = actor.cast(CustomerMsg::Reevaluate);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(org = %state.org.id, customer = %id, error = %e, "cannot re-evaluate patterns; the next sweep retries");
+                return;
+            }
+        }
     }
 }
 

@@ -25,6 +25,21 @@ pub enum PatternType {
 }
 
 impl PatternType {
+    pub const ALL: [Self; 4] = [
+        Self::ChannelFrequency,
+        Self::SentimentTrend,
+        Self::Temporal,
+        Self::Engagement,
+    ];
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown pattern type {s:?}"))
+    }
+
     /// The name stored in `behavior_patterns.pattern_type`.
     pub fn as_str(&self) -> &'static str {
         match self {

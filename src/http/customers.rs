@@ -242,7 +242,7 @@ pub async fn get_customer(s: &Shared, p: &Principal, id: CustomerId) -> Result<R
             let row = customers::get(&s.pool, &s.fields, org, id)
                 .await?
                 .ok_or(Error::NotFound("customer"))?;
-            let patterns = customers::patterns(&s.pool, org, id).await?;
+            let patterns = current_patterns(s, org, id).await?;
             Ok(row.into_view(Some(patterns)))
         },
     )
@@ -302,8 +302,53 @@ pub async fn update_customer(
         .ok_or(Error::NotFound("customer"))?;
     tx.commit().await?;
     s.router.customer_changed(org, id);
-    let patterns = customers::patterns(&s.pool, org, id).await?;
+    let patterns = current_patterns(s, org, id).await?;
     Ok(row.into_view(Some(patterns)))
+}
+
+/// The customer's patterns as they hold now (R4.1–4.2): the stored ones, unless one is older than
+/// `pattern_max_age`; then they are detected afresh from the customer's interactions of the window (as
+/// its actor would) and the owner is told, so a live actor stores the new set (the organization's sweep
+/// stores it otherwise). A customer who stopped coming never shows patterns that no longer hold.
+async fn current_patterns(
+    s: &Shared,
+    org: crate::domain::OrganizationId,
+    id: CustomerId,
+) -> Result<Vec<PatternView>, Error> {
+    let stored = customers::patterns(&s.pool, org, id).await?;
+    let now = chrono::Utc::now();
+    let fresh = chrono::Duration::from_std(s.config.ingest.pattern_max_age)
+        .is_ok_and(|age| stored.iter().all(|p| p.detected_at >= now - age));
+    if fresh {
+        return Ok(stored);
+    }
+    let since = now - chrono::Duration::days(crate::ml::patterns::WINDOW_DAYS);
+    let cap = crate::actors::customer::WINDOW_CAP as i64;
+    let events: Vec<_> = customers::recent_events(&s.pool, org, id, since, cap)
+        .await?
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect();
+    let mut found: Vec<PatternView> = crate::ml::patterns::detect(&events, now)
+        .into_iter()
+        .map(|p| PatternView {
+            pattern_type: p.kind.as_str().to_owned(),
+            confidence: p.confidence,
+            frequency: p.frequency,
+            description: p.description,
+            evidence: serde_json::from_str(&p.evidence).unwrap_or_default(),
+            window_start: p.window_start,
+            window_end: p.window_end,
+            detected_at: now,
+        })
+        .collect();
+    found.sort_by(|a, b| {
+        b.confidence
+            .total_cmp(&a.confidence)
+            .then_with(|| a.pattern_type.cmp(&b.pattern_type))
+    });
+    s.router.customer_changed(org, id);
+    Ok(found)
 }
 
 /// Reads a nullable PATCH field through `parse`.
@@ -328,6 +373,6 @@ pub async fn customer_patterns(s: &Shared, p: &Principal, id: CustomerId) -> Res
         .await?
         .ok_or(Error::NotFound("customer"))?;
     Ok(PatternList {
-        data: customers::patterns(&s.pool, org, id).await?,
+        data: current_patterns(s, org, id).await?,
     })
 }

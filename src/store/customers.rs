@@ -273,6 +273,75 @@ pub async fn patterns(pool: &PgPool, org: OrganizationId, id: CustomerId) -> Res
     .await?)
 }
 
+/// What a customer's stored patterns are, as a customer actor compares detections: type, frequency
+/// and confidence in hundredths.
+pub async fn pattern_signature(
+    pool: &PgPool,
+    org: OrganizationId,
+    id: CustomerId,
+) -> Result<Vec<(crate::domain::pattern::PatternType, i32, i64)>, Error> {
+    let rows: Vec<(String, i32, f64)> = sqlx::query_as(
+        "SELECT pattern_type, frequency, confidence FROM behavior_patterns
+          WHERE organization_id = $1 AND customer_id = $2",
+    )
+    .bind(org.as_uuid())
+    .bind(id.as_uuid())
+    .fetch_all(pool)
+    .await?;
+    let mut signature: Vec<_> = rows
+        .into_iter()
+        .filter_map(|(kind, frequency, confidence)| {
+            let kind = crate::domain::pattern::PatternType::parse(&kind).ok()?;
+            Some((kind, frequency, (confidence * 100.0).round() as i64))
+        })
+        .collect();
+    signature.sort();
+    Ok(signature)
+}
+
+/// Customers of the organization whose stored patterns were detected before `before`, at most `limit`.
+pub async fn stale_pattern_customers(
+    pool: &PgPool,
+    org: OrganizationId,
+    before: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<CustomerId>, Error> {
+    let ids: Vec<uuid::Uuid> = sqlx::query_scalar(
+        "SELECT customer_id FROM behavior_patterns
+          WHERE organization_id = $1 AND detected_at < $2
+          GROUP BY customer_id ORDER BY min(detected_at) LIMIT $3",
+    )
+    .bind(org.as_uuid())
+    .bind(before)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(ids.into_iter().map(CustomerId::from).collect())
+}
+
+/// Marks a customer's stored patterns as detected again now, over this window (a re-evaluation that
+/// found the same set).
+pub async fn touch_patterns(
+    tx: &mut OrgTx,
+    id: CustomerId,
+    window_start: DateTime<Utc>,
+    window_end: DateTime<Utc>,
+) -> Result<(), Error> {
+    let org = tx.org();
+    let tx: &mut sqlx::PgConnection = tx;
+    sqlx::query(
+        "UPDATE behavior_patterns SET detected_at = now(), window_start = $3, window_end = $4
+          WHERE organization_id = $1 AND customer_id = $2",
+    )
+    .bind(org.as_uuid())
+    .bind(id.as_uuid())
+    .bind(window_start)
+    .bind(window_end)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
 fn push_filters(
     qb: &mut QueryBuilder<Postgres>,
     keys: &FieldKeys,
