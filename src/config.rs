@@ -210,6 +210,8 @@ pub struct IngestConfig {
     pub pattern_sweep_interval: Duration,
     /// Customers re-evaluated per sweep at most.
     pub pattern_sweep_batch: i64,
+    /// How often each organization's actor looks for sentiment drops and negative spikes in its data.
+    pub insight_eval_interval: Duration,
 }
 
 impl IngestConfig {
@@ -453,6 +455,7 @@ impl Default for Config {
                 pattern_max_age: Duration::from_secs(24 * 3600),
                 pattern_sweep_interval: Duration::from_secs(600),
                 pattern_sweep_batch: 100,
+                insight_eval_interval: Duration::from_secs(60),
             },
             ml: MlConfig {
                 enabled: true,
@@ -588,6 +591,7 @@ struct FileConfig {
     pattern_max_age_secs: Option<u64>,
     pattern_sweep_ms: Option<u64>,
     pattern_sweep_batch: Option<i64>,
+    insight_eval_ms: Option<u64>,
     ml_enabled: Option<bool>,
     ml_required: Option<bool>,
     ort_library: Option<PathBuf>,
@@ -834,6 +838,10 @@ impl Config {
             f.pattern_sweep_ms.map(Duration::from_millis),
         );
         set(&mut self.ingest.pattern_sweep_batch, f.pattern_sweep_batch);
+        set(
+            &mut self.ingest.insight_eval_interval,
+            f.insight_eval_ms.map(Duration::from_millis),
+        );
         set(&mut self.ml.enabled, f.ml_enabled);
         set(&mut self.ml.required, f.ml_required);
         set_opt(&mut self.ml.ort_library, f.ort_library.clone());
@@ -1161,6 +1169,10 @@ impl Config {
         set(
             &mut self.ingest.pattern_sweep_batch,
             parse_env(env, "INSIGHTS_PATTERN_SWEEP_BATCH")?,
+        );
+        set(
+            &mut self.ingest.insight_eval_interval,
+            millis(env, "INSIGHTS_INSIGHT_EVAL_MS")?,
         );
         set(&mut self.ml.enabled, parse_env(env, "INSIGHTS_ML_ENABLED")?);
         set(&mut self.ml.required, parse_env(env, "INSIGHTS_ML_REQUIRED")?);
@@ -1540,6 +1552,9 @@ impl Config {
             ));
         }
         let i = &self.ingest;
+        if i.insight_eval_interval.is_zero() {
+            return Err(invalid("insight_eval_ms", "must be positive"));
+        }
         if i.pattern_max_age.is_zero() || i.pattern_sweep_interval.is_zero() || i.pattern_sweep_batch <= 0 {
             return Err(invalid(
                 "pattern_max_age_secs",

@@ -8,6 +8,7 @@ pub mod customer;
 pub mod enrichment;
 pub mod event;
 pub mod ids;
+pub mod insight;
 pub mod interaction;
 pub mod pattern;
 pub mod role;

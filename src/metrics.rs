@@ -69,6 +69,8 @@ pub struct Inner {
     pub cache_hit_ratio: GaugeVec,
     /// Alerts this node has firing (R11.11).
     pub alerts_firing: IntGauge,
+    /// How long one organization's insight evaluation took (rules, rollups, detection, records).
+    pub insight_evaluation: prometheus::Histogram,
     /// Posts of alerts to the webhook by outcome (`delivered`, `retried`, `given_up`).
     pub alert_webhook_posts: IntCounterVec,
     /// Exports by format and outcome (`completed`, `failed`, `aborted` by the client).
@@ -211,6 +213,13 @@ impl Metrics {
             &["queue"],
         )?;
         let alerts_firing = IntGauge::new("alerts_firing", "alerts this node has firing")?;
+        let insight_evaluation = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "insight_evaluation_seconds",
+                "time to evaluate one organization's insight alerts",
+            )
+            .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
+        )?;
         let alert_webhook_posts = IntCounterVec::new(
             Opts::new(
                 "alert_webhook_posts_total",
@@ -294,6 +303,7 @@ impl Metrics {
         registry.register(Box::new(summary_cache.clone()))?;
         registry.register(Box::new(cache_hit_ratio.clone()))?;
         registry.register(Box::new(alerts_firing.clone()))?;
+        registry.register(Box::new(insight_evaluation.clone()))?;
         registry.register(Box::new(alert_webhook_posts.clone()))?;
         registry.register(Box::new(db_pool_connections.clone()))?;
         registry.register(Box::new(db_pool_max_connections.clone()))?;
@@ -348,6 +358,7 @@ impl Metrics {
             summary_cache,
             cache_hit_ratio,
             alerts_firing,
+            insight_evaluation,
             alert_webhook_posts,
             exports,
             export_rows,

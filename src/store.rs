@@ -9,6 +9,7 @@ pub mod customers;
 pub mod data_keys;
 pub mod fields;
 pub mod filter;
+pub mod insight;
 pub mod insights;
 pub mod interactions;
 pub mod leases;

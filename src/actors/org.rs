@@ -79,6 +79,9 @@ pub struct OrgState {
     /// Set while the organization is handed to another node: new requests are answered "not the
     /// owner" (their senders re-route to the new owner).
     moving: bool,
+    /// The insight alerts firing for the organization, by fingerprint (loaded when the actor starts, so
+    /// a new owner resolves what an earlier one raised).
+    insights_firing: HashMap<String, crate::domain::alert::Alert>,
 }
 
 /// Messages to an organization actor.
@@ -111,6 +114,8 @@ pub enum OrgMsg {
     PassivateIdle,
     /// Has the customers whose stored patterns are older than `pattern_max_age` detect them again.
     SweepPatterns,
+    /// Looks for sentiment drops and negative spikes in the organization's data (insight alerts).
+    EvaluateInsights,
     /// Hands the organization over: stops its customers' actors (each finishes the write it is in),
     /// publishes what they published meanwhile, then answers with its numbering and replay buffer and
     /// stops. Requests that arrive meanwhile are answered "not the owner".
@@ -152,6 +157,7 @@ impl Actor for OrgActor {
         let period = (args.config.passivate_after / 4).max(Duration::from_millis(20));
         myself.send_interval(period, || OrgMsg::PassivateIdle);
         myself.send_interval(args.config.pattern_sweep_interval, || OrgMsg::SweepPatterns);
+        myself.send_interval(args.config.insight_eval_interval, || OrgMsg::EvaluateInsights);
         args.metrics.live_actors.with_label_values(&["org"]).inc();
         Ok(OrgState {
             ring: VecDeque::with_capacity(args.config.event_buffer),
@@ -166,6 +172,7 @@ impl Actor for OrgActor {
             fanout: args.fanout,
             handoff: args.handoff,
             moving: false,
+            insights_firing: HashMap::new(),
             customers: HashMap::new(),
             seq: 0,
             last: 0,
@@ -181,6 +188,12 @@ impl Actor for OrgActor {
         _myself: ActorRef<OrgMsg>,
         state: &mut OrgState,
     ) -> Result<(), ActorProcessingErr> {
+        match crate::store::alerts::firing_of_org(&state.pool, state.org.id).await {
+            Ok(firing) => state.insights_firing = firing.into_iter().collect(),
+            Err(e) => {
+                tracing::warn!(org = %state.org.id, error = %e, "cannot read the organization's firing alerts")
+            }
+        }
         if let Some(h) = state.handoff.take() {
             // Handed over: numbering continues right after the previous owner's last event, within the
             // block it reserved (it has stopped, and its writes are fenced).
@@ -283,6 +296,7 @@ impl Actor for OrgActor {
             }
             OrgMsg::PassivateIdle => passivate_idle(state),
             OrgMsg::SweepPatterns => sweep_patterns(&myself, state).await,
+            OrgMsg::EvaluateInsights => evaluate_insights(state).await,
             OrgMsg::HandOff(reply) => {
                 state.moving = true;
                 myself
@@ -503,6 +517,111 @@ fn events_after(state: &OrgState, after: u64) -> EventsAfter {
         complete: after <= state.seq && (after.saturating_add(1) >= oldest || after == state.seq),
         last_seq: state.seq,
     }
+}
+
+/// Looks for sentiment drops and negative spikes (issue 18) with the organization's rules over its hourly
+/// rollups, and records, publishes (`alert`, numbered like every event of the organization, to all its
+/// users) and resolves them: one alert per condition while it lasts.
+async fn evaluate_insights(state: &mut OrgState) {
+    use crate::domain::alert::{AlertKind, Severity};
+    use crate::store::{alerts, insight};
+    if state.moving {
+        return;
+    }
+    let started = Instant::now();
+    let rules = match insight::rules(&state.pool, state.org.id).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(org = %state.org.id, error = %e, "cannot read the alert rules; the next evaluation retries");
+            return;
+        }
+    };
+    let now = chrono::Utc::now();
+    let since = now
+        - chrono::Duration::minutes(i64::from(rules.window_minutes))
+        - chrono::Duration::days(i64::from(rules.baseline_days))
+        - chrono::Duration::hours(1);
+    let conditions = if rules.enabled {
+        match insight::hourly_dimensions(&state.pool, state.org.id, since).await {
+            Ok(dimensions) => crate::domain::insight::detect(&dimensions, now, &rules),
+            Err(e) => {
+                tracing::warn!(org = %state.org.id, error = %e, "cannot read the rollups for insight alerts");
+                return;
+            }
+        }
+    } else {
+        Vec::new()
+    };
+    let org_key = state.org.id.to_string();
+    let holding: HashMap<String, &crate::domain::insight::InsightCondition> =
+        conditions.iter().map(|c| (c.fingerprint(&org_key), c)).collect();
+    let mut changed = Vec::new();
+    for (fingerprint, c) in &holding {
+        if state.insights_firing.contains_key(fingerprint) {
+            continue;
+        }
+        let fired = alerts::fire(
+            &state.pool,
+            &alerts::NewAlert {
+                organization_id: Some(state.org.id),
+                kind: AlertKind::Insight,
+                rule: c.rule,
+                severity: Severity::Warning,
+                fingerprint,
+                summary: &c.summary,
+                details: &c.details,
+                node: None,
+            },
+        )
+        .await;
+        match fired {
+            Ok((alert, new)) => {
+                if new {
+                    tracing::info!(org = %state.org.id, rule = c.rule, dimension = %c.dimension.key(), summary = %c.summary, "insight alert");
+                    changed.push(alert.clone());
+                }
+                state.insights_firing.insert(fingerprint.clone(), alert);
+            }
+            Err(e) => {
+                tracing::warn!(org = %state.org.id, error = %e, "cannot record an insight alert; the next evaluation retries")
+            }
+        }
+    }
+    let ended: Vec<String> = state
+        .insights_firing
+        .keys()
+        .filter(|f| !holding.contains_key(*f))
+        .cloned()
+        .collect();
+    for fingerprint in ended {
+        match alerts::resolve(&state.pool, &fingerprint).await {
+            Ok(resolved) => {
+                state.insights_firing.remove(&fingerprint);
+                if let Some(alert) = resolved {
+                    changed.push(alert);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(org = %state.org.id, error = %e, "cannot resolve an insight alert; the next evaluation retries")
+            }
+        }
+    }
+    for alert in changed {
+        if let Ok(data) = serde_json::to_string(&alert) {
+            publish(
+                state,
+                EventDraft {
+                    kind: "alert".to_owned(),
+                    data,
+                },
+            )
+            .await;
+        }
+    }
+    state
+        .metrics
+        .insight_evaluation
+        .observe(started.elapsed().as_secs_f64());
 }
 
 /// Re-evaluates the stored patterns older than the age (R4.1–4.2), oldest first, a batch at a time: a

@@ -196,6 +196,30 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// Returns an optional boolean field; `null` counts as absent.
+    pub fn optional_bool(&mut self, name: &str) -> Option<bool> {
+        match self.get(name) {
+            None => None,
+            Some(Value::Bool(b)) => Some(*b),
+            Some(_) => {
+                self.error(name, "must be true or false");
+                None
+            }
+        }
+    }
+
+    /// Returns an optional number field within `min..=max`; `null` counts as absent.
+    pub fn optional_number_in(&mut self, name: &str, min: f64, max: f64) -> Option<f64> {
+        match self.get(name) {
+            None => None,
+            Some(Value::Number(n)) if n.as_f64().is_some_and(|v| (min..=max).contains(&v)) => n.as_f64(),
+            Some(_) => {
+                self.error(name, format!("must be a number from {min} to {max}"));
+                None
+            }
+        }
+    }
+
     /// Records several errors at once.
     pub fn extend(&mut self, errors: Vec<FieldError>) {
         self.errors.extend(errors);

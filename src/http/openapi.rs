@@ -30,7 +30,7 @@ use crate::config::Config;
         ops::healthz, ops::readyz, ops::metrics, openapi_json, cluster::cluster,
         auth::login, auth::refresh, auth::logout, auth::change_password, auth::me,
         users::create_user, users::list_users, users::get_user, users::update_user, users::delete_user,
-        security::list_security_events, alerts::list_alerts,
+        security::list_security_events, alerts::list_alerts, alerts::get_alert_rules, alerts::put_alert_rules,
         api_keys::create_api_key, api_keys::list_api_keys, api_keys::delete_api_key,
         customers::create_customer, customers::list_customers, customers::get_customer, customers::update_customer,
         customers::customer_patterns,

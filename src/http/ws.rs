@@ -225,7 +225,8 @@ where
                 None => break End::SessionEnded,
             },
             alert = alerts.recv(), if admin => match alert {
-                Ok(alert) if alert.organization_id.is_none_or(|o| o == org) => {
+                // Insight alerts reach every user of their organization as its numbered events.
+                Ok(alert) if alert.kind == crate::domain::alert::AlertKind::System => {
                     let frame = serde_json::json!({"type": "alert", "data": alert}).to_string();
                     match tokio::time::timeout(SEND_TIMEOUT, sink.send(Message::text(frame))).await {
                         Ok(Ok(())) => sent.inc(),

@@ -126,6 +126,20 @@ pub async fn firing_of_node(pool: &PgPool, node: &str) -> Result<Vec<(String, Al
         .collect()
 }
 
+/// The insight alerts firing for `org`, with their fingerprints (what a new owner resumes).
+pub async fn firing_of_org(pool: &PgPool, org: OrganizationId) -> Result<Vec<(String, Alert)>, Error> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT fingerprint, {COLUMNS} FROM alerts
+          WHERE organization_id = $1 AND state = 'firing' AND kind = 'insight'"
+    )))
+    .bind(org.as_uuid())
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("fingerprint")?, alert(r)?)))
+        .collect()
+}
+
 /// One alert.
 pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<Alert>, Error> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(

@@ -106,6 +106,10 @@ fn bodies(customer: &str, at: &str) -> BTreeMap<(&'static str, &'static str), Va
         ),
         (("POST", "/api/v1/ml/sentiment"), json!({"text": "hello"})),
         (
+            ("PUT", "/api/v1/alert-rules"),
+            json!({"enabled": true, "windowMinutes": 60, "sensitivity": 3, "note": "x"}),
+        ),
+        (
             ("POST", "/api/v1/ml/sentiment/batch"),
             json!({"texts": ["hello", "there"]}),
         ),

@@ -19,6 +19,7 @@ mod helpers;
 mod hostile;
 mod import;
 mod ingest;
+mod insight_alerts;
 mod insights;
 mod limits;
 mod listing;
