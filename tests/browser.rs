@@ -15,6 +15,43 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 
+/// A steady week of scored email and chat before the current hour, as if the model had scored it: 20 an
+/// hour in each, positive, one in ten negative; the rollups are folded at once.
+async fn seed_baseline(pool: &sqlx::PgPool, org: uuid::Uuid, customer: &str) {
+    let end = chrono::DurationRound::duration_trunc(
+        chrono::Utc::now() - chrono::Duration::hours(1),
+        chrono::Duration::hours(1),
+    )
+    .unwrap();
+    let start = end - chrono::Duration::days(8);
+    let n = 8 * 24 * 20;
+    for channel in ["email", "chat"] {
+        sqlx::query(
+            "INSERT INTO customer_interactions (organization_id, customer_id, channel, event_type, content,
+                 occurred_at, metadata, enrichment, segment, sentiment_positive, sentiment_negative,
+                 sentiment_neutral, sentiment_score, sentiment_label, sentiment_confidence, model_version,
+                 processed_at)
+             SELECT $1, $2::uuid, $3::interaction_channel, 'message', 'baseline ' || i,
+                 $4::timestamptz + make_interval(secs => extract(epoch FROM ($5::timestamptz - $4::timestamptz)) * (i + 0.5) / $6),
+                 '{}'::jsonb, '{}'::jsonb, 'smb',
+                 CASE WHEN i % 10 = 0 THEN 0.05 ELSE 0.8 END, CASE WHEN i % 10 = 0 THEN 0.85 ELSE 0.05 END,
+                 CASE WHEN i % 10 = 0 THEN 0.1 ELSE 0.15 END, CASE WHEN i % 10 = 0 THEN -0.8 ELSE 0.75 END,
+                 (CASE WHEN i % 10 = 0 THEN 'negative' ELSE 'positive' END)::sentiment_label, 0.9, 'test', now()
+             FROM generate_series(0, $6 - 1) AS i",
+        )
+        .bind(org)
+        .bind(customer)
+        .bind(channel)
+        .bind(start)
+        .bind(end)
+        .bind(n)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+    insights::store::rollups::fold_all(pool, 100_000).await.unwrap();
+}
+
 #[tokio::test]
 async fn the_dashboard_renders_follows_live_events_and_survives_a_restart() {
     if std::env::var_os("INSIGHTS_SKIP_BROWSER_TESTS").is_some() {
@@ -44,6 +81,8 @@ async fn the_dashboard_renders_follows_live_events_and_survives_a_restart() {
         // A whitelist of another origin, as production sets one: the page served by the node itself
         // must still load (its own origin is always allowed, R9.8).
         c.cors_origins = vec!["https://dashboard.example.com".to_owned()];
+        // Insight alerts are looked for every half second, so the panel shows one soon after a burst.
+        c.ingest.insight_eval_interval = Duration::from_millis(500);
     })
     .await;
     let org = app.create_org().await;
@@ -90,6 +129,11 @@ async fn the_dashboard_renders_follows_live_events_and_survives_a_restart() {
                         .await
                         .expect("the node restarts on its port");
                     app.app = Some(restarted);
+                    stdin.write_all(b"GO\n").await.unwrap();
+                    stdin.flush().await.unwrap();
+                }
+                "SEED" => {
+                    seed_baseline(&app.pool, org.id.as_uuid(), &customer).await;
                     stdin.write_all(b"GO\n").await.unwrap();
                     stdin.flush().await.unwrap();
                 }

@@ -37,6 +37,8 @@ const state = {
   order: 'desc',
   tableAbort: null,
   tableNew: 0,
+  // insight alerts, firing first then newest (GET /api/v1/alerts?kind=insight, then `alert` events)
+  alerts: [],
   // customer panel
   cp: null, // {id, page, totalPages, profile}
   names: new Map(), // customer id -> display name
@@ -135,7 +137,7 @@ async function reloadAll() {
     do {
       state.reloadAgain = false;
       state.stale = false;
-      await Promise.allSettled([refreshSummaries(true), loadTable(), loadFeed()]);
+      await Promise.allSettled([refreshSummaries(true), loadTable(), loadFeed(), loadAlerts()]);
     } while (state.reloadAgain);
   })().finally(() => {
     state.reloading = null;
@@ -285,11 +287,76 @@ function onEvent(type, data) {
       if (state.cp && state.cp.id === data.customerId) renderPatterns(data.patterns || []);
       break;
     case 'alert':
+      if (data.kind === 'insight') upsertAlert(data);
       toast(alertText(data), data.state === 'resolved' ? 'info' : 'warn', 15_000);
       break;
     default:
       break;
   }
+}
+
+// ---------------------------------------------------------------- insight alerts
+
+async function loadAlerts() {
+  try {
+    const body = await api(`/api/v1/alerts${qs({ kind: 'insight', pageSize: 20 })}`);
+    state.alerts = body.data || [];
+    renderAlerts();
+  } catch (e) {
+    if (handledAuth(e)) return;
+    if (e.status !== 0) toast(`Alerts: ${e.message}`, 'error');
+  }
+}
+
+/** An alert pushed live: replaces the one with its id, or joins the list. */
+function upsertAlert(alert) {
+  const i = state.alerts.findIndex((a) => a.id === alert.id);
+  if (i >= 0) state.alerts[i] = alert;
+  else state.alerts.unshift(alert);
+  state.alerts.sort((a, b) => (a.state === 'firing') !== (b.state === 'firing')
+    ? (a.state === 'firing' ? -1 : 1)
+    : Date.parse(b.startedAt) - Date.parse(a.startedAt));
+  state.alerts = state.alerts.slice(0, 20);
+  renderAlerts();
+}
+
+function renderAlerts() {
+  const ol = $('alerts');
+  clear(ol);
+  const firing = state.alerts.filter((a) => a.state === 'firing').length;
+  $('alerts-count').textContent = state.alerts.length ? `${firing} firing` : '';
+  $('alerts-empty').hidden = state.alerts.length > 0;
+  for (const a of state.alerts) {
+    const d = a.details || {};
+    ol.append(el('li', { className: `alert-item alert-${a.state}` },
+      el('button', {
+        className: 'alert-open',
+        attrs: { type: 'button', title: 'Show the interactions behind this alert' },
+        dataset: { alert: a.id, rule: a.rule, dimension: d.dimension || '', state: a.state },
+        on: { click: () => openAlert(a) },
+      },
+      el('span', { className: `badge badge-${a.state}`, text: a.state === 'firing' ? 'firing' : 'resolved' }),
+      el('span', { className: 'alert-summary', text: a.summary }),
+      el('span', { className: 'muted small', text: `${fmt.feedTime(a.startedAt)}${a.resolvedAt ? ` – ${fmt.feedTime(a.resolvedAt)}` : ''}` }))));
+  }
+  if (state.charts) state.charts.trend.markers(state.alerts.map((a) => Date.parse(a.startedAt) / 1000));
+}
+
+/** One click from an alert to its interactions: the table filtered to its dimension and window. */
+function openAlert(a) {
+  const f = (a.details && a.details.filter) || {};
+  const next = emptyFilters();
+  if (f.channels) next.channels = [f.channels];
+  if (f.segments) next.segments = f.segments;
+  next.from = f.from || '';
+  next.to = f.to || '';
+  state.filters = next;
+  state.page = 1;
+  closeCustomer();
+  writeFiltersToForm();
+  writeHash();
+  loadTable();
+  $('table').scrollIntoView({ behavior: 'smooth', block: 'start' });
 }
 
 function alertText(data) {
@@ -534,10 +601,15 @@ function readFiltersFromForm() {
     sentimentMax: $('f-smax').value.trim(),
     segments: $('f-segment').value.trim(),
     q: $('f-q').value.trim(),
-    from: $('f-from').value,
-    to: $('f-to').value,
+    // An alert's window stays as it is unless its day was changed in the form.
+    from: keepInstant(state.filters.from, $('f-from').value),
+    to: keepInstant(state.filters.to, $('f-to').value),
     customerId: state.filters.customerId,
   };
+}
+
+function keepInstant(current, day) {
+  return current && current.includes('T') && current.slice(0, 10) === day ? current : day;
 }
 
 function writeFiltersToForm() {
@@ -547,17 +619,19 @@ function writeFiltersToForm() {
   $('f-smax').value = f.sentimentMax;
   $('f-segment').value = f.segments;
   $('f-q').value = f.q;
-  $('f-from').value = f.from;
-  $('f-to').value = f.to;
+  $('f-from').value = (f.from || '').slice(0, 10);
+  $('f-to').value = (f.to || '').slice(0, 10);
   $('page-size').value = String(state.pageSize);
   renderChips();
 }
 
 /** The API's filter parameters: dates as UTC midnights, "to" inclusive of its day. */
 function filterParams(f = state.filters) {
+  // An alert's window is an instant (with a time); a date from the form is a whole UTC day.
+  const instant = (v) => typeof v === 'string' && v.includes('T');
   return {
-    from: dateToRfc3339(f.from),
-    to: dateToRfc3339(f.to, 1),
+    from: instant(f.from) ? f.from : dateToRfc3339(f.from),
+    to: instant(f.to) ? f.to : dateToRfc3339(f.to, 1),
     channels: f.channels,
     sentimentMin: f.sentimentMin,
     sentimentMax: f.sentimentMax,
@@ -590,6 +664,15 @@ function readHash() {
 function renderChips() {
   const box = $('filter-chips');
   clear(box);
+  const f = state.filters;
+  if ((f.from && f.from.includes('T')) || (f.to && f.to.includes('T'))) {
+    box.append(el('span', { className: 'fchip', dataset: { window: 'alert' } },
+      `window ${f.from ? fmt.feedTime(f.from) : '…'} – ${f.to ? fmt.feedTime(f.to) : '…'}`,
+      el('button', {
+        className: 'fchip-x', text: '✕', attrs: { type: 'button', 'aria-label': 'Remove the time window' },
+        on: { click: () => { state.filters.from = ''; state.filters.to = ''; state.page = 1; writeFiltersToForm(); writeHash(); loadTable(); } },
+      })));
+  }
   if (state.filters.customerId) {
     const id = state.filters.customerId;
     box.append(el('span', { className: 'fchip' },

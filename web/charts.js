@@ -10,6 +10,7 @@ const COLORS = {
   neg: 'rgba(220, 38, 38, 0.75)',
   axis: '#64748b',
   grid: 'rgba(148, 163, 184, 0.25)',
+  alert: 'rgba(220, 38, 38, 0.8)',
 };
 const FONT = '11px system-ui, -apple-system, "Segoe UI", Roboto, sans-serif';
 
@@ -67,8 +68,28 @@ const utc = (ts) => uPlot.tzDate(new Date(ts * 1000), 'Etc/UTC');
 
 /** Average sentiment per bucket (line, left axis) over interactions per bucket (bars, right axis). */
 export function trendChart(container) {
+  // Times (Unix seconds) of alerts, drawn as dashed lines over the chart.
+  let marks = [];
+  const drawMarks = (u) => {
+    const { ctx } = u;
+    const { top, height } = u.bbox;
+    ctx.save();
+    ctx.strokeStyle = COLORS.alert;
+    ctx.lineWidth = 1.5 * (window.devicePixelRatio || 1);
+    ctx.setLineDash([4, 3]);
+    for (const t of marks) {
+      const x = u.valToPos(t, 'x', true);
+      if (!Number.isFinite(x) || x < u.bbox.left || x > u.bbox.left + u.bbox.width) continue;
+      ctx.beginPath();
+      ctx.moveTo(x, top);
+      ctx.lineTo(x, top + height);
+      ctx.stroke();
+    }
+    ctx.restore();
+  };
   const chart = new Chart(container, () => ({
     tzDate: utc,
+    hooks: { draw: [drawMarks] },
     cursor: { points: { size: 6 } },
     legend: { live: true },
     scales: {
@@ -127,6 +148,12 @@ export function trendChart(container) {
         avg.push(p.averageSentiment ?? null);
       }
       chart.set([xs, ns, avg]);
+    },
+    /** Marks the times (Unix seconds) at which alerts fired. */
+    markers(times) {
+      marks = (times || []).filter((t) => Number.isFinite(t));
+      container.dataset.markers = String(marks.length);
+      if (chart.plot) chart.plot.redraw(false);
     },
     destroy: () => chart.destroy(),
   };

@@ -249,11 +249,11 @@ pub fn detect(
                     rule: "sentiment_drop",
                     dimension: dimension.clone(),
                     summary: format!(
-                        "Sentiment of {} fell to {:.2} (baseline {:.2}, {:+.2}) over {} scored interactions since {}",
+                        "Sentiment of {} fell to {:.2} from a baseline of {:.2} (down {:.2}) over {} scored interactions since {}",
                         dimension.label(),
                         now_mean,
                         base_mean,
-                        -drop,
+                        drop,
                         recent.scored,
                         start.format("%H:%M UTC")
                     ),

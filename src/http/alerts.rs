@@ -131,8 +131,9 @@ pub async fn put_alert_rules(
     Ok(rules)
 }
 
-/// Lists alerts: the organization's (`insight`) and the nodes' own (`system`, which every admin sees),
-/// firing first, then newest first; optionally of one kind or state.
+/// Lists alerts: the organization's (`insight`, for every user) and the nodes' own (`system`, for admins
+/// only), firing first, then newest first; optionally of one kind or state. A viewer or analyst sees the
+/// insight alerts, and is refused the system ones (403).
 #[utoipa::path(get, path = "/api/v1/alerts", tag = "ops", security(("bearer" = [])),
     params(PageParams,
         ("kind" = Option<AlertKind>, Query, description = "only `system` or only `insight` alerts"),
@@ -143,13 +144,20 @@ pub async fn list_alerts(
     p: &Principal,
     query: &HashMap<String, String>,
 ) -> Result<Page<Alert>, Error> {
-    let admin = p.require(Role::Admin)?;
+    let user = p.require(Role::Viewer)?;
     let mut params = Params::new(query);
     let page = PageRequest::read(&mut params);
     let kind = params.parse("kind", AlertKind::parse);
     let state = params.parse("state", AlertState::parse);
     params.finish()?;
+    let kind = if user.role == Role::Admin {
+        kind
+    } else if kind == Some(AlertKind::System) {
+        return Err(Error::Forbidden("system alerts are for admins"));
+    } else {
+        Some(AlertKind::Insight)
+    };
     let (limit, offset) = page.limit_offset();
-    let (data, total) = alerts::list(&s.pool, admin.organization_id, kind, state, limit, offset).await?;
+    let (data, total) = alerts::list(&s.pool, user.organization_id, kind, state, limit, offset).await?;
     Ok(Page::new(data, page, total))
 }

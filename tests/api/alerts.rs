@@ -187,7 +187,7 @@ async fn each_condition_is_recorded_pushed_posted_and_resolved_once() {
     let admin = app.admin(&org).await;
     let token = admin.access.clone();
     let (_, viewer) = app.user_with_role(&admin, insights::domain::Role::Viewer).await;
-    app.get("/api/v1/alerts", Some(&viewer.access))
+    app.get("/api/v1/alerts?kind=system", Some(&viewer.access))
         .await
         .expect_error(403, "forbidden");
     let admin_frames = watch(&app, &token).await;
@@ -331,4 +331,6 @@ async fn each_condition_is_recorded_pushed_posted_and_resolved_once() {
         "one refused post and eight delivered"
     );
     assert!(viewer_frames.lock().unwrap().is_empty(), "viewers get no alerts");
+    let seen = app.get("/api/v1/alerts", Some(&viewer.access)).await;
+    assert_eq!(seen.expect(200)["data"], json!([]), "nor list the system ones");
 }

@@ -6,7 +6,9 @@
 //
 // Protocol with the Rust test: after the first live interaction shows up, this prints the line `RESTART`
 // on stdout and waits for a line `GO` on stdin (the server is killed and restarted on the same port in
-// between). It ends with the line `OK` (exit 0), or `FAIL: <reason>` (exit 1). Progress goes to stderr.
+// between); before the alert step it prints `SEED` and waits for `GO` (the test writes a steady week of
+// scored email and chat as the baseline). It ends with the line `OK` (exit 0), or `FAIL: <reason>`
+// (exit 1). Progress goes to stderr.
 //
 // Fails on any console error or uncaught exception in the page, except network errors (failed loads,
 // refused WebSocket connections) while the server is down for the restart.
@@ -93,11 +95,11 @@ async function apiPost(path, body, expect) {
 }
 
 /** Ingests one chat message for `customerId` (default CUSTOMER_ID); returns {id, content}. */
-async function ingest(label, { customerId = CUSTOMER_ID, content, metadata } = {}) {
+async function ingest(label, { customerId = CUSTOMER_ID, content, metadata, channel = 'chat' } = {}) {
   const text = content ?? `browser test ${label} ${randomUUID()}`;
   const { id } = await apiPost('/api/v1/interactions', {
     customerId,
-    channel: 'chat',
+    channel,
     eventType: 'message',
     content: text,
     timestamp: new Date().toISOString(),
@@ -344,6 +346,36 @@ async function main() {
       if (found.made.length) throw new Failure(`the data became elements: ${found.made.join(', ')}`);
     });
     await page.keyboard.press('Escape');
+
+    // Insight alerts: a steady week of email, then a burst of negative emails through the API (scored by
+    // the model): the alert appears live in the panel, marks the trend, and one click filters the table
+    // to the channel and the window behind it.
+    process.stdout.write('SEED\n');
+    await step('wait for the baseline week', () => waitForLine('GO', GO_TIMEOUT_MS));
+    const burst = [];
+    for (let i = 0; i < 25; i += 1) {
+      burst.push(await ingest(`angry-${i}`, {
+        channel: 'email',
+        content: `This is terrible. The invoice is wrong again and nobody answers my emails (${MARK}-${i}).`,
+      }));
+    }
+    await step('the sentiment drop of the email channel appears live in the alerts panel (≤ 60 s)', () =>
+      page.waitForFunction(() => !!document.querySelector(
+        '#alerts button[data-rule="sentiment_drop"][data-dimension="channel:email"][data-state="firing"]'),
+      null, { timeout: 60_000, polling: 250 }));
+    await step('the trend shows where the alert fired', () =>
+      page.waitForFunction(() => Number(document.getElementById('chart-trend').dataset.markers || 0) >= 1));
+    await step('one click filters the table to the email channel and the alert window', async () => {
+      await page.locator('#alerts button[data-rule="sentiment_drop"][data-dimension="channel:email"]').first().click();
+      await page.waitForFunction((text) => {
+        const rows = [...document.querySelectorAll('#table tbody tr')];
+        return location.hash.includes('channels=email') && location.hash.includes('from=')
+          && rows.length > 0
+          && rows.every((r) => r.children[1] && r.children[1].textContent.trim() === 'email')
+          && rows.some((r) => r.textContent.includes(text))
+          && !!document.querySelector('#filter-chips [data-window="alert"]');
+      }, burst[burst.length - 1].content);
+    });
 
     if (problems.length) throw new Failure(`the page reported errors:\n  ${problems.join('\n  ')}`);
 
