@@ -34,6 +34,9 @@ pub struct DemoOptions {
     pub trickle: Duration,
 }
 
+/// Angry emails in the demo's incident.
+const INCIDENT_EMAILS: usize = 45;
+
 impl Default for DemoOptions {
     fn default() -> Self {
         Self {
@@ -228,7 +231,11 @@ async fn generate(
     }
     tx.commit().await?;
     let ids = customer_ids(pool, org).await?;
-    let history = g.history(opts.interactions, chrono::Utc::now(), opts.days);
+    // The last of them are an incident: angry emails in the last hour (an insight alert at first login).
+    let end = chrono::Utc::now();
+    let incident = (opts.interactions / 20).min(INCIDENT_EMAILS);
+    let mut history = g.history(opts.interactions - incident, end, opts.days);
+    history.extend(g.incident(incident, end));
     let name: String = sqlx::query_scalar("SELECT name FROM organizations WHERE id = $1")
         .bind(org.as_uuid())
         .fetch_one(pool)

@@ -5,15 +5,20 @@
 //! A dimension needs `min_volume` scored interactions in its baseline too: a new organization or channel
 //! has nothing to be compared with. The recent window is the hour buckets that overlap the last `window` (at 10:15 with an hour: 09:00
 //! and 10:00, 75 minutes). Its baseline is the same dimension over the `baseline_days` before it. Two
-//! conditions, each needing at least `min_volume` scored interactions in the window:
+//! conditions, each needing at least `min_volume` scored interactions in the window, and each both
+//! significant and material:
 //! - **sentiment drop**: the window's average score is below the baseline's by more than `sensitivity`
 //!   standard deviations of the baseline's hourly averages (of the hours with at least a tenth of the
 //!   floor scored), never less than the standard error of a window of this size (from the baseline's
-//!   score histogram), or by at least `min_drop`;
+//!   score histogram), and by at least `min_drop`;
 //! - **negative spike**: the window's negative interactions exceed the baseline's for the same time by
 //!   more than `sensitivity` standard deviations (hour of week where the baseline has that hour in at
 //!   least three weeks, else hour of day on at least three days, else every hour; never less than the
-//!   Poisson deviation), or the negative share of scored interactions rose by at least `min_drop`.
+//!   Poisson deviation), and the negative share of scored interactions rose by at least `min_drop`.
+//!
+//! Both, not either: over the demo's thirty steady days (2,000 customers, 50,000 interactions, ten
+//! dimensions evaluated every ten minutes) "either" raised 75 alerts in 22 days, nearly all a small
+//! window whose share of negatives or average swung by 0.3 by chance; see the demo generator's test.
 
 use std::collections::BTreeMap;
 
@@ -243,8 +248,8 @@ pub fn detect(
                 (Some(h), Some(e)) => Some(h.max(e)),
                 (h, e) => h.or(e),
             };
-            let significant = sigma.is_some_and(|s| s > 0.0 && drop > rules.sensitivity * s);
-            if drop > 0.0 && (drop >= rules.min_drop || significant) {
+            let significant = sigma.is_some_and(|s| drop > rules.sensitivity * s);
+            if drop >= rules.min_drop && significant {
                 out.push(InsightCondition {
                     rule: "sentiment_drop",
                     dimension: dimension.clone(),
@@ -308,7 +313,7 @@ pub fn detect(
         let share_now = recent.negative as f64 / recent.scored.max(1) as f64;
         let share_base = base.negative as f64 / base.scored.max(1) as f64;
         let rise = share_now - share_base;
-        if spike > rules.sensitivity * spread || (base.scored > 0 && rise >= rules.min_drop) {
+        if spike > rules.sensitivity * spread && rise >= rules.min_drop {
             out.push(InsightCondition {
                 rule: "negative_spike",
                 dimension: dimension.clone(),
