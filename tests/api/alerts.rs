@@ -172,8 +172,9 @@ async fn each_condition_is_recorded_pushed_posted_and_resolved_once() {
         c.fault_injection = true;
         let a = &mut c.alerts;
         a.eval_interval = Duration::from_millis(200);
-        a.window = Duration::from_secs(3);
-        a.cache_window = Duration::from_secs(3);
+        // Long enough that every condition still holds while a loaded machine checks them all.
+        a.window = Duration::from_secs(6);
+        a.cache_window = Duration::from_secs(6);
         // Far above what a loaded CI machine takes for the polls of this test.
         a.latency_p95 = Duration::from_secs(2);
         a.min_requests = 3;
@@ -238,6 +239,11 @@ async fn each_condition_is_recorded_pushed_posted_and_resolved_once() {
         "every condition fires: {:?}",
         listed(&app, &token, "firing").await
     );
+    let counted = eventually(Duration::from_secs(3), || async {
+        app.metric("insights_alerts_firing").await >= 4.0
+    })
+    .await;
+    assert!(counted, "insights_alerts_firing counts them");
     // Several evaluations later, still one row per condition.
     tokio::time::sleep(Duration::from_millis(600)).await;
     let rows: Vec<(String, i64)> =
@@ -289,7 +295,6 @@ async fn each_condition_is_recorded_pushed_posted_and_resolved_once() {
             >= 1.0,
         "the post the receiver refused was retried"
     );
-    assert!(app.metric("insights_alerts_firing").await >= 4.0);
 
     // Quiet now: each condition ends with its window.
     let resolved = eventually(Duration::from_secs(20), || async {
