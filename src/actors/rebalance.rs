@@ -30,7 +30,13 @@ pub fn spawn(router: Router, interval: Duration, grace: Duration, mut shutdown: 
 /// One pass: hands off every local organization whose home is another member.
 async fn rebalance(router: &Router, grace: Duration) {
     let ownership = router.ownership();
-    if !ownership.valid() || !ownership.view().hashes_agree {
+    if !ownership.valid() {
+        return;
+    }
+    // The peers this node has a session to count even when their heartbeat is late (a loaded machine).
+    let view =
+        crate::cluster::view::ClusterView::clone(&ownership.view()).with_reachable(&router.peers().names());
+    if !view.hashes_agree {
         return;
     }
     let me = ownership.node().name.clone();

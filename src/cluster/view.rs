@@ -147,11 +147,19 @@ impl ClusterView {
         }
     }
 
-    /// Marks the members this node has a working session to.
+    /// Marks the members this node has a working session to. A member that answers over its session
+    /// is alive whatever its heartbeat row says (a loaded node's heartbeat can be late), so its hash
+    /// counts in `hashes_agree` too: nothing moves while a node this one talks to runs another file.
     pub fn with_reachable(mut self, peers: &[String]) -> Self {
         for m in &mut self.members {
             m.reachable = m.name == self.node || peers.contains(&m.name);
         }
+        let own = self.config_hash.clone();
+        self.hashes_agree = self
+            .members
+            .iter()
+            .filter(|m| m.reachable || matches!(m.state, MemberState::Up | MemberState::Leaving))
+            .all(|m| m.config_hash.as_deref() == Some(own.as_str()));
         self
     }
 
@@ -218,5 +226,10 @@ mod tests {
         assert_eq!(v.me().unwrap().owned_organizations, 3);
         let rows = [row("a", true, "up", &h, 0), row("b", true, "up", "other", 0)];
         assert!(!ClusterView::new(&file, &rows, "a", "clustered", true).hashes_agree);
+        // b's heartbeat is late, but a still talks to b: b's other file counts.
+        let rows = [row("a", true, "up", &h, 0), row("b", false, "up", "other", 0)];
+        let v = ClusterView::new(&file, &rows, "a", "clustered", true);
+        assert!(v.hashes_agree, "by the heartbeats alone b is down");
+        assert!(!v.with_reachable(&["b".to_owned()]).hashes_agree);
     }
 }
