@@ -907,19 +907,7 @@ async fn an_owner_without_a_model_scores_on_the_ml_members() {
     c.list(&[0, 1]);
     let a = serve(&c.names[0], &c.spec()).await;
     let mut m_spec = c.spec();
-    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
-    for (k, v) in [
-        ("INSIGHTS_ML_ENABLED", "true".to_owned()),
-        ("INSIGHTS_ML_WORKERS", "1".to_owned()),
-        ("INSIGHTS_MODEL_DIR", models.display().to_string()),
-        (
-            "ORT_DYLIB_PATH",
-            std::env::var("ORT_DYLIB_PATH")
-                .expect("ORT_DYLIB_PATH names libonnxruntime.so (scripts/test.sh)"),
-        ),
-    ] {
-        m_spec.env.push((k.to_owned(), v));
-    }
+    m_spec.env.extend(crate::procs::model_env());
     let m = serve(&c.names[1], &m_spec).await;
     let token = a.login(&orgs[0]).await;
     joined(&[&a], &token).await;

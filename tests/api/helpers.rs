@@ -123,6 +123,14 @@ pub fn test_config() -> Config {
     config
 }
 
+/// Loads the sentiment model (one worker, required, so a node that cannot load it does not start).
+pub fn with_model(c: &mut Config) {
+    c.ml.enabled = true;
+    c.ml.required = true;
+    c.ml.workers = 1;
+    c.model_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+}
+
 /// Starts a node with the default test config.
 pub async fn spawn_app() -> TestApp {
     spawn_with(|_| {}).await

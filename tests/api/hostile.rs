@@ -166,13 +166,7 @@ fn with_path_params(path: &str, value: &str) -> String {
 #[tokio::test]
 async fn sql_metacharacters_in_every_parameter_and_field_change_nothing_and_never_fail() {
     // With the model, so the ML routes run their real path too.
-    let app = spawn_with(|c| {
-        c.ml.enabled = true;
-        c.ml.required = true;
-        c.ml.workers = 1;
-        c.model_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
-    })
-    .await;
+    let app = spawn_with(crate::helpers::with_model).await;
     let org = app.create_org().await;
     let admin = app.admin(&org).await;
     let token = Some(admin.access.as_str());

@@ -21,7 +21,6 @@ async fn errors_slow_statements_and_slow_predictions_are_logged_with_what_explai
     let harness = spawn_app().await;
     let secret = harness.config.jwt_secret.as_ref().unwrap().expose().to_owned();
     let name = format!("logs-{}", uuid::Uuid::new_v4().simple());
-    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
     let env = [
         (
             "RUST_LOG",
@@ -32,20 +31,16 @@ async fn errors_slow_statements_and_slow_predictions_are_logged_with_what_explai
         // Every statement and every prediction counts as slow, so each kind shows up in the log.
         ("INSIGHTS_DB_SLOW_STATEMENT_MS", "0".to_owned()),
         ("INSIGHTS_ML_SLOW_MS", "0".to_owned()),
-        ("INSIGHTS_ML_ENABLED", "true".to_owned()),
-        ("INSIGHTS_ML_WORKERS", "1".to_owned()),
-        ("INSIGHTS_MODEL_DIR", models.display().to_string()),
-        (
-            "ORT_DYLIB_PATH",
-            std::env::var("ORT_DYLIB_PATH")
-                .expect("ORT_DYLIB_PATH names libonnxruntime.so (scripts/test.sh)"),
-        ),
     ];
     let spec = Spec {
         db_url: &harness.db_url,
         secret: &secret,
         prefix: &harness.config.redis_prefix,
-        env: env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect(),
+        env: env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .chain(crate::procs::model_env())
+            .collect(),
     };
     let node = serve(&name, &spec).await;
     let org = harness.create_org().await;

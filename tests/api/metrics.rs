@@ -26,13 +26,7 @@ fn sum(text: &str, name: &str, labels: &[&str]) -> f64 {
 
 #[tokio::test]
 async fn a_busy_nodes_metrics_hold_the_values_and_pass_promtool() {
-    let app = spawn_with(|c| {
-        c.ml.enabled = true;
-        c.ml.required = true;
-        c.ml.workers = 1;
-        c.model_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
-    })
-    .await;
+    let app = spawn_with(crate::helpers::with_model).await;
     let org = app.create_org().await;
     let admin = app.admin(&org).await;
     let token = Some(admin.access.as_str());

@@ -79,6 +79,17 @@ async fn patterns_are_detected_live_stored_and_announced() {
     );
 }
 
+/// A node that detects patterns 100 ms after new interactions, passivates customers idle for 300 ms and
+/// sweeps for old patterns every `sweep`.
+async fn pattern_node(sweep: Duration) -> crate::helpers::TestApp {
+    spawn_with(|c| {
+        c.ingest.pattern_debounce = Duration::from_millis(100);
+        c.ingest.passivate_after = Duration::from_millis(300);
+        c.ingest.pattern_sweep_interval = sweep;
+    })
+    .await
+}
+
 /// A customer who chatted at 09:00 UTC on twelve weekdays of the last three weeks, with its patterns
 /// detected and stored.
 async fn regular_customer(app: &crate::helpers::TestApp, token: &str, name: &str) -> String {
@@ -154,12 +165,7 @@ async fn age_patterns(app: &crate::helpers::TestApp) {
 
 #[tokio::test]
 async fn a_read_of_old_patterns_shows_what_holds_now() {
-    let app = spawn_with(|c| {
-        c.ingest.pattern_debounce = Duration::from_millis(100);
-        c.ingest.passivate_after = Duration::from_millis(300);
-        c.ingest.pattern_sweep_interval = Duration::from_secs(3600);
-    })
-    .await;
+    let app = pattern_node(Duration::from_secs(3600)).await;
     let org = app.create_org().await;
     let admin = app.admin(&org).await;
     let lapsed = regular_customer(&app, &admin.access, "lapsed").await;
@@ -220,12 +226,7 @@ async fn a_read_of_old_patterns_shows_what_holds_now() {
 
 #[tokio::test]
 async fn the_sweep_clears_what_no_longer_holds_and_keeps_what_does_across_passivation() {
-    let app = spawn_with(|c| {
-        c.ingest.pattern_debounce = Duration::from_millis(100);
-        c.ingest.passivate_after = Duration::from_millis(300);
-        c.ingest.pattern_sweep_interval = Duration::from_millis(200);
-    })
-    .await;
+    let app = pattern_node(Duration::from_millis(200)).await;
     let org = app.create_org().await;
     let admin = app.admin(&org).await;
     let lapsed = regular_customer(&app, &admin.access, "lapsed").await;
@@ -257,12 +258,7 @@ async fn the_sweep_clears_what_no_longer_holds_and_keeps_what_does_across_passiv
 
 #[tokio::test]
 async fn an_empty_detection_after_a_restart_replaces_what_was_stored() {
-    let app = spawn_with(|c| {
-        c.ingest.pattern_debounce = Duration::from_millis(100);
-        c.ingest.passivate_after = Duration::from_millis(300);
-        c.ingest.pattern_sweep_interval = Duration::from_secs(3600);
-    })
-    .await;
+    let app = pattern_node(Duration::from_secs(3600)).await;
     let org = app.create_org().await;
     let admin = app.admin(&org).await;
     let cid = regular_customer(&app, &admin.access, "returning").await;

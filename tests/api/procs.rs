@@ -27,6 +27,24 @@ pub struct Spec<'a> {
     pub env: Vec<(String, String)>,
 }
 
+/// The environment of a node process that loads the sentiment model (one worker).
+pub fn model_env() -> Vec<(String, String)> {
+    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    [
+        ("INSIGHTS_ML_ENABLED", "true".to_owned()),
+        ("INSIGHTS_ML_WORKERS", "1".to_owned()),
+        ("INSIGHTS_MODEL_DIR", models.display().to_string()),
+        (
+            "ORT_DYLIB_PATH",
+            std::env::var("ORT_DYLIB_PATH")
+                .expect("ORT_DYLIB_PATH names libonnxruntime.so (scripts/test.sh)"),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
 /// One `insights serve` process.
 pub struct Node {
     pub name: String,
