@@ -290,13 +290,9 @@ impl Evaluator {
 
     /// Each cache's hit ratio over its window (R14.10), NaN without lookups.
     fn publish_hit_ratios(&self, samples: &[Sample], t: &Thresholds) {
-        let Some(now) = samples.last() else { return };
-        let base = samples
-            .iter()
-            .rev()
-            .find(|s| s.at <= now.at - t.cache_window)
-            .or_else(|| samples.first())
-            .unwrap_or(now);
+        let (Some(now), Some(base)) = (samples.last(), alert::base(samples, t.cache_window)) else {
+            return;
+        };
         for (cache, (hits, misses)) in &now.caches {
             let (h0, m0) = base.caches.get(cache).copied().unwrap_or((0, 0));
             let (h, m) = (hits.saturating_sub(h0), misses.saturating_sub(m0));

@@ -82,6 +82,8 @@ pub struct OrgState {
     /// The insight alerts firing for the organization, by fingerprint (loaded when the actor starts, so
     /// a new owner resolves what an earlier one raised).
     insights_firing: HashMap<String, crate::domain::alert::Alert>,
+    /// An evaluation is reading the rollups (one at a time).
+    insights_running: bool,
 }
 
 /// Messages to an organization actor.
@@ -114,8 +116,12 @@ pub enum OrgMsg {
     PassivateIdle,
     /// Has the customers whose stored patterns are older than `pattern_max_age` detect them again.
     SweepPatterns,
-    /// Looks for sentiment drops and negative spikes in the organization's data (insight alerts).
+    /// Looks for sentiment drops and negative spikes in the organization's data (insight alerts): the
+    /// reading and detecting run in a task of their own, which answers with `InsightsFound`.
     EvaluateInsights,
+    /// The conditions an evaluation found (`None`: it could not read, so nothing changes), and when it
+    /// began: recorded, published and resolved here.
+    InsightsFound(Option<Vec<crate::domain::insight::InsightCondition>>, Instant),
     /// Hands the organization over: stops its customers' actors (each finishes the write it is in),
     /// publishes what they published meanwhile, then answers with its numbering and replay buffer and
     /// stops. Requests that arrive meanwhile are answered "not the owner".
@@ -173,6 +179,7 @@ impl Actor for OrgActor {
             handoff: args.handoff,
             moving: false,
             insights_firing: HashMap::new(),
+            insights_running: false,
             customers: HashMap::new(),
             seq: 0,
             last: 0,
@@ -296,7 +303,13 @@ impl Actor for OrgActor {
             }
             OrgMsg::PassivateIdle => passivate_idle(state),
             OrgMsg::SweepPatterns => sweep_patterns(&myself, state).await,
-            OrgMsg::EvaluateInsights => evaluate_insights(state).await,
+            OrgMsg::EvaluateInsights => evaluate_insights(&myself, state),
+            OrgMsg::InsightsFound(found, started) => {
+                state.insights_running = false;
+                if let Some(conditions) = found {
+                    record_insights(state, conditions, started).await;
+                }
+            }
             OrgMsg::HandOff(reply) => {
                 state.moving = true;
                 myself
@@ -520,38 +533,51 @@ fn events_after(state: &OrgState, after: u64) -> EventsAfter {
 }
 
 /// Looks for sentiment drops and negative spikes (issue 18) with the organization's rules over its hourly
-/// rollups, and records, publishes (`alert`, numbered like every event of the organization, to all its
-/// users) and resolves them: one alert per condition while it lasts.
-async fn evaluate_insights(state: &mut OrgState) {
+/// rollups. The reads run off the actor, so its mailbox (the organization's ingests) never waits on them;
+/// what they find comes back as `InsightsFound`.
+fn evaluate_insights(myself: &ActorRef<OrgMsg>, state: &mut OrgState) {
+    use crate::store::insight;
+    if state.moving || state.insights_running {
+        return;
+    }
+    state.insights_running = true;
+    let (pool, org, myself) = (state.pool.clone(), state.org.id, myself.clone());
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let found = async {
+            let rules = insight::rules(&pool, org).await?;
+            if !rules.enabled {
+                return Ok(Vec::new());
+            }
+            let now = chrono::Utc::now();
+            let since = now
+                - chrono::Duration::minutes(i64::from(rules.window_minutes))
+                - chrono::Duration::days(i64::from(rules.baseline_days))
+                - chrono::Duration::hours(1);
+            let dimensions = insight::hourly_dimensions(&pool, org, since).await?;
+            Ok::<_, Error>(crate::domain::insight::detect(&dimensions, now, &rules))
+        }
+        .await;
+        let found = found
+            .map_err(|e| tracing::warn!(org = %org, error = %e, "cannot read the rules or rollups for insight alerts; the next evaluation retries"))
+            .ok();
+        let _ = myself.cast(OrgMsg::InsightsFound(found, started));
+    });
+}
+
+/// Records, publishes (`alert`, numbered like every event of the organization, to all its users) and
+/// resolves what an evaluation found: one alert per condition while it lasts.
+async fn record_insights(
+    state: &mut OrgState,
+    conditions: Vec<crate::domain::insight::InsightCondition>,
+    started: Instant,
+) {
     use crate::domain::alert::{AlertKind, Severity};
-    use crate::store::{alerts, insight};
+    use crate::store::alerts;
+    // Handed off meanwhile: the new owner evaluates from now on.
     if state.moving {
         return;
     }
-    let started = Instant::now();
-    let rules = match insight::rules(&state.pool, state.org.id).await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(org = %state.org.id, error = %e, "cannot read the alert rules; the next evaluation retries");
-            return;
-        }
-    };
-    let now = chrono::Utc::now();
-    let since = now
-        - chrono::Duration::minutes(i64::from(rules.window_minutes))
-        - chrono::Duration::days(i64::from(rules.baseline_days))
-        - chrono::Duration::hours(1);
-    let conditions = if rules.enabled {
-        match insight::hourly_dimensions(&state.pool, state.org.id, since).await {
-            Ok(dimensions) => crate::domain::insight::detect(&dimensions, now, &rules),
-            Err(e) => {
-                tracing::warn!(org = %state.org.id, error = %e, "cannot read the rollups for insight alerts");
-                return;
-            }
-        }
-    } else {
-        Vec::new()
-    };
     let org_key = state.org.id.to_string();
     let holding: HashMap<String, &crate::domain::insight::InsightCondition> =
         conditions.iter().map(|c| (c.fingerprint(&org_key), c)).collect();

@@ -314,8 +314,9 @@ impl Condition {
     }
 }
 
-/// The newest sample at least `window` older than the newest, else the oldest (a young node).
-fn base(samples: &[Sample], window: f64) -> Option<&Sample> {
+/// The newest sample at least `window` older than the newest, else the oldest (a young node): what a
+/// rate over the window is measured from.
+pub fn base(samples: &[Sample], window: f64) -> Option<&Sample> {
     let now = samples.last()?.at;
     samples
         .iter()

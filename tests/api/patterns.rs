@@ -9,42 +9,8 @@ async fn patterns_are_detected_live_stored_and_announced() {
     let app = spawn_with(|c| c.ingest.pattern_debounce = Duration::from_millis(100)).await;
     let org = app.create_org().await;
     let admin = app.admin(&org).await;
-    let cid = app.customer(&admin.access, "regular", None).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
     // Chat at 09:00 UTC on twelve weekdays of the last three weeks: a daily channel and a time habit.
-    let now = chrono::Utc::now();
-    let mut sent = 0;
-    let mut day = 1;
-    while sent < 12 {
-        let at = (now - chrono::Duration::days(day))
-            .date_naive()
-            .and_hms_opt(9, 0, 0)
-            .unwrap()
-            .and_utc();
-        day += 1;
-        if chrono::Datelike::weekday(&at).number_from_monday() > 5 {
-            continue;
-        }
-        let body = json!({"customerId": cid, "channel": "chat", "eventType": "message", "content": "hello", "timestamp": at.to_rfc3339()});
-        app.post("/api/v1/interactions", Some(&admin.access), body)
-            .await
-            .expect(201);
-        sent += 1;
-    }
-    let found = eventually(Duration::from_secs(10), || async {
-        let r = app
-            .get(&format!("/api/v1/customers/{cid}/patterns"), Some(&admin.access))
-            .await;
-        // Detection runs again as interactions arrive; wait for the one that has seen all twelve.
-        r.body["data"].as_array().is_some_and(|d| {
-            d.iter()
-                .any(|p| p["patternType"] == "temporal" && p["frequency"] == 12)
-        })
-    })
-    .await;
-    assert!(found, "patterns were detected and stored");
+    let cid = regular_customer(&app, &admin.access, "regular").await;
     let patterns = app
         .get(&format!("/api/v1/customers/{cid}/patterns"), Some(&admin.access))
         .await
