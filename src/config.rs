@@ -196,6 +196,10 @@ pub struct IngestConfig {
     pub batch_chunk: usize,
     /// Connections of the separate pool batches write through, so they cannot starve single ingestion.
     pub batch_pool_connections: u32,
+    /// Most single interactions stored in one transaction (group commit); 1 stores each on its own.
+    pub group_commit_max: usize,
+    /// Group-commit transactions in flight at once: while one commits, the next group gathers.
+    pub group_commit_writers: usize,
     /// Events an organization keeps for replay (R6.7).
     pub event_buffer: usize,
     /// Sequence numbers an organization actor reserves in PostgreSQL at a time, so numbering continues
@@ -449,6 +453,8 @@ impl Default for Config {
                 batch_max_items: 1000,
                 batch_chunk: 100,
                 batch_pool_connections: 4,
+                group_commit_max: 100,
+                group_commit_writers: 2,
                 event_buffer: 100,
                 event_seq_block: 1000,
                 pattern_debounce: Duration::from_secs(1),
@@ -585,6 +591,8 @@ struct FileConfig {
     batch_max_items: Option<usize>,
     batch_chunk: Option<usize>,
     batch_pool_connections: Option<u32>,
+    group_commit_max: Option<usize>,
+    group_commit_writers: Option<usize>,
     event_buffer: Option<usize>,
     event_seq_block: Option<u64>,
     pattern_debounce_ms: Option<u64>,
@@ -823,6 +831,8 @@ impl Config {
         set(&mut self.ingest.batch_max_items, f.batch_max_items);
         set(&mut self.ingest.batch_chunk, f.batch_chunk);
         set(&mut self.ingest.batch_pool_connections, f.batch_pool_connections);
+        set(&mut self.ingest.group_commit_max, f.group_commit_max);
+        set(&mut self.ingest.group_commit_writers, f.group_commit_writers);
         set(&mut self.ingest.event_buffer, f.event_buffer);
         set(&mut self.ingest.event_seq_block, f.event_seq_block);
         set(
@@ -1147,6 +1157,14 @@ impl Config {
             parse_env(env, "INSIGHTS_BATCH_POOL_CONNECTIONS")?,
         );
         set(
+            &mut self.ingest.group_commit_max,
+            parse_env(env, "INSIGHTS_GROUP_COMMIT_MAX")?,
+        );
+        set(
+            &mut self.ingest.group_commit_writers,
+            parse_env(env, "INSIGHTS_GROUP_COMMIT_WRITERS")?,
+        );
+        set(
             &mut self.ingest.event_buffer,
             parse_env(env, "INSIGHTS_EVENT_BUFFER")?,
         );
@@ -1469,6 +1487,15 @@ impl Config {
         }
         if i.batch_pool_connections == 0 || i.max_content_chars == 0 {
             return Err(invalid("batch_pool_connections", "must be positive"));
+        }
+        if i.group_commit_max == 0 || i.group_commit_max > 1000 {
+            return Err(invalid("group_commit_max", "must be between 1 and 1000"));
+        }
+        if i.group_commit_writers == 0 || i.group_commit_writers as u32 >= self.db.max_connections {
+            return Err(invalid(
+                "group_commit_writers",
+                "must be positive and below db_max_connections (each holds a connection while it writes)",
+            ));
         }
         if self.ml.workers == 0 || self.ml.threads_per_worker == 0 || self.ml.max_batch == 0 {
             return Err(invalid(

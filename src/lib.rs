@@ -221,6 +221,15 @@ impl App {
             peers: peers.clone(),
             cluster: config.cluster.clone(),
             takeovers: scoring_queue.is_some().then_some(takeovers),
+            commits: store::group_commit::GroupCommit::start(
+                pool.clone(),
+                cache.clone(),
+                store::group_commit::GroupSettings {
+                    max_group: config.ingest.group_commit_max,
+                    writers: config.ingest.group_commit_writers,
+                },
+                metrics.clone(),
+            ),
         });
         store::spawn_pool_watch(
             metrics.clone(),

@@ -59,6 +59,9 @@ pub struct Inner {
     pub ws_messages: IntCounterVec,
     /// Texts per model run (R15.7).
     pub ml_batch_size: prometheus::Histogram,
+    /// Rows per write transaction of ingestion, by kind (`single`: a group commit of single interactions;
+    /// `scores`: the scores of one scored batch).
+    pub ingest_group_size: HistogramVec,
     /// Texts waiting, by queue (`predictions`: single texts for the batcher; `scoring`: stored
     /// interactions for the scoring pipeline).
     pub ml_queue_depth: IntGaugeVec,
@@ -208,6 +211,14 @@ impl Metrics {
             HistogramOpts::new("ml_batch_size", "texts per model run")
                 .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]),
         )?;
+        let ingest_group_size = HistogramVec::new(
+            HistogramOpts::new(
+                "ingest_group_size",
+                "rows per write transaction of ingestion, by kind",
+            )
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]),
+            &["kind"],
+        )?;
         let ml_queue_depth = IntGaugeVec::new(
             Opts::new("ml_queue_depth", "texts waiting to be scored, by queue"),
             &["queue"],
@@ -311,6 +322,7 @@ impl Metrics {
         registry.register(Box::new(ws_connections.clone()))?;
         registry.register(Box::new(ws_messages.clone()))?;
         registry.register(Box::new(ml_batch_size.clone()))?;
+        registry.register(Box::new(ingest_group_size.clone()))?;
         registry.register(Box::new(ml_queue_depth.clone()))?;
         registry.register(Box::new(exports.clone()))?;
         registry.register(Box::new(export_rows.clone()))?;
@@ -354,6 +366,7 @@ impl Metrics {
             ws_connections,
             ws_messages,
             ml_batch_size,
+            ingest_group_size,
             ml_queue_depth,
             summary_cache,
             cache_hit_ratio,

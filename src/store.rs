@@ -8,7 +8,9 @@ pub mod cache;
 pub mod customers;
 pub mod data_keys;
 pub mod fields;
+
 pub mod filter;
+pub mod group_commit;
 pub mod insight;
 pub mod insights;
 pub mod interactions;

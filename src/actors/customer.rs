@@ -1,4 +1,4 @@
-//! One actor per live customer: stores its interactions (one transaction each, R2.4–2.6), keeps its
+//! One actor per live customer: stores its interactions (through the node's group commit, R2.4–2.6), keeps its
 //! counters in memory, and tells its organization what happened. Its state is a cache of PostgreSQL,
 //! rebuilt whenever the actor starts, so a crash or a passivation loses nothing acknowledged.
 
@@ -12,14 +12,15 @@ use crate::domain::customer::CustomerState;
 use crate::domain::enrichment::{Enrichment, OrgContext};
 use crate::domain::event::EventDraft;
 use crate::domain::interaction::{
-    IngestFailure, IngestOutcome, IngestReply, InteractionView, NewInteraction, ScoredInteraction,
+    IngestFailure, IngestOutcome, IngestReply, InteractionView, NewInteraction,
 };
 use crate::domain::{CustomerId, InteractionId, OrganizationId};
 use crate::error::Error;
 use crate::ml::patterns::{self, Event, PatternType};
 use crate::store::cache::Cache;
+use crate::store::customers;
+use crate::store::group_commit::GroupCommit;
 use crate::store::org_tx::OrgTx;
-use crate::store::{customers, interactions, scores};
 
 /// An event for the organization to number and publish: the one message a customer's actor sends its
 /// organization's actor.
@@ -41,6 +42,8 @@ pub struct CustomerArgs {
     pub fault_injection: bool,
     /// The organization's lease epoch on this node: every write is fenced with it.
     pub epoch: i64,
+    /// The node's group committer, which stores the interactions.
+    pub commits: GroupCommit,
 }
 
 /// The live state of a customer actor.
@@ -59,6 +62,7 @@ pub struct CustomerActorState {
     cache: Cache,
     fault_injection: bool,
     epoch: i64,
+    commits: GroupCommit,
 }
 
 /// Messages to a customer actor.
@@ -73,8 +77,13 @@ pub enum CustomerMsg {
         Option<String>,
         RpcReplyPort<Wire<IngestReply>>,
     ),
-    /// Stores the model's scores on one of the customer's interactions and updates the average.
-    ApplyScores(Wire<ScoredInteraction>),
+    /// The organization stored the model's score on one of the customer's interactions, and the customer's
+    /// new average: the pattern window takes the score.
+    Scored {
+        interaction: InteractionId,
+        score: f32,
+        average_sentiment: Option<f64>,
+    },
     /// Re-reads the customer's row (after a PATCH or a batch wrote to it).
     Refresh,
     /// Returns what the actor holds.
@@ -114,6 +123,7 @@ impl Actor for CustomerActor {
             cache: args.cache,
             fault_injection: args.fault_injection,
             epoch: args.epoch,
+            commits: args.commits,
         })
     }
 
@@ -127,7 +137,7 @@ impl Actor for CustomerActor {
             CustomerMsg::Ingest(Wire(new), request_id, reply) => {
                 crate::domain::trace::scope(request_id, async {
                     let result = match new {
-                        Ok(new) => ingest(state, &new).await,
+                        Ok(new) => ingest(state, new).await,
                         Err(e) => Err(IngestFailure::Internal(e)),
                     };
                     if let Ok(IngestOutcome::Created(record)) = &result {
@@ -148,25 +158,26 @@ impl Actor for CustomerActor {
                             },
                         );
                         schedule_detection(&myself, state);
-                        state.scorer.hand_off(&record);
-                        let data = serde_json::to_string(&InteractionView::from(record)).unwrap_or_default();
+                        let data = serde_json::to_string(&InteractionView::from(record.clone())).unwrap_or_default();
                         let draft = EventDraft {
                             kind: "interaction.created".to_owned(),
                             data,
                         };
                         let _ = state.org_ref.send_message(Publish(Wire::new(draft)));
+                        // After the event: its scores come back through the organization's mailbox, so
+                        // `sentiment.scored` always follows `interaction.created`.
+                        state.scorer.hand_off(&record);
                     }
                 })
                 .await;
             }
-            CustomerMsg::ApplyScores(Wire(Ok(scored))) => {
-                apply_scores(state, &scored).await;
-                let score = scored.positive - scored.negative;
-                if let Some((_, event)) = state
-                    .window
-                    .iter_mut()
-                    .find(|(id, _)| *id == scored.interaction_id)
-                {
+            CustomerMsg::Scored {
+                interaction,
+                score,
+                average_sentiment,
+            } => {
+                state.customer.average_sentiment = average_sentiment;
+                if let Some((_, event)) = state.window.iter_mut().find(|(id, _)| *id == interaction) {
                     event.score = Some(score);
                 }
                 schedule_detection(&myself, state);
@@ -176,9 +187,6 @@ impl Actor for CustomerActor {
                 detect_patterns(state, false).await;
             }
             CustomerMsg::Reevaluate => detect_patterns(state, true).await,
-            CustomerMsg::ApplyScores(Wire(Err(e))) => {
-                tracing::error!(customer = %state.customer.id, error = e, "undecodable scores dropped; the sweep retries them");
-            }
             CustomerMsg::Refresh => {
                 match customers::load_state(&state.pool, state.org.id, state.customer.id).await {
                     Ok(Some(fresh)) => {
@@ -296,64 +304,19 @@ async fn detect_patterns(state: &mut CustomerActorState, touch: bool) {
     }
 }
 
-/// Stores scores and the new average in one transaction, then announces `sentiment.scored`. On failure
-/// the row stays unscored and the pipeline's sweep scores it again later.
-async fn apply_scores(state: &mut CustomerActorState, scored: &ScoredInteraction) {
-    let result = async {
-        let mut tx = OrgTx::owner(&state.pool, &state.cache, state.org.id, state.epoch).await?;
-        // Scores can always be computed again: if a crash loses this commit, the row is still unscored
-        // (processed_at is NULL) and the sweep scores it again. So the commit need not wait for its WAL
-        // flush, which halves the flushes of ingestion (one per stored interaction, not two).
-        sqlx::query("SET LOCAL synchronous_commit = off")
-            .execute(&mut *tx)
-            .await?;
-        let updated = scores::apply_scores(&mut tx, scored).await?;
-        let average = customers::load_state(&mut *tx, state.org.id, state.customer.id).await?;
-        tx.commit().await?;
-        Ok::<_, Error>((updated, average))
-    }
-    .await;
-    match result {
-        Ok((Some(record), average)) => {
-            if let Some(fresh) = average {
-                state.customer = fresh;
-            }
-            let view = InteractionView::from(record);
-            let data = serde_json::json!({
-                "interactionId": view.id,
-                "customerId": view.customer_id,
-                "sentiment": view.sentiment,
-                "processedAt": view.processed_at,
-                "averageSentiment": state.customer.average_sentiment,
-            });
-            let draft = EventDraft {
-                kind: "sentiment.scored".to_owned(),
-                data: data.to_string(),
-            };
-            let _ = state.org_ref.send_message(Publish(Wire::new(draft)));
-        }
-        Ok((None, _)) => {}
-        Err(e) => {
-            tracing::warn!(customer = %state.customer.id, interaction = %scored.interaction_id, error = %e, "scores not stored; will retry")
-        }
-    }
-}
-
-/// Stores one interaction in its own transaction: the row and the customer's counters, or neither.
-async fn ingest(state: &CustomerActorState, new: &NewInteraction) -> IngestReply {
+/// Stores one interaction through the node's group committer: the row and the customer's counters, or
+/// neither, answered after the commit that contains them.
+async fn ingest(state: &CustomerActorState, new: NewInteraction) -> IngestReply {
     let enrichment = Enrichment {
         organization: state.org.clone(),
         segment: state.customer.segment.clone(),
         device: new.device.clone(),
         geo: new.geo.clone(),
     };
-    let stored = async {
-        let mut tx = OrgTx::owner(&state.pool, &state.cache, state.org.id, state.epoch).await?;
-        let outcome = interactions::insert(&mut tx, new, &enrichment).await?;
-        tx.commit().await?;
-        Ok::<_, Error>(outcome)
-    }
-    .await;
+    let stored = state
+        .commits
+        .insert(state.org.id, state.epoch, new, enrichment)
+        .await;
     stored.map_err(|e| match e {
         Error::Unavailable(_) => IngestFailure::Unavailable,
         Error::OwnedElsewhere => IngestFailure::NotOwner,

@@ -25,6 +25,7 @@ use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::store::cache::Cache;
 use crate::store::customers;
+use crate::store::group_commit::GroupCommit;
 
 /// How long a hand-off waits for the customers' actors to finish their writes.
 const HANDOFF_DRAIN: Duration = Duration::from_secs(5);
@@ -47,6 +48,8 @@ pub struct OrgArgs {
     pub fanout: Fanout,
     /// The numbering and replay buffer of the previous owner, when the organization was handed over.
     pub handoff: Option<HandOff>,
+    /// The node's group committer, which the customers' actors store their interactions through.
+    pub commits: GroupCommit,
 }
 
 struct LiveCustomer {
@@ -84,6 +87,7 @@ pub struct OrgState {
     insights_firing: HashMap<String, crate::domain::alert::Alert>,
     /// An evaluation is reading the rollups (one at a time).
     insights_running: bool,
+    commits: GroupCommit,
 }
 
 /// Messages to an organization actor.
@@ -100,8 +104,12 @@ pub enum OrgMsg {
     ),
     /// Numbers an event and keeps it for replay (sent by the customers' actors).
     Publish(Wire<EventDraft>),
-    /// The model scored one of the organization's interactions: its customer's actor stores the scores.
-    Scored(Wire<ScoredInteraction>),
+    /// The model scored some of the organization's interactions: stored together in one transaction, in a
+    /// task of their own that answers with `ScoresStored`.
+    Scored(Wire<Vec<ScoredInteraction>>),
+    /// Scores were stored: the rows and their customers' new averages, to publish and hand to the live
+    /// customers' actors.
+    ScoresStored(Vec<InteractionRecord>, HashMap<CustomerId, Option<f64>>),
     /// A batch committed these rows: publish them and refresh the live customers they touched.
     BatchStored(Wire<Vec<InteractionRecord>>),
     /// A customer's row changed (by id); its live actor re-reads it.
@@ -180,6 +188,7 @@ impl Actor for OrgActor {
             moving: false,
             insights_firing: HashMap::new(),
             insights_running: false,
+            commits: args.commits,
             customers: HashMap::new(),
             seq: 0,
             last: 0,
@@ -241,11 +250,8 @@ impl Actor for OrgActor {
                 route_ingest(&myself, state, wire, request_id, reply).await
             }
             OrgMsg::Publish(Wire(Ok(draft))) => publish(state, draft).await,
-            OrgMsg::Scored(Wire(Ok(scored))) => {
-                if let Ok(Some(actor)) = customer_actor(&myself, state, scored.customer_id).await {
-                    let _ = actor.cast(CustomerMsg::ApplyScores(Wire::new(scored)));
-                }
-            }
+            OrgMsg::Scored(Wire(Ok(scored))) => store_scores(&myself, state, scored),
+            OrgMsg::ScoresStored(records, averages) => scores_stored(state, records, averages).await,
             OrgMsg::Scored(Wire(Err(e))) => {
                 tracing::error!(org = %state.org.id, error = e, "undecodable scores dropped")
             }
@@ -439,6 +445,7 @@ async fn customer_actor(
         cache: state.cache.clone(),
         fault_injection: state.fault_injection,
         epoch: state.epoch,
+        commits: state.commits.clone(),
     };
     let (actor, _) = Actor::spawn_linked(None, CustomerActor, args, myself.get_cell())
         .await
@@ -701,5 +708,86 @@ fn passivate_idle(state: &mut OrgState) {
             let _ = live.actor.drain();
             tracing::debug!(org = %state.org.id, customer = %id, "customer actor passivated");
         }
+    }
+}
+
+/// Stores a scored batch of the organization's interactions in one transaction (fenced like every write
+/// of the owner), in a task, so the mailbox of ingests does not wait on it. A failure leaves the rows
+/// unscored, and the scoring sweep scores them again.
+fn store_scores(myself: &ActorRef<OrgMsg>, state: &OrgState, scored: Vec<ScoredInteraction>) {
+    if state.moving || scored.is_empty() {
+        return;
+    }
+    let (pool, cache, org, epoch, myself) = (
+        state.pool.clone(),
+        state.cache.clone(),
+        state.org.id,
+        state.epoch,
+        myself.clone(),
+    );
+    let metrics = state.metrics.clone();
+    tokio::spawn(async move {
+        metrics
+            .ingest_group_size
+            .with_label_values(&["scores"])
+            .observe(scored.len() as f64);
+        let stored = async {
+            let mut tx = crate::store::org_tx::OrgTx::owner(&pool, &cache, org, epoch).await?;
+            // Scores can always be computed again: if a crash loses this commit, the rows are still
+            // unscored (processed_at is NULL) and the sweep scores them again. So the commit need not wait
+            // for its WAL flush; only acknowledged interactions must survive a crash.
+            sqlx::query("SET LOCAL synchronous_commit = off")
+                .execute(&mut *tx)
+                .await?;
+            let stored = crate::store::scores::apply_many(&mut tx, &scored).await?;
+            tx.commit().await?;
+            Ok::<_, Error>(stored)
+        }
+        .await;
+        match stored {
+            Ok((records, averages)) if !records.is_empty() => {
+                let _ = myself.cast(OrgMsg::ScoresStored(records, averages));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(org = %org, rows = scored.len(), error = %e, "scores not stored; the sweep scores these rows again")
+            }
+        }
+    });
+}
+
+/// Publishes `sentiment.scored` for each stored score and hands the score and the customer's new average
+/// to its live actor (the pattern window uses the scores).
+async fn scores_stored(
+    state: &mut OrgState,
+    records: Vec<InteractionRecord>,
+    averages: HashMap<CustomerId, Option<f64>>,
+) {
+    for record in records {
+        let average = averages.get(&record.customer_id).copied().flatten();
+        if let (Some(live), Some(score)) = (state.customers.get(&record.customer_id), record.sentiment_score)
+        {
+            let _ = live.actor.cast(CustomerMsg::Scored {
+                interaction: record.id,
+                score,
+                average_sentiment: average,
+            });
+        }
+        let view = InteractionView::from(record);
+        let data = serde_json::json!({
+            "interactionId": view.id,
+            "customerId": view.customer_id,
+            "sentiment": view.sentiment,
+            "processedAt": view.processed_at,
+            "averageSentiment": average,
+        });
+        publish(
+            state,
+            EventDraft {
+                kind: "sentiment.scored".to_owned(),
+                data: data.to_string(),
+            },
+        )
+        .await;
     }
 }

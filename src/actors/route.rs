@@ -37,6 +37,7 @@ use crate::domain::{CustomerId, OrganizationId, Wire};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::store::cache::Cache;
+use crate::store::group_commit::GroupCommit;
 use crate::store::interactions;
 
 /// Routes to the organization actors of this node; cheap to clone.
@@ -59,6 +60,7 @@ pub struct Router {
     moving: Arc<Mutex<HashSet<OrganizationId>>>,
     /// Tells the scoring sweep that this node took an organization over.
     takeovers: Option<tokio::sync::mpsc::Sender<()>>,
+    commits: GroupCommit,
 }
 
 /// Where an organization is served.
@@ -153,6 +155,8 @@ pub struct RouterParts {
     pub cluster: ClusterConfig,
     /// Where takeovers are announced to the scoring sweep (when the node scores).
     pub takeovers: Option<tokio::sync::mpsc::Sender<()>>,
+    /// The node's group committer of single interactions.
+    pub commits: GroupCommit,
 }
 
 impl Router {
@@ -173,6 +177,7 @@ impl Router {
             directory: Arc::default(),
             moving: Arc::default(),
             takeovers: p.takeovers,
+            commits: p.commits,
         }
     }
 
@@ -432,6 +437,7 @@ impl Router {
             epoch,
             fanout: self.fanout.clone(),
             handoff,
+            commits: self.commits.clone(),
         };
         let supervisor = self.orgs.get().ok_or(Error::Unavailable("actor system"))?;
         let started = ractor::call_t!(
@@ -594,11 +600,12 @@ impl Router {
         &self.fanout
     }
 
-    /// Hands the model's scores to the organization's actor, which routes them to the customer's.
+    /// Hands the model's scores of some of an organization's interactions to its actor, which stores them
+    /// together.
     pub async fn scored(
         &self,
         org: OrganizationId,
-        scored: ScoredInteraction,
+        scored: Vec<ScoredInteraction>,
         forwarded: bool,
     ) -> Result<(), Error> {
         match self.place(org, forwarded).await? {

@@ -1,11 +1,12 @@
 //! The scoring pipeline (R2.10, R12.8–12.10): every stored interaction with text is scored by the model,
-//! and its customer's actor stores the scores, recomputes the average sentiment and announces
-//! `sentiment.scored`.
+//! in batches of whatever is waiting; the organization's actor stores the scores of a batch in one
+//! transaction, moves each customer's average sentiment forward once, and announces `sentiment.scored`.
 //!
 //! Hand-offs arrive on a bounded queue; when it is full, or the node restarts, or scoring fails, the row
 //! simply stays `processed_at IS NULL`: a sweep at start and then periodically feeds every such row back
 //! in, so none stays unscored. Storing scores is idempotent (only an unscored row is updated).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -14,6 +15,7 @@ use super::route::Router;
 use super::scorer::ScoringQueue;
 use super::sentiment::Ml;
 use crate::cluster::remote_ml::RemoteMl;
+use crate::domain::OrganizationId;
 use crate::domain::interaction::{PendingScore, ScoredInteraction};
 use crate::domain::sentiment::Scores;
 use crate::ml::model::MODEL_NAME;
@@ -106,17 +108,25 @@ async fn consume(
         let n = texts.len();
         match ml.score(texts).await {
             Ok(predictions) => {
+                // The scores of a batch are stored together: one transaction per organization.
+                let mut by_org: BTreeMap<OrganizationId, Vec<ScoredInteraction>> = BTreeMap::new();
                 for (pending, p) in batch.into_iter().zip(predictions) {
-                    let scored = ScoredInteraction {
-                        interaction_id: pending.interaction_id,
-                        customer_id: pending.customer_id,
-                        positive: p.positive,
-                        negative: p.negative,
-                        neutral: p.neutral,
-                        model: MODEL_NAME.to_owned(),
-                    };
-                    if let Err(e) = router.scored(pending.organization_id, scored, false).await {
-                        tracing::warn!(interaction = %pending.interaction_id, error = %e, "scores not delivered; the sweep retries");
+                    by_org
+                        .entry(pending.organization_id)
+                        .or_default()
+                        .push(ScoredInteraction {
+                            interaction_id: pending.interaction_id,
+                            customer_id: pending.customer_id,
+                            positive: p.positive,
+                            negative: p.negative,
+                            neutral: p.neutral,
+                            model: MODEL_NAME.to_owned(),
+                        });
+                }
+                for (org, scored) in by_org {
+                    let rows = scored.len();
+                    if let Err(e) = router.scored(org, scored, false).await {
+                        tracing::warn!(org = %org, rows, error = %e, "scores not delivered; the sweep retries");
                     }
                 }
             }

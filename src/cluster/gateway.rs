@@ -18,7 +18,7 @@ use crate::domain::{CustomerId, FieldError, OrganizationId, Wire};
 use crate::error::Error;
 
 /// The version of the messages below; bump it with any change to them or to the types they carry.
-pub const WIRE_VERSION: u32 = 2;
+pub const WIRE_VERSION: u32 = 3;
 
 /// The process-group scope and group the gateways join.
 pub const SCOPE: &str = "insights";
@@ -135,7 +135,7 @@ pub enum GatewayMsg {
     #[rpc]
     EventsAfter(Wire<Forwarded<u64>>, RpcReplyPort<Wire<Routed<EventsAfter>>>),
     /// Scores computed elsewhere for one of the owner's interactions.
-    Scored(Wire<Forwarded<ScoredInteraction>>),
+    Scored(Wire<Forwarded<Vec<ScoredInteraction>>>),
     /// A customer's row changed (through another node): the owner's live actor re-reads it.
     CustomerChanged(Wire<Forwarded<CustomerId>>),
     /// The owner's events, in order, for the receiver's sessions of the organization.

@@ -1,7 +1,8 @@
-//! Storing interactions: one at a time by their customer's actor, or a batch chunk in one transaction. Their
-//! scores are in `scores`, reading them in bulk in `listing`.
+//! Storing interactions, always set-based: the single interactions of a commit group
+//! (`group_commit`) and each chunk of a batch go in as one multi-row statement with one counter update
+//! per customer. Their scores are in `scores`, reading them in bulk in `listing`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -13,73 +14,213 @@ use crate::domain::interaction::{Channel, IngestOutcome, InteractionRecord, NewI
 use crate::domain::{CustomerId, FieldError, InteractionId, OrganizationId};
 use crate::error::Error;
 
-/// Inserts one interaction and bumps its customer's counters, inside `tx` (R2.4–2.6). A repeated
-/// idempotency key returns the first interaction and changes nothing.
-pub async fn insert(
-    tx: &mut OrgTx,
-    new: &NewInteraction,
-    enrichment: &Enrichment,
-) -> Result<IngestOutcome, Error> {
-    let org = tx.org();
-    let tx: &mut sqlx::PgConnection = tx;
-    let outcome = insert_row(tx, org, new, enrichment).await?;
-    if matches!(outcome, IngestOutcome::Created(_)) {
-        bump_customers(tx, org, &[new.customer_id], &[1], &[new.occurred_at]).await?;
-    }
-    Ok(outcome)
+/// One interaction to store, with the organization it belongs to and the enrichment it is stored with.
+pub struct Row<'a> {
+    pub org: OrganizationId,
+    pub new: &'a NewInteraction,
+    pub enrichment: &'a Enrichment,
 }
 
-async fn by_idempotency_key(
+/// Inserts rows (of one or several organizations) in one statement and bumps their customers' counters
+/// once per customer, inside `tx` (R2.4–2.6, R15.1). Returns each row's outcome, in order: a repeated
+/// idempotency key (stored before, or used by an earlier row of the same call) returns the first row and
+/// changes nothing. One bad row fails the statement, and so the caller's transaction or savepoint.
+pub async fn insert_rows(tx: &mut sqlx::PgConnection, rows: &[Row<'_>]) -> Result<Vec<IngestOutcome>, Error> {
+    let outcomes = insert_only(tx, rows).await?;
+    bump_created(tx, &outcomes).await?;
+    Ok(outcomes)
+}
+
+/// The multi-row insert of [`insert_rows`] without the counters.
+pub(super) async fn insert_only(
     tx: &mut sqlx::PgConnection,
-    org: OrganizationId,
-    key: &str,
-) -> Result<InteractionRecord, Error> {
-    Ok(sqlx::query_as!(
+    rows: &[Row<'_>],
+) -> Result<Vec<IngestOutcome>, Error> {
+    let n = rows.len();
+    // The ids are chosen here, so each returned row is matched to its item whatever order RETURNING
+    // gives them in.
+    let ids: Vec<uuid::Uuid> = (0..n).map(|_| uuid::Uuid::new_v4()).collect();
+    let mut orgs = Vec::with_capacity(n);
+    let mut customers = Vec::with_capacity(n);
+    let mut channels = Vec::with_capacity(n);
+    let mut event_types = Vec::with_capacity(n);
+    let mut contents: Vec<Option<String>> = Vec::with_capacity(n);
+    let mut occurred = Vec::with_capacity(n);
+    let mut metadata = Vec::with_capacity(n);
+    let mut enrichments = Vec::with_capacity(n);
+    let mut segments: Vec<Option<String>> = Vec::with_capacity(n);
+    let mut keys: Vec<Option<String>> = Vec::with_capacity(n);
+    for row in rows {
+        orgs.push(row.org.as_uuid());
+        customers.push(row.new.customer_id.as_uuid());
+        channels.push(row.new.channel.as_str().to_owned());
+        event_types.push(row.new.event_type.clone());
+        contents.push(row.new.content.clone());
+        occurred.push(row.new.occurred_at);
+        metadata.push(row.new.metadata.clone());
+        enrichments.push(row.enrichment.to_json());
+        segments.push(row.enrichment.segment.clone());
+        keys.push(row.new.idempotency_key.clone());
+    }
+    // In item order (WITH ORDINALITY), so of two items with the same key the first is stored.
+    let inserted = sqlx::query_as!(
         InteractionRecord,
-        r#"SELECT id AS "id: InteractionId", organization_id AS "organization_id: OrganizationId",
-                  customer_id AS "customer_id: CustomerId", channel AS "channel: Channel", event_type, content,
-                  occurred_at, metadata::text AS "metadata!", enrichment::text AS "enrichment!", segment,
-                  idempotency_key, sentiment_positive, sentiment_negative, sentiment_neutral, sentiment_score,
-                  sentiment_label::text AS sentiment_label, sentiment_confidence, processed_at, created_at
-           FROM customer_interactions WHERE organization_id = $1 AND idempotency_key = $2"#,
-        org.as_uuid(),
-        key
+        r#"INSERT INTO customer_interactions
+               (id, organization_id, customer_id, channel, event_type, content, occurred_at, metadata, enrichment,
+                segment, idempotency_key)
+           SELECT v.id, v.org, v.customer, v.channel::interaction_channel, v.event_type, v.content, v.occurred_at,
+                  v.metadata::jsonb, v.enrichment::jsonb, v.segment, v.key
+           FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::timestamptz[],
+                       $8::text[], $9::text[], $10::text[], $11::text[])
+                WITH ORDINALITY AS v(id, org, customer, channel, event_type, content, occurred_at, metadata,
+                                     enrichment, segment, key, ord)
+           ORDER BY v.ord
+           ON CONFLICT (organization_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+           RETURNING id AS "id: InteractionId", organization_id AS "organization_id: OrganizationId",
+                     customer_id AS "customer_id: CustomerId", channel AS "channel: Channel", event_type, content,
+                     occurred_at, metadata::text AS "metadata!", enrichment::text AS "enrichment!", segment,
+                     idempotency_key, sentiment_positive, sentiment_negative, sentiment_neutral, sentiment_score,
+                     sentiment_label::text AS sentiment_label, sentiment_confidence, processed_at, created_at"#,
+        &ids,
+        &orgs,
+        &customers,
+        &channels,
+        &event_types,
+        &contents as &[Option<String>],
+        &occurred,
+        &metadata,
+        &enrichments,
+        &segments as &[Option<String>],
+        &keys as &[Option<String>]
     )
-    .fetch_one(tx)
-    .await?)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut created: HashMap<uuid::Uuid, InteractionRecord> =
+        inserted.into_iter().map(|r| (r.id.as_uuid(), r)).collect();
+    // ON CONFLICT only skips a row whose idempotency key was used before (in this call or earlier): those
+    // are answered with the first row, all read in one statement.
+    let skipped: Vec<usize> = (0..n).filter(|i| !created.contains_key(&ids[*i])).collect();
+    let mut firsts: HashMap<(OrganizationId, String), InteractionRecord> = HashMap::new();
+    if !skipped.is_empty() {
+        let skipped_orgs: Vec<uuid::Uuid> = skipped.iter().map(|i| orgs[*i]).collect();
+        let skipped_keys: Vec<String> = skipped
+            .iter()
+            .map(|i| keys[*i].clone().unwrap_or_default())
+            .collect();
+        firsts = sqlx::query_as!(
+            InteractionRecord,
+            r#"SELECT id AS "id: InteractionId", organization_id AS "organization_id: OrganizationId",
+                      customer_id AS "customer_id: CustomerId", channel AS "channel: Channel", event_type, content,
+                      occurred_at, metadata::text AS "metadata!", enrichment::text AS "enrichment!", segment,
+                      idempotency_key, sentiment_positive, sentiment_negative, sentiment_neutral, sentiment_score,
+                      sentiment_label::text AS sentiment_label, sentiment_confidence, processed_at, created_at
+               FROM customer_interactions
+               WHERE (organization_id, idempotency_key) IN (SELECT * FROM UNNEST($1::uuid[], $2::text[]))"#,
+            &skipped_orgs,
+            &skipped_keys
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|r| ((r.organization_id, r.idempotency_key.clone().unwrap_or_default()), r))
+        .collect();
+    }
+    let mut outcomes = Vec::with_capacity(n);
+    for (i, row) in rows.iter().enumerate() {
+        if let Some(record) = created.remove(&ids[i]) {
+            outcomes.push(IngestOutcome::Created(record));
+            continue;
+        }
+        let key = (row.org, row.new.idempotency_key.clone().unwrap_or_default());
+        match firsts.get(&key) {
+            Some(first) => outcomes.push(IngestOutcome::Duplicate(first.clone())),
+            None => {
+                return Err(Error::internal(anyhow::anyhow!(
+                    "an interaction was neither inserted nor found by its idempotency key"
+                )));
+            }
+        }
+    }
+    Ok(outcomes)
 }
 
-/// Adds `counts[i]` interactions to customer `ids[i]` and moves its last_seen_at forward to `seen[i]`.
+/// Adds the created rows of `outcomes` to their customers' counters: once per customer, however many
+/// rows it got.
+pub(super) async fn bump_created(
+    tx: &mut sqlx::PgConnection,
+    outcomes: &[IngestOutcome],
+) -> Result<(), Error> {
+    let mut bumps: BTreeMap<(uuid::Uuid, uuid::Uuid), (i64, DateTime<Utc>)> = BTreeMap::new();
+    for outcome in outcomes {
+        if let IngestOutcome::Created(r) = outcome {
+            let entry = bumps
+                .entry((r.organization_id.as_uuid(), r.customer_id.as_uuid()))
+                .or_insert((0, r.occurred_at));
+            entry.0 += 1;
+            entry.1 = entry.1.max(r.occurred_at);
+        }
+    }
+    if bumps.is_empty() {
+        return Ok(());
+    }
+    let mut orgs = Vec::with_capacity(bumps.len());
+    let mut ids = Vec::with_capacity(bumps.len());
+    let mut counts = Vec::with_capacity(bumps.len());
+    let mut seen = Vec::with_capacity(bumps.len());
+    for ((org, id), (n, at)) in bumps {
+        orgs.push(org);
+        ids.push(id);
+        counts.push(n);
+        seen.push(at);
+    }
+    bump_customers(tx, &orgs, &ids, &counts, &seen).await
+}
+
+/// Adds `counts[i]` interactions to customer `ids[i]` of organization `orgs[i]` and moves its
+/// last_seen_at forward to `seen[i]`.
+///
+/// Every writer of several customer rows (groups of single ingests, batch chunks, scores) locks them in
+/// (organization, id) order first, so two transactions never wait on each other in a cycle (a deadlock
+/// would roll one back).
 async fn bump_customers(
     tx: &mut sqlx::PgConnection,
-    org: OrganizationId,
-    ids: &[CustomerId],
+    orgs: &[uuid::Uuid],
+    ids: &[uuid::Uuid],
     counts: &[i64],
     seen: &[DateTime<Utc>],
 ) -> Result<(), Error> {
-    let ids: Vec<uuid::Uuid> = ids.iter().map(CustomerId::as_uuid).collect();
     if ids.len() > 1 {
-        // Concurrent batches touch overlapping customers: taking the row locks in id order first means
-        // two transactions never wait on each other in a cycle (a deadlock would roll a chunk back).
-        sqlx::query!(
-            "SELECT id FROM customers WHERE organization_id = $1 AND id = ANY($2) ORDER BY id FOR NO KEY UPDATE",
-            org.as_uuid(),
-            &ids
-        )
-        .fetch_all(&mut *tx)
-        .await?;
+        lock_customers(tx, orgs, ids).await?;
     }
     sqlx::query!(
         "UPDATE customers c SET interaction_count = c.interaction_count + v.n,
                 last_seen_at = GREATEST(c.last_seen_at, v.seen)
-         FROM UNNEST($2::uuid[], $3::bigint[], $4::timestamptz[]) AS v(id, n, seen)
-         WHERE c.organization_id = $1 AND c.id = v.id",
-        org.as_uuid(),
-        &ids,
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::bigint[], $4::timestamptz[]) AS v(org, id, n, seen)
+         WHERE c.organization_id = v.org AND c.id = v.id",
+        orgs,
+        ids,
         counts,
         seen
     )
     .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Locks customer rows in (organization, id) order (see [`bump_customers`]).
+pub(super) async fn lock_customers(
+    tx: &mut sqlx::PgConnection,
+    orgs: &[uuid::Uuid],
+    ids: &[uuid::Uuid],
+) -> Result<(), Error> {
+    sqlx::query!(
+        "SELECT c.id FROM customers c JOIN UNNEST($1::uuid[], $2::uuid[]) AS v(org, id)
+             ON c.organization_id = v.org AND c.id = v.id
+         ORDER BY c.organization_id, c.id FOR NO KEY UPDATE OF c",
+        orgs,
+        ids
+    )
+    .fetch_all(&mut *tx)
     .await?;
     Ok(())
 }
@@ -211,78 +352,27 @@ async fn insert_all(
         Some(epoch) => OrgTx::owner(pool, cache, org.id, epoch).await?,
         None => OrgTx::unowned(pool, cache, org.id).await?,
     };
-    let mut stored = Vec::with_capacity(items.len());
-    let mut bumps: HashMap<CustomerId, (i64, DateTime<Utc>)> = HashMap::new();
-    for (index, new, segment) in items {
-        let enrichment = Enrichment {
+    let enrichments: Vec<Enrichment> = items
+        .iter()
+        .map(|(_, new, segment)| Enrichment {
             organization: org.clone(),
             segment: segment.clone(),
             device: new.device.clone(),
             geo: new.geo.clone(),
-        };
-        let outcome = insert_row(&mut tx, org.id, new, &enrichment).await?;
-        if matches!(outcome, IngestOutcome::Created(_)) {
-            let entry = bumps.entry(new.customer_id).or_insert((0, new.occurred_at));
-            entry.0 += 1;
-            entry.1 = entry.1.max(new.occurred_at);
-        }
-        stored.push((*index, outcome));
-    }
-    let mut ids = Vec::with_capacity(bumps.len());
-    let mut counts = Vec::with_capacity(bumps.len());
-    let mut seen = Vec::with_capacity(bumps.len());
-    for (id, (n, at)) in bumps {
-        ids.push(id);
-        counts.push(n);
-        seen.push(at);
-    }
-    bump_customers(&mut tx, org.id, &ids, &counts, &seen).await?;
+        })
+        .collect();
+    let rows: Vec<Row<'_>> = items
+        .iter()
+        .zip(&enrichments)
+        .map(|((_, new, _), enrichment)| Row {
+            org: org.id,
+            new,
+            enrichment,
+        })
+        .collect();
+    let outcomes = insert_rows(&mut tx, &rows).await?;
     tx.commit().await?;
-    Ok(stored)
-}
-
-/// Inserts one row, or finds the first row with its idempotency key; the caller updates the counters
-/// (once per row for single ingest, once per chunk for batches).
-async fn insert_row(
-    tx: &mut sqlx::PgConnection,
-    org: OrganizationId,
-    new: &NewInteraction,
-    enrichment: &Enrichment,
-) -> Result<IngestOutcome, Error> {
-    let inserted = sqlx::query_as!(
-        InteractionRecord,
-        r#"INSERT INTO customer_interactions
-               (organization_id, customer_id, channel, event_type, content, occurred_at, metadata, enrichment,
-                segment, idempotency_key)
-           VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8::text::jsonb, $9, $10)
-           ON CONFLICT (organization_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-           RETURNING id AS "id: InteractionId", organization_id AS "organization_id: OrganizationId",
-                     customer_id AS "customer_id: CustomerId", channel AS "channel: Channel", event_type, content,
-                     occurred_at, metadata::text AS "metadata!", enrichment::text AS "enrichment!", segment,
-                     idempotency_key, sentiment_positive, sentiment_negative, sentiment_neutral, sentiment_score,
-                     sentiment_label::text AS sentiment_label, sentiment_confidence, processed_at, created_at"#,
-        org.as_uuid(),
-        new.customer_id.as_uuid(),
-        new.channel as Channel,
-        new.event_type,
-        new.content.as_deref(),
-        new.occurred_at,
-        new.metadata,
-        enrichment.to_json(),
-        enrichment.segment.as_deref(),
-        new.idempotency_key.as_deref()
-    )
-    .fetch_optional(&mut *tx)
-    .await?;
-    match inserted {
-        Some(record) => Ok(IngestOutcome::Created(record)),
-        // ON CONFLICT only skips a row whose idempotency key was used before.
-        None => {
-            let first =
-                by_idempotency_key(tx, org, new.idempotency_key.as_deref().unwrap_or_default()).await?;
-            Ok(IngestOutcome::Duplicate(first))
-        }
-    }
+    Ok(items.iter().map(|(index, _, _)| *index).zip(outcomes).collect())
 }
 
 /// How many times a chunk is tried when its transaction fails for a transient reason.
@@ -300,7 +390,7 @@ fn db_code(e: &Error) -> Option<String> {
 }
 
 /// Deadlocks (40P01) and serialization failures (40001) succeed when simply retried.
-fn is_transient(e: &Error) -> bool {
+pub(super) fn is_transient(e: &Error) -> bool {
     matches!(db_code(e).as_deref(), Some("40P01" | "40001"))
 }
 

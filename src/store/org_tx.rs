@@ -12,6 +12,8 @@ use std::ops::{Deref, DerefMut};
 
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
+use std::collections::BTreeSet;
+
 use super::cache::Cache;
 use super::leases;
 use crate::domain::OrganizationId;
@@ -70,6 +72,70 @@ impl Deref for OrgTx {
 }
 
 impl DerefMut for OrgTx {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.tx
+    }
+}
+
+/// A write transaction of several organizations' owners: a group commit of single interactions
+/// (`group_commit`). Each organization is fenced before anything of it is written, and its commit gives
+/// every organization it wrote a new data version, as [`OrgTx`] does for one.
+pub struct GroupTx {
+    tx: Transaction<'static, Postgres>,
+    fenced: BTreeSet<(OrganizationId, i64)>,
+    cache: Cache,
+}
+
+impl GroupTx {
+    /// Opens the transaction; nothing of an organization may be written before [`fence`](Self::fence)
+    /// said yes for it.
+    pub async fn begin(pool: &PgPool, cache: &Cache) -> Result<Self, Error> {
+        Ok(Self {
+            tx: pool.begin().await?,
+            fenced: BTreeSet::new(),
+            cache: cache.clone(),
+        })
+    }
+
+    /// Fences the organization at its owner's lease `epoch` inside this transaction: `false` (and the
+    /// transaction stays usable for the others) when that lease ended.
+    pub async fn fence(&mut self, org: OrganizationId, epoch: i64) -> Result<bool, Error> {
+        if self.fenced.contains(&(org, epoch)) {
+            return Ok(true);
+        }
+        match leases::fence(&mut self.tx, org, epoch).await {
+            Ok(()) => {
+                self.fenced.insert((org, epoch));
+                Ok(true)
+            }
+            Err(Error::OwnedElsewhere) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Commits, then gives each organization written a new data version.
+    pub async fn commit(self) -> Result<(), Error> {
+        self.tx.commit().await?;
+        let mut last = None;
+        for (org, _) in &self.fenced {
+            if last != Some(*org) {
+                self.cache.bump_data_version(*org).await;
+                last = Some(*org);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Deref for GroupTx {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        &self.tx
+    }
+}
+
+impl DerefMut for GroupTx {
     fn deref_mut(&mut self) -> &mut PgConnection {
         &mut self.tx
     }

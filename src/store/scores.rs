@@ -1,5 +1,7 @@
-//! Sentiment scores on stored interactions: applying the model's scores (and the customer's average) and
-//! finding the interactions still waiting for them.
+//! Sentiment scores on stored interactions: applying the model's scores of a scored batch (and the
+//! customers' averages) in one transaction, and finding the interactions still waiting for them.
+
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -9,55 +11,112 @@ use crate::domain::interaction::{Channel, InteractionRecord, PendingScore, Score
 use crate::domain::{CustomerId, InteractionId, OrganizationId};
 use crate::error::Error;
 
-/// Stores the model's scores on an interaction not scored yet, and recomputes its customer's average
-/// sentiment over every scored interaction (R12.5, R12.8–12.10), inside `tx`. Returns the updated row,
-/// or `None` when it was scored already (a replayed hand-off changes nothing).
-pub async fn apply_scores(tx: &mut OrgTx, s: &ScoredInteraction) -> Result<Option<InteractionRecord>, Error> {
+/// Stores the model's scores on the interactions among `scored` not scored yet, in one statement, and
+/// moves each customer's average sentiment and scored count forward once by the rows it got (R12.5,
+/// R12.8–12.10), inside `tx`. Returns the updated rows and the customers' new averages; an interaction
+/// scored already is left as it is (a replayed hand-off changes nothing).
+///
+/// The average is kept incrementally, `(average × count + sum of the new scores) / (count + new)`, so
+/// scoring costs O(rows scored), not a scan of each customer's history; it equals `avg(sentiment_score)`
+/// over the customer's rows up to floating-point rounding.
+pub async fn apply_many(
+    tx: &mut OrgTx,
+    scored: &[ScoredInteraction],
+) -> Result<(Vec<InteractionRecord>, HashMap<CustomerId, Option<f64>>), Error> {
     let org = tx.org();
     let tx: &mut sqlx::PgConnection = tx;
-    let label = crate::domain::sentiment::Scores {
-        positive: s.positive,
-        negative: s.negative,
-        neutral: s.neutral,
-    };
+    let n = scored.len();
+    let (mut ids, mut pos, mut neg, mut neu) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut score, mut label, mut confidence, mut model) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for s in scored {
+        let scores = crate::domain::sentiment::Scores {
+            positive: s.positive,
+            negative: s.negative,
+            neutral: s.neutral,
+        };
+        ids.push(s.interaction_id.as_uuid());
+        pos.push(s.positive);
+        neg.push(s.negative);
+        neu.push(s.neutral);
+        score.push(scores.score());
+        label.push(scores.label().to_owned());
+        confidence.push(scores.confidence());
+        model.push(s.model.clone());
+    }
     let updated = sqlx::query_as!(
         InteractionRecord,
-        r#"UPDATE customer_interactions SET
-               sentiment_positive = $3, sentiment_negative = $4, sentiment_neutral = $5,
-               sentiment_score = $6, sentiment_label = $7::text::sentiment_label, sentiment_confidence = $8,
-               model_version = $9, processed_at = now()
-           WHERE organization_id = $1 AND id = $2 AND processed_at IS NULL
-           RETURNING id AS "id: InteractionId", organization_id AS "organization_id: OrganizationId",
-                     customer_id AS "customer_id: CustomerId", channel AS "channel: Channel", event_type, content,
-                     occurred_at, metadata::text AS "metadata!", enrichment::text AS "enrichment!", segment,
-                     idempotency_key, sentiment_positive, sentiment_negative, sentiment_neutral, sentiment_score,
-                     sentiment_label::text AS sentiment_label, sentiment_confidence, processed_at, created_at"#,
+        r#"UPDATE customer_interactions ci SET
+               sentiment_positive = v.pos, sentiment_negative = v.neg, sentiment_neutral = v.neu,
+               sentiment_score = v.score, sentiment_label = v.label::sentiment_label,
+               sentiment_confidence = v.confidence, model_version = v.model, processed_at = now()
+           FROM UNNEST($2::uuid[], $3::real[], $4::real[], $5::real[], $6::real[], $7::text[], $8::real[],
+                       $9::text[]) AS v(id, pos, neg, neu, score, label, confidence, model)
+           WHERE ci.organization_id = $1 AND ci.id = v.id AND ci.processed_at IS NULL
+           RETURNING ci.id AS "id: InteractionId", ci.organization_id AS "organization_id: OrganizationId",
+                     ci.customer_id AS "customer_id: CustomerId", ci.channel AS "channel: Channel",
+                     ci.event_type, ci.content, ci.occurred_at, ci.metadata::text AS "metadata!",
+                     ci.enrichment::text AS "enrichment!", ci.segment, ci.idempotency_key,
+                     ci.sentiment_positive, ci.sentiment_negative, ci.sentiment_neutral, ci.sentiment_score,
+                     ci.sentiment_label::text AS sentiment_label, ci.sentiment_confidence, ci.processed_at,
+                     ci.created_at"#,
         org.as_uuid(),
-        s.interaction_id.as_uuid(),
-        s.positive,
-        s.negative,
-        s.neutral,
-        label.score(),
-        label.label(),
-        label.confidence(),
-        s.model
+        &ids,
+        &pos,
+        &neg,
+        &neu,
+        &score,
+        &label,
+        &confidence,
+        &model
     )
-    .fetch_optional(&mut *tx)
+    .fetch_all(&mut *tx)
     .await?;
-    if updated.is_some() {
-        sqlx::query!(
-            "UPDATE customers c SET (average_sentiment, scored_count) = (
-                 SELECT avg(i.sentiment_score)::double precision, count(i.sentiment_score)
-                 FROM customer_interactions i
-                 WHERE i.organization_id = c.organization_id AND i.customer_id = c.id)
-             WHERE c.organization_id = $1 AND c.id = $2",
-            org.as_uuid(),
-            s.customer_id.as_uuid()
-        )
-        .execute(&mut *tx)
-        .await?;
+    let mut per_customer: BTreeMap<uuid::Uuid, (i64, f64)> = BTreeMap::new();
+    for record in &updated {
+        let entry = per_customer.entry(record.customer_id.as_uuid()).or_default();
+        entry.0 += 1;
+        entry.1 += f64::from(record.sentiment_score.unwrap_or_default());
     }
-    Ok(updated)
+    let mut averages = HashMap::with_capacity(per_customer.len());
+    if per_customer.is_empty() {
+        return Ok((updated, averages));
+    }
+    let customers: Vec<uuid::Uuid> = per_customer.keys().copied().collect();
+    let counts: Vec<i64> = per_customer.values().map(|(n, _)| *n).collect();
+    let sums: Vec<f64> = per_customer.values().map(|(_, sum)| *sum).collect();
+    if customers.len() > 1 {
+        let orgs = vec![org.as_uuid(); customers.len()];
+        super::interactions::lock_customers(&mut *tx, &orgs, &customers).await?;
+    }
+    let rows = sqlx::query!(
+        r#"UPDATE customers c SET
+               average_sentiment = LEAST(1, GREATEST(-1,
+                   (coalesce(c.average_sentiment, 0) * c.scored_count + v.total) / (c.scored_count + v.n))),
+               scored_count = c.scored_count + v.n
+           FROM UNNEST($2::uuid[], $3::bigint[], $4::double precision[]) AS v(id, n, total)
+           WHERE c.organization_id = $1 AND c.id = v.id
+           RETURNING c.id AS "id: CustomerId", c.average_sentiment"#,
+        org.as_uuid(),
+        &customers,
+        &counts,
+        &sums
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    for row in rows {
+        averages.insert(row.id, row.average_sentiment);
+    }
+    Ok((updated, averages))
 }
 
 /// Returns up to `limit` interactions with text that were never scored, oldest first, after `after`.
