@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # The limits the service's ingestion and scoring are compared against, measured on this machine:
 #
-#   bash loadtest/baselines.sh [--seconds 20] [--clients 8,32] [--copy-rows 100000]
+#   bash loadtest/baselines.sh [--seconds 20] [--clients 8,32] [--copy-rows 100000] [--group-rows 16]
 #
 # 1. single ingest: pgbench running what one single ingest writes (INSERT of the row with its
 #    enrichment, customer counter UPDATE, COMMIT), once per client count in --clients;
 # 2. batch ingest: pgbench running what one batch chunk writes (100 rows + ordered row locks + one counter
 #    UPDATE over the chunk's customers, one transaction), 4 clients as in the batch loadtest, twice: with 100
-#    INSERT statements as the service does, and with one INSERT ... SELECT generate_series of 100 rows;
+#    INSERT statements as the service did before its chunks became set-based, and with one INSERT ... SELECT
+#    of 100 rows (what store_chunk sends now);
+# 2b. grouped single ingest: pgbench running what one group commit of single interactions writes
+#    (--group-rows rows over as many customers in one INSERT ... SELECT, the customers locked in id order,
+#    one counter UPDATE, COMMIT), 2 clients as the service's 2 group-commit writers;
 # 3. bulk load: \copy of --copy-rows rows of the same shape from a CSV;
 # 4. the model: loadtest/ort_baseline.py (Python onnxruntime, 1 thread, 320 texts).
 #
@@ -23,11 +27,14 @@ SECONDS_PER_RUN=20
 CLIENTS=8,32
 COPY_ROWS=100000
 BATCH_CLIENTS=4
+GROUP_ROWS=16
+GROUP_CLIENTS=2
 while [ $# -gt 0 ]; do
   case "$1" in
     --seconds) SECONDS_PER_RUN=$2; shift 2 ;;
     --clients) CLIENTS=$2; shift 2 ;;
     --copy-rows) COPY_ROWS=$2; shift 2 ;;
+    --group-rows) GROUP_ROWS=$2; shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -35,6 +42,7 @@ done
 [[ $SECONDS_PER_RUN =~ ^[0-9]+$ && $SECONDS_PER_RUN -gt 0 ]] || { echo "--seconds N (N > 0)" >&2; exit 2; }
 [[ $CLIENTS =~ ^[0-9]+(,[0-9]+)*$ ]] || { echo "--clients N[,N...]" >&2; exit 2; }
 [[ $COPY_ROWS =~ ^[0-9]+$ && $COPY_ROWS -gt 0 ]] || { echo "--copy-rows N (N > 0)" >&2; exit 2; }
+[[ $GROUP_ROWS =~ ^[0-9]+$ && $GROUP_ROWS -gt 0 && $GROUP_ROWS -le 200 ]] || { echo "--group-rows N (0 < N <= 200)" >&2; exit 2; }
 [ -d migrations ] && [ -f loadtest/ort_baseline.py ] || { echo "run from the repository root" >&2; exit 2; }
 
 PGURL=${PGURL:-postgres://postgres@127.0.0.1:5432}
@@ -194,6 +202,33 @@ EOF
   echo "$BATCH_TAIL"
 } >"$TMP/batch_multirow.sql"
 
+# A group commit of single interactions (store::group_commit): --group-rows rows of as many customers (a
+# random run of consecutive ones, so the 2 clients' groups overlap on customers as concurrent groups do) in
+# one INSERT ... SELECT with ids chosen by the client, as the service does, then the customers locked in id
+# order, one counter UPDATE over them, COMMIT: one WAL flush for --group-rows interactions.
+GROUP_LAST=$((GROUP_ROWS - 1))
+cat >"$TMP/grouped.sql" <<EOF
+\set lo random(1, $((201 - GROUP_ROWS)))
+\set t random(0, 5)
+\set age random(0, 3499)
+BEGIN;
+INSERT INTO customer_interactions (id, organization_id, customer_id, channel, event_type, content, occurred_at, metadata,
+     enrichment, segment, idempotency_key)
+SELECT gen_random_uuid(), '$ORG', b.id, (enum_range(NULL::interaction_channel))[1 + g % 5], 'message',
+       ($TEXTS_SQL)[1 + (:t + g) % 6], now() - make_interval(secs => :age + g), b.metadata::jsonb, b.enrichment::jsonb,
+       b.segment, NULL
+FROM generate_series(0, $GROUP_LAST) AS g JOIN baseline_customers b ON b.n = :lo + g
+$INSERT_TAIL
+SELECT id FROM customers
+WHERE organization_id = '$ORG' AND id = ANY(ARRAY(SELECT id FROM baseline_customers WHERE n BETWEEN :lo AND :lo + $GROUP_LAST))
+ORDER BY id FOR NO KEY UPDATE;
+UPDATE customers c SET interaction_count = c.interaction_count + 1,
+                       last_seen_at = GREATEST(c.last_seen_at, now() - make_interval(secs => :age))
+WHERE c.organization_id = '$ORG'
+  AND c.id = ANY(ARRAY(SELECT id FROM baseline_customers WHERE n BETWEEN :lo AND :lo + $GROUP_LAST));
+END;
+EOF
+
 # One pgbench run: prints nothing, leaves $RES/<name>.json with tps and latency percentiles (ms) from the
 # per-transaction log (-l: third field is the transaction's latency in microseconds).
 run_pgbench() {
@@ -228,7 +263,8 @@ pct = lambda p: round(lat[max(0, math.ceil(p * len(lat)) - 1)], 2)
 tps = float(re.search(r"^tps = ([0-9.]+)", out, re.M).group(1))
 failed = re.search(r"number of failed transactions: (\d+)", out)
 processed = int(re.search(r"number of transactions actually processed: (\d+)", out).group(1))
-print(json.dumps({"clients": clients, "tps": round(tps, 1), "rowsPerSec": round(tps * rows), "transactions": processed,
+print(json.dumps({"clients": clients, "tps": round(tps, 1), "rowsPerSec": round(tps * rows), "rowsPerTx": rows,
+                  "transactions": processed,
                   "failed": int(failed.group(1)) if failed else 0, "checkpoints": checkpoints,
                   "p50Ms": pct(0.50), "p95Ms": pct(0.95), "p99Ms": pct(0.99)}))
 PY
@@ -241,6 +277,7 @@ for c in "${CLIENT_LIST[@]}"; do
 done
 run_pgbench batch_statements "$TMP/batch_statements.sql" "$BATCH_CLIENTS" 100
 run_pgbench batch_multirow "$TMP/batch_multirow.sql" "$BATCH_CLIENTS" 100
+run_pgbench grouped "$TMP/grouped.sql" "$GROUP_CLIENTS" "$GROUP_ROWS"
 
 # What the runs stored: every committed transaction's rows, and the customers' counters in step with them.
 psql_db -Atc "SELECT count(*), (SELECT sum(interaction_count) FROM customers),
@@ -324,6 +361,7 @@ get = lambda name: json.load(open(f"{res}/{name}.json"))
 version, sync, fsync, shared, walsync, autovacuum, maxwal = open(f"{res}/pg.txt").read().strip().split("|")
 single = [get(f"single_c{c}") for c in clients.split(",")]
 stmts, multi, copy, ort = get("batch_statements"), get("batch_multirow"), get("copy"), get("onnxruntime")
+grouped = get("grouped")
 rows_stored, counter_sum, content_b, metadata_b, enrichment_b = map(int, open(f"{res}/check.txt").read().strip().split("|"))
 tx_single = sum(s["transactions"] for s in single)
 f = lambda v: "" if v is None else (f"{v:,}" if isinstance(v, int) else f"{v:,.1f}" if v >= 100 else f"{v}")
@@ -334,7 +372,8 @@ print("|---|---|---|---|---|---|---|")
 for s in single:
     print(f"| pgbench single ingest (1 row + counter, 1 tx) | {s['clients']} | {f(s['tps'])} | {f(s['rowsPerSec'])} "
           f"| {s['p50Ms']} | {s['p95Ms']} | {s['p99Ms']} |")
-for label, b in (("pgbench batch chunk, 100 INSERTs + counters, 1 tx", stmts),
+for label, b in ((f"pgbench grouped single ingest, {grouped['rowsPerTx']} rows in 1 INSERT…SELECT + counters, 1 tx", grouped),
+                 ("pgbench batch chunk, 100 INSERTs + counters, 1 tx", stmts),
                  ("pgbench batch chunk, 1 INSERT…SELECT of 100 + counters, 1 tx", multi)):
     print(f"| {label} | {b['clients']} | {f(b['tps'])} | {f(b['rowsPerSec'])} | {b['p50Ms']} | {b['p95Ms']} | {b['p99Ms']} |")
 print(f"| \\copy of {copy['rows']:,} rows ({copy['seconds']} s) | 1 | | {f(copy['rowsPerSec'])} | | | |")
@@ -347,6 +386,7 @@ print()
 drop = lambda d: {k: d[k] for k in ("clients", "tps", "p50Ms", "p95Ms", "p99Ms", "failed", "checkpoints")}
 print(json.dumps({
     "pgbenchSingle": [drop(s) for s in single],
+    "pgbenchGrouped": {"rowsPerTx": grouped["rowsPerTx"], "rowsPerSec": grouped["rowsPerSec"], **drop(grouped)},
     "copy": copy,
     # The top level is the chunk as the service runs it (100 INSERT statements), which loadtest/main.rs
     # compares its batch scenario with; multiRow is the same chunk with one INSERT ... SELECT.
@@ -355,7 +395,8 @@ print(json.dumps({
                  "multiRow": {"inserts": "1 INSERT ... SELECT generate_series(0, 99)",
                               **{k: multi[k] for k in ("tps", "rowsPerSec", "p50Ms", "p95Ms", "p99Ms", "failed", "checkpoints")}}},
     "onnxruntime": ort,
-    "stored": {"rows": rows_stored, "expectedRows": tx_single + 100 * (stmts["transactions"] + multi["transactions"]),
+    "stored": {"rows": rows_stored, "expectedRows": tx_single + 100 * (stmts["transactions"] + multi["transactions"])
+                   + grouped["rowsPerTx"] * grouped["transactions"],
                "counterSum": counter_sum, "avgBytes": {"content": content_b, "metadata": metadata_b, "enrichment": enrichment_b}},
     "postgres": {"version": version, "synchronousCommit": sync, "fsync": fsync, "sharedBuffers": shared,
                  "walSyncMethod": walsync, "autovacuum": autovacuum, "maxWalSize": maxwal},

@@ -52,9 +52,10 @@ struct Args {
     /// closed (each worker waits for its answer) or open (requests start at --rate per second).
     #[arg(long, default_value = "closed", value_parser = ["closed", "open"])]
     mode: String,
-    /// Requests per second in open-loop mode.
-    #[arg(long, default_value_t = 300.0)]
-    rate: f64,
+    /// Requests per second in open-loop mode (default 300; in `all`, `single-open` runs at half the
+    /// throughput the closed-loop `single` just reached, where R8.2's tail latency is judged).
+    #[arg(long)]
+    rate: Option<f64>,
     /// Requests per scenario (default: each scenario's own).
     #[arg(long)]
     requests: Option<usize>,
@@ -391,7 +392,10 @@ async fn main() {
             .json()
             .await
             .unwrap();
-        customers.push(r["id"].as_str().unwrap().to_owned());
+        let id = r["id"].as_str().unwrap_or_else(|| {
+            panic!("cannot create the load test's customers ({r}); under quotas, start the node with raised ones (README)")
+        });
+        customers.push(id.to_owned());
     }
     let ctx = Ctx {
         client: client.clone(),
@@ -464,9 +468,20 @@ async fn main() {
         } else {
             scenario
         };
+        let peak = reports
+            .iter()
+            .find(|r| r["scenario"] == "single")
+            .and_then(|r| r["requestsPerSec"].as_f64());
+        let rate = match (args.rate, peak) {
+            (Some(rate), _) => rate,
+            (None, Some(peak)) if scenario == "single-open" && peak >= 2.0 => (peak / 2.0).round(),
+            _ => 300.0,
+        };
+        // At half the peak, a single ingest's p99 must stay under 25 ms (R8.2's tail, issue 19).
+        let target_p99 = (scenario == "single-open").then_some(25.0);
         let outcome = if open_loop {
             let secs = if args.scenario == "all" { 10 } else { args.max_secs };
-            open(&ctx, base_scenario, args.rate, secs, batch_size).await
+            open(&ctx, base_scenario, rate, secs, batch_size).await
         } else {
             closed(&ctx, base_scenario, requests, concurrency, batch_size).await
         };
@@ -478,12 +493,15 @@ async fn main() {
             "scenario": scenario, "mode": if open_loop { "open" } else { "closed" },
             "requests": n + outcome.errors, "errors": outcome.errors,
             "concurrency": if open_loop { Value::Null } else { json!(concurrency) },
-            "rate": if open_loop { json!(args.rate) } else { Value::Null },
+            "rate": if open_loop { json!(rate) } else { Value::Null },
             "seconds": (outcome.elapsed * 100.0).round() / 100.0,
             "requestsPerSec": (n as f64 / outcome.elapsed).round(),
             "itemsPerSec": ((n * per_request) as f64 / outcome.elapsed).round(),
             "p50Ms": percentile(&latencies, 0.50), "p95Ms": p95, "p99Ms": percentile(&latencies, 0.99),
-            "targetP95Ms": target, "meetsTarget": p95 < target && outcome.errors == 0,
+            "targetP95Ms": target, "targetP99Ms": target_p99,
+            "meetsTarget": p95 < target
+                && target_p99.is_none_or(|t| percentile(&latencies, 0.99) < t)
+                && outcome.errors == 0,
         });
         eprintln!("{scenario}: {report}");
         reports.push(report);
@@ -527,7 +545,7 @@ async fn main() {
 
 fn print_table(reports: &[Value]) {
     println!(
-        "| scenario | mode | requests | errors | conc./rate | req/s | items/s | p50 ms | p95 ms | p99 ms | target p95 | met |"
+        "| scenario | mode | requests | errors | conc./rate | req/s | items/s | p50 ms | p95 ms | p99 ms | target p95 ms | met |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in reports {
@@ -548,7 +566,10 @@ fn print_table(reports: &[Value]) {
             r["p50Ms"],
             r["p95Ms"],
             r["p99Ms"],
-            r["targetP95Ms"],
+            match r["targetP99Ms"].as_f64() {
+                Some(p99) => format!("{} (p99 {p99})", r["targetP95Ms"]),
+                None => r["targetP95Ms"].to_string(),
+            },
             if r["meetsTarget"] == true { "yes" } else { "no" }
         );
     }
@@ -594,10 +615,22 @@ fn ratios(reports: &[Value], b: &Value) -> Value {
     add(
         "batch",
         ours("batch"),
-        "SQL batches of 100 rows",
+        "SQL chunks of 100 INSERT statements",
         b["batchSql"]["rowsPerSec"].as_f64(),
     );
+    add(
+        "single (c=16)",
+        ours("single"),
+        "pgbench grouped commits of the same rows",
+        b["pgbenchGrouped"]["rowsPerSec"].as_f64(),
+    );
     add("batch", ours("batch"), "COPY", b["copy"]["rowsPerSec"].as_f64());
+    add(
+        "batch",
+        ours("batch"),
+        "SQL chunks of 100 rows in one INSERT ... SELECT",
+        b["batchSql"]["multiRow"]["rowsPerSec"].as_f64(),
+    );
     add(
         "ml-batch (texts)",
         ours("ml-batch"),

@@ -12,7 +12,7 @@ use crate::domain::customer::CustomerState;
 use crate::domain::enrichment::{Enrichment, OrgContext};
 use crate::domain::event::EventDraft;
 use crate::domain::interaction::{
-    IngestFailure, IngestOutcome, IngestReply, InteractionView, NewInteraction,
+    IngestFailure, IngestOutcome, IngestReply, InteractionRecord, InteractionView, NewInteraction,
 };
 use crate::domain::{CustomerId, InteractionId, OrganizationId};
 use crate::error::Error;
@@ -84,8 +84,11 @@ pub enum CustomerMsg {
         score: f32,
         average_sentiment: Option<f64>,
     },
-    /// Re-reads the customer's row (after a PATCH or a batch wrote to it).
+    /// Re-reads the customer's row (after a PATCH wrote to it).
     Refresh,
+    /// A batch stored these interactions of the customer (committed, counters included): the counters
+    /// and the pattern window take them.
+    Appended(Vec<InteractionRecord>),
     /// Returns what the actor holds.
     Snapshot(RpcReplyPort<Wire<CustomerState>>),
     /// Panics, when fault injection is enabled (crash tests); ignored otherwise.
@@ -187,6 +190,22 @@ impl Actor for CustomerActor {
                 detect_patterns(state, false).await;
             }
             CustomerMsg::Reevaluate => detect_patterns(state, true).await,
+            CustomerMsg::Appended(records) => {
+                for record in records {
+                    state.customer.interaction_count += 1;
+                    state.customer.last_seen_at = state.customer.last_seen_at.max(Some(record.occurred_at));
+                    remember(
+                        state,
+                        record.id,
+                        Event {
+                            at: record.occurred_at,
+                            channel: record.channel,
+                            score: None,
+                        },
+                    );
+                }
+                schedule_detection(&myself, state);
+            }
             CustomerMsg::Refresh => {
                 match customers::load_state(&state.pool, state.org.id, state.customer.id).await {
                     Ok(Some(fresh)) => {

@@ -318,12 +318,13 @@ impl Ingest {
             done += 1;
             tracing::debug!(org = %org, chunk = done, chunks = total_chunks, "batch chunk stored");
         }
-        for record in &created {
-            self.scorer.hand_off(record);
-        }
         if !created.is_empty() {
             // Live dashboards and live customer actors learn of the rows; the rows are already durable.
-            let _ = owner.actor.cast(OrgMsg::BatchStored(Wire::new(created)));
+            // Scoring follows, so `sentiment.scored` comes after `interaction.created` here too.
+            let _ = owner.actor.cast(OrgMsg::BatchStored(Wire::new(created.clone())));
+        }
+        for record in &created {
+            self.scorer.hand_off(record);
         }
         let missing = vec![FieldError::new("", "item was not processed")];
         Ok(results

@@ -88,6 +88,11 @@ pub struct OrgState {
     /// An evaluation is reading the rollups (one at a time).
     insights_running: bool,
     commits: GroupCommit,
+    /// Scores waiting for the write in flight to end.
+    scores_pending: Vec<ScoredInteraction>,
+    /// A score write is in flight (one at a time per organization, so scoring holds at most one
+    /// connection of the pool per organization).
+    scores_writing: bool,
 }
 
 /// Messages to an organization actor.
@@ -105,12 +110,13 @@ pub enum OrgMsg {
     /// Numbers an event and keeps it for replay (sent by the customers' actors).
     Publish(Wire<EventDraft>),
     /// The model scored some of the organization's interactions: stored together in one transaction, in a
-    /// task of their own that answers with `ScoresStored`.
+    /// task of its own that answers with `ScoresStored`; scores that arrive while one is being written
+    /// wait and go together in the next.
     Scored(Wire<Vec<ScoredInteraction>>),
-    /// Scores were stored: the rows and their customers' new averages, to publish and hand to the live
-    /// customers' actors.
+    /// A score write ended: the rows it stored and their customers' new averages (none when it failed),
+    /// to publish and hand to the live customers' actors.
     ScoresStored(Vec<InteractionRecord>, HashMap<CustomerId, Option<f64>>),
-    /// A batch committed these rows: publish them and refresh the live customers they touched.
+    /// A batch committed these rows: publish them and hand them to the live customers' actors.
     BatchStored(Wire<Vec<InteractionRecord>>),
     /// A customer's row changed (by id); its live actor re-reads it.
     CustomerChanged(String),
@@ -189,6 +195,8 @@ impl Actor for OrgActor {
             insights_firing: HashMap::new(),
             insights_running: false,
             commits: args.commits,
+            scores_pending: Vec::new(),
+            scores_writing: false,
             customers: HashMap::new(),
             seq: 0,
             last: 0,
@@ -250,8 +258,15 @@ impl Actor for OrgActor {
                 route_ingest(&myself, state, wire, request_id, reply).await
             }
             OrgMsg::Publish(Wire(Ok(draft))) => publish(state, draft).await,
-            OrgMsg::Scored(Wire(Ok(scored))) => store_scores(&myself, state, scored),
-            OrgMsg::ScoresStored(records, averages) => scores_stored(state, records, averages).await,
+            OrgMsg::Scored(Wire(Ok(scored))) => {
+                state.scores_pending.extend(scored);
+                write_scores(&myself, state);
+            }
+            OrgMsg::ScoresStored(records, averages) => {
+                state.scores_writing = false;
+                scores_stored(state, records, averages).await;
+                write_scores(&myself, state);
+            }
             OrgMsg::Scored(Wire(Err(e))) => {
                 tracing::error!(org = %state.org.id, error = e, "undecodable scores dropped")
             }
@@ -259,9 +274,14 @@ impl Actor for OrgActor {
                 tracing::error!(org = %state.org.id, error = e, "undecodable event dropped")
             }
             OrgMsg::BatchStored(Wire(Ok(records))) => {
-                let mut touched = Vec::new();
+                let mut touched: HashMap<CustomerId, Vec<InteractionRecord>> = HashMap::new();
                 for record in records {
-                    touched.push(record.customer_id);
+                    if state.customers.contains_key(&record.customer_id) {
+                        touched
+                            .entry(record.customer_id)
+                            .or_default()
+                            .push(record.clone());
+                    }
                     let data = serde_json::to_string(&InteractionView::from(record)).unwrap_or_default();
                     publish(
                         state,
@@ -272,11 +292,10 @@ impl Actor for OrgActor {
                     )
                     .await;
                 }
-                touched.sort_unstable();
-                touched.dedup();
-                for id in touched {
+                // The live customers' actors take the rows as they are, without reading anything back.
+                for (id, rows) in touched {
                     if let Some(live) = state.customers.get(&id) {
-                        let _ = live.actor.cast(CustomerMsg::Refresh);
+                        let _ = live.actor.cast(CustomerMsg::Appended(rows));
                     }
                 }
             }
@@ -711,13 +730,24 @@ fn passivate_idle(state: &mut OrgState) {
     }
 }
 
-/// Stores a scored batch of the organization's interactions in one transaction (fenced like every write
-/// of the owner), in a task, so the mailbox of ingests does not wait on it. A failure leaves the rows
-/// unscored, and the scoring sweep scores them again.
-fn store_scores(myself: &ActorRef<OrgMsg>, state: &OrgState, scored: Vec<ScoredInteraction>) {
-    if state.moving || scored.is_empty() {
+/// Most scores stored in one transaction.
+const SCORES_PER_WRITE: usize = 500;
+
+/// Stores the waiting scores in one transaction (fenced like every write of the owner), in a task, so the
+/// mailbox of ingests does not wait on it; one write at a time, and what arrives meanwhile goes in the
+/// next. A failure leaves the rows unscored, and the scoring sweep scores them again.
+fn write_scores(myself: &ActorRef<OrgMsg>, state: &mut OrgState) {
+    if state.moving {
+        // The new owner's sweep scores whatever was not stored.
+        state.scores_pending.clear();
         return;
     }
+    if state.scores_writing || state.scores_pending.is_empty() {
+        return;
+    }
+    let take = state.scores_pending.len().min(SCORES_PER_WRITE);
+    let scored: Vec<ScoredInteraction> = state.scores_pending.drain(..take).collect();
+    state.scores_writing = true;
     let (pool, cache, org, epoch, myself) = (
         state.pool.clone(),
         state.cache.clone(),
@@ -744,15 +774,11 @@ fn store_scores(myself: &ActorRef<OrgMsg>, state: &OrgState, scored: Vec<ScoredI
             Ok::<_, Error>(stored)
         }
         .await;
-        match stored {
-            Ok((records, averages)) if !records.is_empty() => {
-                let _ = myself.cast(OrgMsg::ScoresStored(records, averages));
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(org = %org, rows = scored.len(), error = %e, "scores not stored; the sweep scores these rows again")
-            }
-        }
+        let (records, averages) = stored.unwrap_or_else(|e| {
+            tracing::warn!(org = %org, rows = scored.len(), error = %e, "scores not stored; the sweep scores these rows again");
+            Default::default()
+        });
+        let _ = myself.cast(OrgMsg::ScoresStored(records, averages));
     });
 }
 

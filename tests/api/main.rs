@@ -14,6 +14,7 @@ mod contract;
 mod customers;
 mod demo;
 mod errors;
+mod group_commit;
 mod health;
 mod helpers;
 mod hostile;
