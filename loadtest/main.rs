@@ -80,6 +80,10 @@ struct Args {
     /// Also run loadtest/baselines.sh (pgbench, COPY, Python onnxruntime) and print our ratios to them.
     #[arg(long)]
     baselines: bool,
+    /// Do not store one interaction per customer before the scenarios: the first scenario then also
+    /// measures the node starting an actor for each of the run's new customers (a cold start).
+    #[arg(long)]
+    cold: bool,
     /// Other nodes of a cluster (comma-separated base URLs, same certificate): requests go round-robin
     /// over --base and these, so each lands on any node as behind a load balancer.
     #[arg(long, value_delimiter = ',')]
@@ -404,6 +408,31 @@ async fn main() {
         args: args.clone(),
     };
     let customers = ctx.customers.clone();
+    if !args.cold {
+        // Steady state: every customer's actor is running before anything is measured, as it is for
+        // the customers a node serves all day (the run's customers are new to the node).
+        let started = Instant::now();
+        let mut warm = Vec::new();
+        for chunk in customers.chunks(customers.len().div_ceil(8).max(1)) {
+            let (client, token, base, chunk) =
+                (client.clone(), token.clone(), args.base.clone(), chunk.to_vec());
+            warm.push(tokio::spawn(async move {
+                for (i, customer) in chunk.iter().enumerate() {
+                    let url = format!("{base}/api/v1/interactions");
+                    send(&client, &token, "single", url, Some(item(customer, i))).await;
+                }
+            }));
+        }
+        for w in warm {
+            let _ = w.await;
+        }
+        eprintln!(
+            "warm-up: one interaction for each of {} customers in {:.1} s (not measured; --cold skips it)",
+            customers.len(),
+            started.elapsed().as_secs_f64()
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
     let scenarios: Vec<&str> = if args.scenario == "all" {
         vec![
             "login",
