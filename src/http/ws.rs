@@ -123,6 +123,9 @@ pub async fn upgrade(
     {
         h.insert(SEC_WEBSOCKET_EXTENSIONS, v);
     }
+    // Subscribed before the handshake is answered: an alert raised once the client holds its connection
+    // reaches it, however late the connection's task gets to run (seen under CI load).
+    let alerts = s.alerts.subscribe();
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => hyper_util::rt::TokioIo::new(upgraded),
@@ -138,6 +141,7 @@ pub async fn upgrade(
                 s,
                 user,
                 token,
+                alerts,
                 WebSocketStream::from_raw_socket(stream, Role::Server, config).await,
             )
             .await;
@@ -146,6 +150,7 @@ pub async fn upgrade(
                 s,
                 user,
                 token,
+                alerts,
                 WebSocketStream::from_raw_socket(upgraded, Role::Server, config).await,
             )
             .await;
@@ -171,8 +176,13 @@ enum End {
     Revoked,
 }
 
-async fn serve<S>(s: Shared, user: UserPrincipal, token: String, socket: WebSocketStream<S>)
-where
+async fn serve<S>(
+    s: Shared,
+    user: UserPrincipal,
+    token: String,
+    mut alerts: tokio::sync::broadcast::Receiver<crate::domain::alert::Alert>,
+    socket: WebSocketStream<S>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let org = user.organization_id;
@@ -203,7 +213,6 @@ where
         s.metrics.ws_messages.with_label_values(&["in"]),
     );
     // Alerts reach admins: their organization's, and the system alerts every admin sees.
-    let mut alerts = s.alerts.subscribe();
     let admin = user.role == crate::domain::Role::Admin;
     let mut shutdown = s.shutdown.clone();
     let mut ping = tokio::time::interval_at(Instant::now() + config.ping_interval, config.ping_interval);
