@@ -144,22 +144,12 @@ impl Actor for CustomerActor {
                         Err(e) => Err(IngestFailure::Internal(e)),
                     };
                     if let Ok(IngestOutcome::Created(record)) = &result {
-                        state.customer.interaction_count += 1;
-                        state.customer.last_seen_at = state.customer.last_seen_at.max(Some(record.occurred_at));
+                        took(state, record);
                     }
                     // The client is answered first; publishing and the scoring hand-off follow the commit.
                     let _ = reply.send(Wire::new(result.clone()));
                     if let Ok(IngestOutcome::Created(record)) = result {
                         tracing::debug!(customer = %state.customer.id, interaction = %record.id, "interaction stored");
-                        remember(
-                            state,
-                            record.id,
-                            Event {
-                                at: record.occurred_at,
-                                channel: record.channel,
-                                score: None,
-                            },
-                        );
                         schedule_detection(&myself, state);
                         let data = serde_json::to_string(&InteractionView::from(record.clone())).unwrap_or_default();
                         let draft = EventDraft {
@@ -191,18 +181,8 @@ impl Actor for CustomerActor {
             }
             CustomerMsg::Reevaluate => detect_patterns(state, true).await,
             CustomerMsg::Appended(records) => {
-                for record in records {
-                    state.customer.interaction_count += 1;
-                    state.customer.last_seen_at = state.customer.last_seen_at.max(Some(record.occurred_at));
-                    remember(
-                        state,
-                        record.id,
-                        Event {
-                            at: record.occurred_at,
-                            channel: record.channel,
-                            score: None,
-                        },
-                    );
+                for record in &records {
+                    took(state, record);
                 }
                 schedule_detection(&myself, state);
             }
@@ -247,6 +227,21 @@ async fn load_window(
     let mut events = customers::recent_events(pool, org, customer, since, WINDOW_CAP as i64).await?;
     events.reverse();
     Ok(events.into())
+}
+
+/// A stored interaction of the customer: its counters and its pattern window take it (unscored yet).
+fn took(state: &mut CustomerActorState, record: &InteractionRecord) {
+    state.customer.interaction_count += 1;
+    state.customer.last_seen_at = state.customer.last_seen_at.max(Some(record.occurred_at));
+    remember(
+        state,
+        record.id,
+        Event {
+            at: record.occurred_at,
+            channel: record.channel,
+            score: None,
+        },
+    );
 }
 
 fn remember(state: &mut CustomerActorState, id: InteractionId, event: Event) {

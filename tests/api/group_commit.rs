@@ -60,6 +60,21 @@ impl Gate {
         Self { conn, key }
     }
 
+    /// Closes the gate and sends one ingest for each of `customers` (two: one per group-commit writer),
+    /// then waits until their transactions wait at the gate, so what is sent next forms one group.
+    async fn occupy_writers(
+        app: &TestApp,
+        org: insights::domain::OrganizationId,
+        admin: &Session,
+        customers: &[String],
+    ) -> (Self, Vec<tokio::task::JoinHandle<(u16, Value)>>) {
+        let gate = Self::close(app, org).await;
+        let bodies = customers.iter().map(|c| interaction(c, "web", None)).collect();
+        let first = post_all(app, &admin.access, bodies);
+        Self::await_waiting(app, customers.len() as i64).await;
+        (gate, first)
+    }
+
     /// Waits until `n` transactions wait at the gate (both writers of the group commit, say).
     async fn await_waiting(app: &TestApp, n: i64) {
         let waiting = eventually(Duration::from_secs(20), || async {
@@ -143,17 +158,8 @@ async fn a_row_the_database_refuses_fails_alone_and_the_rest_of_its_group_commit
     .await;
     let (groups_before, rows_before) = groups(&app).await;
 
-    let gate = Gate::close(&app, org.id).await;
     // Two ingests occupy both writers at the gate; the next six queue up behind them as one group.
-    let first = post_all(
-        &app,
-        &admin.access,
-        customers[..2]
-            .iter()
-            .map(|c| interaction(c, "web", Some("first")))
-            .collect(),
-    );
-    Gate::await_waiting(&app, 2).await;
+    let (gate, first) = Gate::occupy_writers(&app, org.id, &admin, &customers[..2]).await;
     let bodies = customers[2..]
         .iter()
         .enumerate()
@@ -221,16 +227,7 @@ async fn two_requests_with_one_key_in_one_group_store_one_row_and_both_get_it() 
     let customers = warm_customers(&app, &admin, 5).await;
     let (groups_before, _) = groups(&app).await;
 
-    let gate = Gate::close(&app, org.id).await;
-    let first = post_all(
-        &app,
-        &admin.access,
-        customers[..2]
-            .iter()
-            .map(|c| interaction(c, "web", None))
-            .collect(),
-    );
-    Gate::await_waiting(&app, 2).await;
+    let (gate, first) = Gate::occupy_writers(&app, org.id, &admin, &customers[..2]).await;
     // The key is per organization: two customers' requests with it are the same interaction.
     let keyed = |c: &str, content: &str| {
         let mut body = interaction(c, "email", Some(content));
