@@ -417,17 +417,22 @@ async fn main() {
             let (client, token, base, chunk) =
                 (client.clone(), token.clone(), args.base.clone(), chunk.to_vec());
             warm.push(tokio::spawn(async move {
+                let mut failed = 0usize;
                 for (i, customer) in chunk.iter().enumerate() {
                     let url = format!("{base}/api/v1/interactions");
-                    send(&client, &token, "single", url, Some(item(customer, i))).await;
+                    if !send(&client, &token, "single", url, Some(item(customer, i))).await {
+                        failed += 1;
+                    }
                 }
+                failed
             }));
         }
+        let mut failed = 0;
         for w in warm {
-            let _ = w.await;
+            failed += w.await.unwrap_or(0);
         }
         eprintln!(
-            "warm-up: one interaction for each of {} customers in {:.1} s (not measured; --cold skips it)",
+            "warm-up: one interaction for each of {} customers in {:.1} s, {failed} failed (not measured; --cold skips it)",
             customers.len(),
             started.elapsed().as_secs_f64()
         );

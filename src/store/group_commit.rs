@@ -50,6 +50,17 @@ struct Pending {
     reply: oneshot::Sender<Result<IngestOutcome, Error>>,
 }
 
+impl Pending {
+    /// The row this interaction is stored as.
+    fn row(&self) -> Row<'_> {
+        Row {
+            org: self.org,
+            new: &self.new,
+            enrichment: &self.enrichment,
+        }
+    }
+}
+
 /// How many times a group is tried when its transaction fails for a transient reason (a deadlock).
 const GROUP_ATTEMPTS: u32 = 3;
 
@@ -82,7 +93,13 @@ impl GroupCommit {
                         .ingest_group_size
                         .with_label_values(&["single"])
                         .observe(group.len() as f64);
-                    commit_group(&pool, &cache, group).await;
+                    // In a task of its own: a panic in one group answers its senders 503 (their replies
+                    // are dropped) and leaves the writer serving the next groups.
+                    let (pool, cache) = (pool.clone(), cache.clone());
+                    let stored = tokio::spawn(async move { commit_group(&pool, &cache, group).await });
+                    if let Err(e) = stored.await {
+                        tracing::error!(error = %e, "a commit group failed unexpectedly; its requests were answered 503");
+                    }
                 }
             });
         }
@@ -165,11 +182,7 @@ async fn try_group(
         .iter()
         .zip(&owned)
         .filter(|(_, owned)| **owned)
-        .map(|(p, _)| Row {
-            org: p.org,
-            new: &p.new,
-            enrichment: &p.enrichment,
-        })
+        .map(|(p, _)| p.row())
         .collect();
     let mut stored = if rows.is_empty() {
         Vec::new()
@@ -203,12 +216,7 @@ async fn one_by_one(
             continue;
         }
         sqlx::query("SAVEPOINT group_row").execute(&mut *tx).await?;
-        let row = Row {
-            org: p.org,
-            new: &p.new,
-            enrichment: &p.enrichment,
-        };
-        match interactions::insert_only(&mut tx, std::slice::from_ref(&row)).await {
+        match interactions::insert_only(&mut tx, &[p.row()]).await {
             Ok(mut outcome) => {
                 sqlx::query("RELEASE SAVEPOINT group_row")
                     .execute(&mut *tx)
